@@ -1,0 +1,3 @@
+"""keysync: lip synchronisation (visual dubbing) with KeySync."""
+
+__version__ = "0.1.0"

@@ -1,0 +1,74 @@
+"""EDM v-prediction scalings and the masked-inpainting denoiser (the official ``DenoiserDub``)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+
+import torch
+
+
+def edm_v_scalings(sigma: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """c_skip, c_out, c_in, c_noise for x = x0 + sigma * eps with a v-parameterised network."""
+    c_skip = 1.0 / (sigma**2 + 1.0)
+    c_out = -sigma / (sigma**2 + 1.0) ** 0.5
+    c_in = 1.0 / (sigma**2 + 1.0) ** 0.5
+    c_noise = 0.25 * sigma.log()
+    return c_skip, c_out, c_in, c_noise
+
+
+@dataclass
+class Conditioning:
+    """What the denoiser needs besides the noisy latent. Frames are flattened clip-major (B*T, ...).
+
+    concat: unscaled conditioning latents per clip (keyframe (B,4,h,w); interpolation (B,8,h,w));
+    context: audio tokens (B, T, D); known: scaled source latents (B*T, 4, h, w);
+    mask: (B*T, 1, h, w), 1 = regenerate, 0 = keep ``known``.
+    """
+
+    concat: torch.Tensor
+    context: torch.Tensor
+    known: torch.Tensor
+    mask: torch.Tensor
+
+    def select_clips(self, start: int, stop: int) -> "Conditioning":
+        t = self.context.shape[1]
+        return replace(
+            self,
+            concat=self.concat[start:stop],
+            context=self.context[start:stop],
+            known=self.known[start * t : stop * t],
+            mask=self.mask[start * t : stop * t],
+        )
+
+
+def _per_frame(sigma: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    return sigma.reshape(-1, *([1] * (x.ndim - 1)))
+
+
+class MaskedDenoiser:
+    """D(x, sigma): known latents are pasted in before the network and again after it.
+
+    ``clips_per_call`` splits the network call into groups of whole clips (memory; no effect on results).
+    """
+
+    def __init__(self, network, clips_per_call: int | None = None):
+        self.network = network
+        self.clips_per_call = clips_per_call
+
+    def __call__(self, x: torch.Tensor, sigma: torch.Tensor, cond: Conditioning) -> torch.Tensor:
+        m = cond.mask.to(x.dtype)
+        x = x * m + cond.known * (1 - m)
+        c_skip, c_out, c_in, c_noise = edm_v_scalings(sigma)
+        out = self._network(x * _per_frame(c_in, x), c_noise, cond)
+        denoised = out * _per_frame(c_out, x) + x * _per_frame(c_skip, x)
+        return denoised * m + cond.known * (1 - m)
+
+    def _network(self, x: torch.Tensor, c_noise: torch.Tensor, cond: Conditioning) -> torch.Tensor:
+        clips, t = cond.context.shape[:2]
+        step = self.clips_per_call or clips
+        outs = []
+        for start in range(0, clips, step):
+            part = cond.select_clips(start, start + step)
+            rows = slice(start * t, (start + len(part.context)) * t)
+            outs.append(self.network(x[rows], c_noise[rows], part.concat, part.context))
+        return torch.cat(outs)

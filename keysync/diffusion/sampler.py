@@ -1,0 +1,34 @@
+"""The Euler EDM sampler (deterministic: no churn)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+from tqdm.auto import tqdm
+
+from .denoiser import Conditioning
+
+
+def sample_euler(
+    denoise: Callable[[torch.Tensor, torch.Tensor, Conditioning], torch.Tensor],
+    noise: torch.Tensor,
+    cond: Conditioning,
+    sigmas: torch.Tensor,
+    callback: Callable[[int, torch.Tensor, torch.Tensor], None] | None = None,
+    progress: bool = False,
+) -> torch.Tensor:
+    """Integrate from sigmas[0] to sigmas[-1] (= 0) with Euler steps; ``denoise(x, sigma, cond)`` -> D.
+
+    ``callback(i, x, denoised)`` sees the state after step i and the D used for it.
+    """
+    sigmas = sigmas.to(device=noise.device, dtype=noise.dtype)
+    x = noise * torch.sqrt(1.0 + sigmas[0] ** 2.0)
+    ones = x.new_ones(x.shape[0])
+    for i in tqdm(range(len(sigmas) - 1), disable=not progress, leave=False, desc="denoising"):
+        sigma = sigmas[i]
+        denoised = denoise(x, ones * sigma, cond)
+        x = x + (sigmas[i + 1] - sigma) * ((x - denoised) / sigma)
+        if callback is not None:
+            callback(i, x, denoised)
+    return x

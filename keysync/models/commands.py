@@ -1,0 +1,60 @@
+"""``keysync convert``: official checkpoints -> a KeySync model folder."""
+
+from __future__ import annotations
+
+import argparse
+
+
+def register(subparsers) -> None:
+    p = subparsers.add_parser(
+        "convert",
+        help="convert released KeySync checkpoints into a model folder",
+        description=(
+            "Read the keyframe and interpolation checkpoints (DeepSpeed model-state .pt, Lightning .ckpt or "
+            ".safetensors) and write a model folder of safetensors + config.json. Strict: every tensor "
+            "name and shape is checked."
+        ),
+    )
+    p.add_argument("keyframe_ckpt", help="keyframe checkpoint, e.g. keyframe_dub.pt")
+    p.add_argument("interpolation_ckpt", help="interpolation checkpoint, e.g. interpolation_dub.pt")
+    p.add_argument("-o", "--output", required=True, help="model folder to write")
+    p.add_argument(
+        "--official-config",
+        action="append",
+        default=[],
+        metavar="FILE",
+        help="official model config (yaml, or JSON with 'official_config') for checkpoints of another size; "
+        "give it once (both stages share its sizes) or once per stage. Default: the released sizes",
+    )
+    p.add_argument("--vae", metavar="PATH", help="SVD VAE (diffusers folder or .safetensors) to add the VAE encoder")
+    p.add_argument("--dtype", choices=["float32", "float16", "bfloat16"], default="float32", help="stored precision")
+    p.add_argument(
+        "--trust-pickle",
+        action="store_true",
+        help="allow full unpickling of .pt/.ckpt files (runs code from the file: only for files you trust)",
+    )
+    p.add_argument("--overwrite", action="store_true", help="replace an existing output folder")
+    p.set_defaults(func=run_convert)
+
+
+def run_convert(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    import torch
+
+    from ..errors import KeySyncError
+    from .convert import convert_checkpoints
+
+    out = Path(args.output)
+    if out.exists() and not args.overwrite:
+        raise KeySyncError(f"{out} already exists; choose another output folder or pass --overwrite")
+    model = convert_checkpoints(
+        args.keyframe_ckpt,
+        args.interpolation_ckpt,
+        official_configs=args.official_config,
+        vae_path=args.vae,
+        trust_pickle=args.trust_pickle,
+    )
+    model.save_pretrained(out, overwrite=args.overwrite, dtype=getattr(torch, args.dtype))
+    print(f"wrote {out}")
+    return 0

@@ -1,0 +1,167 @@
+"""A KeySync model folder: keyframe network, interpolation network and VAE, loaded strictly.
+
+Layout::
+
+    MODEL_DIR/keysync.json                       format, preset name, notes
+    MODEL_DIR/{keyframe,interpolation,vae}/config.json
+    MODEL_DIR/{keyframe,interpolation,vae}/model.safetensors
+
+Loading checks every tensor name and shape against the config, so a wrong or truncated folder fails
+loudly instead of running with random weights.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file, save_file
+
+from ..errors import KeySyncError
+from .network import KeySyncNet
+from .presets import preset
+from .vae import KeySyncVAE
+
+WEIGHTS = "model.safetensors"
+INDEX = "keysync.json"
+COMPONENTS = ("keyframe", "interpolation", "vae")
+# A VAE converted without the SVD encoder can decode but not encode; these keys may then be absent.
+ENCODER_PREFIXES = ("encoder.", "quant_conv.")
+
+
+@dataclass
+class KeySyncModel:
+    keyframe: KeySyncNet
+    interpolation: KeySyncNet
+    vae: KeySyncVAE
+    info: dict = field(default_factory=dict)
+
+    @property
+    def has_vae_encoder(self) -> bool:
+        return self.info.get("vae_has_encoder", True)
+
+    @classmethod
+    def from_config(cls, net: dict, vae: dict, device: str | torch.device = "cpu", info: dict | None = None):
+        """Randomly initialised components (``device="meta"`` allocates nothing)."""
+        with torch.device(device):
+            return cls(
+                keyframe=KeySyncNet(kind="keyframe", **net),
+                interpolation=KeySyncNet(kind="interpolation", **net),
+                vae=KeySyncVAE(**vae),
+                info=dict(info or {}),
+            )
+
+    @classmethod
+    def from_preset(cls, name: str, device: str | torch.device = "cpu", seed: int | None = 0):
+        spec = preset(name)
+        if seed is not None:
+            torch.manual_seed(seed)
+        return cls.from_config(spec["net"], spec["vae"], device=device, info={"preset": name})
+
+    def components(self):
+        return {"keyframe": self.keyframe, "interpolation": self.interpolation, "vae": self.vae}
+
+    def to(self, *args, **kwargs) -> "KeySyncModel":
+        for module in self.components().values():
+            module.to(*args, **kwargs)
+        return self
+
+    def eval(self) -> "KeySyncModel":
+        for module in self.components().values():
+            module.eval().requires_grad_(False)
+        return self
+
+    # --- folders ------------------------------------------------------------------------------------
+
+    def save_pretrained(self, directory: str | Path, overwrite: bool = False, dtype: torch.dtype | None = None):
+        """Write the folder atomically: into a temporary sibling, then renamed into place."""
+        directory = Path(directory)
+        if directory.exists() and not overwrite:
+            raise KeySyncError(f"{directory} already exists; choose another output folder or pass --overwrite")
+        directory.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{directory.name}.", dir=directory.parent))
+        try:
+            for name, module in self.components().items():
+                sub = tmp / name
+                sub.mkdir()
+                module.save_config(sub)
+                tensors = {k: _to_saved(v, dtype) for k, v in module.state_dict().items()}
+                if name == "vae" and not self.has_vae_encoder:
+                    tensors = {k: v for k, v in tensors.items() if not k.startswith(ENCODER_PREFIXES)}
+                save_file(tensors, sub / WEIGHTS, metadata={"format": "pt", "component": name})
+            (tmp / INDEX).write_text(json.dumps({"format": "keysync", "version": 1, **self.info}, indent=2) + "\n")
+            if directory.exists():
+                shutil.rmtree(directory)
+            os.replace(tmp, directory)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+
+    @classmethod
+    def from_pretrained(cls, directory: str | Path, device: str | torch.device = "cpu", dtype: torch.dtype | None = None):
+        directory = Path(directory)
+        if not (directory / INDEX).is_file():
+            raise KeySyncError(
+                f"{directory} is not a KeySync model folder (no {INDEX}); make one with `keysync convert`"
+            )
+        info = json.loads((directory / INDEX).read_text())
+        modules = {}
+        for name in COMPONENTS:
+            sub = directory / name
+            try:
+                config = (KeySyncVAE if name == "vae" else KeySyncNet).load_config(sub)
+                with torch.device("meta"):
+                    module = (KeySyncVAE if name == "vae" else KeySyncNet).from_config(config)
+                tensors = load_file(sub / WEIGHTS, device=str(device))
+            except (OSError, ValueError, TypeError, json.JSONDecodeError) as err:
+                raise KeySyncError(f"cannot read {sub}: {err}") from err
+            optional = ENCODER_PREFIXES if name == "vae" and not info.get("vae_has_encoder", True) else ()
+            check_state_dict(module, tensors, f"{sub / WEIGHTS}", optional=optional)
+            if optional:
+                with torch.device(device):
+                    fresh = KeySyncVAE.from_config(config)  # encoder left random; encode_frames refuses to run
+                tensors = {**fresh.state_dict(), **tensors}
+            if dtype is not None:
+                tensors = {k: v.to(dtype) for k, v in tensors.items()}
+            module.load_state_dict(tensors, strict=True, assign=True)
+            modules[name] = module
+        return cls(**modules, info=info).eval()
+
+
+def _to_saved(tensor: torch.Tensor, dtype: torch.dtype | None) -> torch.Tensor:
+    tensor = tensor.detach().to("cpu")
+    if dtype is not None and tensor.is_floating_point():
+        tensor = tensor.to(dtype)
+    return tensor.contiguous()
+
+
+def _listing(keys, limit: int = 8) -> str:
+    keys = sorted(keys)
+    more = f" (+{len(keys) - limit} more)" if len(keys) > limit else ""
+    return ", ".join(keys[:limit]) + more
+
+
+def check_state_dict(module: torch.nn.Module, tensors: dict, source: str, optional: tuple[str, ...] = ()) -> None:
+    """Raise a KeySyncError naming missing, unexpected and mis-shaped tensors."""
+    expected = {k: tuple(v.shape) for k, v in module.state_dict().items()}
+    missing = [k for k in expected if k not in tensors and not k.startswith(optional)]
+    unexpected = [k for k in tensors if k not in expected]
+    shapes = [
+        f"{k} {tuple(tensors[k].shape)} != {expected[k]}"
+        for k in expected
+        if k in tensors and tuple(tensors[k].shape) != expected[k]
+    ]
+    problems = []
+    if missing:
+        problems.append(f"missing {len(missing)}: {_listing(missing)}")
+    if unexpected:
+        problems.append(f"unexpected {len(unexpected)}: {_listing(unexpected)}")
+    if shapes:
+        problems.append(f"wrong shape {len(shapes)}: {_listing(shapes)}")
+    if problems:
+        raise KeySyncError(f"{source} does not match the model config ({'; '.join(problems)})")

@@ -1,0 +1,138 @@
+"""The KeySync denoising networks: the SVD video UNet with audio conditioning.
+
+One class serves both stages. ``kind="keyframe"`` concatenates the identity-frame latent to every frame
+(8 input channels); ``kind="interpolation"`` concatenates ``[start, learned_mask x (T-2), end]`` plus an
+is-keyframe flag channel (9 input channels). The UNet blocks are diffusers' SVD blocks, which compute
+exactly the official maths; only the top-level forward differs from diffusers': timesteps are per frame,
+and each frame's audio token is added into that frame's timestep embedding (the official
+``both_keyframes`` audio route), while all tokens of a clip are the cross-attention context of every frame.
+"""
+
+from __future__ import annotations
+
+import torch
+from diffusers import UNetSpatioTemporalConditionModel
+from diffusers.configuration_utils import ConfigMixin, register_to_config
+from diffusers.models.modeling_utils import ModelMixin
+from torch import nn
+
+SCALE_FACTOR = 0.18215
+KINDS = ("keyframe", "interpolation")
+
+
+class KeySyncNet(ModelMixin, ConfigMixin):
+    """Keyframe or interpolation network (UNet + audio projection [+ learned mask])."""
+
+    config_name = "config.json"
+    _supports_gradient_checkpointing = True
+
+    @register_to_config
+    def __init__(
+        self,
+        kind: str = "keyframe",
+        latent_channels: int = 4,
+        latent_size: int = 64,
+        model_channels: int = 320,
+        channel_mult: tuple[int, ...] = (1, 2, 4, 4),
+        num_res_blocks: int = 2,
+        attention_levels: tuple[int, ...] = (0, 1, 2),
+        num_head_channels: int = 64,
+        transformer_depth: int = 1,
+        context_dim: int = 1024,
+        audio_feature_dim: int = 768,
+        frames_per_clip: int = 14,
+    ):
+        super().__init__()
+        if kind not in KINDS:
+            raise ValueError(f"kind must be one of {KINDS}, got {kind!r}")
+        widths = [model_channels * m for m in channel_mult]
+        levels = range(len(widths))
+        down = ["CrossAttnDownBlockSpatioTemporal" if i in attention_levels else "DownBlockSpatioTemporal" for i in levels]
+        up = [
+            "CrossAttnUpBlockSpatioTemporal" if i in attention_levels else "UpBlockSpatioTemporal"
+            for i in reversed(levels)
+        ]
+        extra_in = latent_channels if kind == "keyframe" else latent_channels + 1
+        self.unet = UNetSpatioTemporalConditionModel(
+            sample_size=latent_size,
+            in_channels=latent_channels + extra_in,
+            out_channels=latent_channels,
+            down_block_types=tuple(down),
+            up_block_types=tuple(up),
+            block_out_channels=tuple(widths),
+            projection_class_embeddings_input_dim=context_dim,
+            layers_per_block=num_res_blocks,
+            cross_attention_dim=context_dim,
+            transformer_layers_per_block=transformer_depth,
+            num_attention_heads=tuple(w // num_head_channels for w in widths),
+            num_frames=frames_per_clip,
+        )
+        # diffusers' sinusoidal projection for SVD's fps/motion ids; KeySync feeds audio tokens instead.
+        del self.unet.add_time_proj
+        self.audio_proj = nn.Linear(audio_feature_dim, context_dim)
+        if kind == "interpolation":
+            self.learned_mask = nn.Parameter(torch.zeros(latent_channels, latent_size, latent_size))
+
+    # --- conditioning -------------------------------------------------------------------------------
+
+    def embed_audio(self, features: torch.Tensor) -> torch.Tensor:
+        """(B, T, 2, F) audio features, two rows per video frame -> (B, T, context_dim) tokens."""
+        return self.audio_proj(features.mean(dim=2))
+
+    @staticmethod
+    def embed_frames(latents: torch.Tensor) -> torch.Tensor:
+        """Scaled conditioning latents -> the unscaled ``concat`` input.
+
+        keyframe: (B, 4, h, w) identity latent; interpolation: (B, 4, 2, h, w) [start, end] -> (B, 8, h, w).
+        """
+        if latents.ndim == 5:
+            latents = latents.transpose(1, 2).flatten(1, 2)
+        return latents / SCALE_FACTOR
+
+    def conditioning_frames(self, concat: torch.Tensor, num_frames: int) -> torch.Tensor:
+        """The channels concatenated to the noisy latent of every frame, (B*T, C_extra, h, w)."""
+        if self.config.kind == "keyframe":
+            return concat.repeat_interleave(num_frames, dim=0)
+        c = self.config.latent_channels
+        b, _, h, w = concat.shape
+        start, end = concat[:, None, :c], concat[:, None, c:]
+        middle = self.learned_mask.to(concat.dtype).expand(b, num_frames - 2, c, h, w)
+        frames = torch.cat([start, middle, end], dim=1)
+        flag = torch.zeros(b, num_frames, 1, h, w, dtype=concat.dtype, device=concat.device)
+        flag[:, [0, -1]] = 1
+        return torch.cat([frames, flag], dim=2).flatten(0, 1)
+
+    # --- forward ------------------------------------------------------------------------------------
+
+    def forward(self, x: torch.Tensor, c_noise: torch.Tensor, concat: torch.Tensor, context: torch.Tensor) -> torch.Tensor:
+        """Raw network output F.
+
+        x: (B*T, 4, h, w) noisy latent already multiplied by c_in; c_noise: (B*T,) = 0.25 ln(sigma);
+        concat: unscaled conditioning latents (see ``embed_frames``); context: (B, T, context_dim).
+        """
+        num_frames = context.shape[1]
+        extra = self.conditioning_frames(concat.to(x.dtype), num_frames)
+        return self.unet_forward(torch.cat([x, extra], dim=1), c_noise, context)
+
+    def unet_forward(self, sample: torch.Tensor, timesteps: torch.Tensor, context: torch.Tensor) -> torch.Tensor:
+        """The official VideoUNet forward on diffusers blocks: (B*T, C_in, h, w) -> (B*T, 4, h, w)."""
+        unet = self.unet
+        batch, num_frames = context.shape[:2]
+        context = context.to(sample.dtype)
+        emb = unet.time_embedding(unet.time_proj(timesteps).to(sample.dtype))
+        emb = emb + unet.add_embedding(context.reshape(batch * num_frames, -1))
+        hidden = context.repeat_interleave(num_frames, dim=0)
+        indicator = torch.zeros(batch, num_frames, dtype=sample.dtype, device=sample.device)
+
+        h = unet.conv_in(sample)
+        skips = (h,)
+        for block in unet.down_blocks:
+            kwargs = {"encoder_hidden_states": hidden} if getattr(block, "has_cross_attention", False) else {}
+            h, res = block(hidden_states=h, temb=emb, image_only_indicator=indicator, **kwargs)
+            skips += res
+        h = unet.mid_block(hidden_states=h, temb=emb, encoder_hidden_states=hidden, image_only_indicator=indicator)
+        for block in unet.up_blocks:
+            res, skips = skips[-len(block.resnets) :], skips[: -len(block.resnets)]
+            kwargs = {"encoder_hidden_states": hidden} if getattr(block, "has_cross_attention", False) else {}
+            h = block(hidden_states=h, temb=emb, res_hidden_states_tuple=res, image_only_indicator=indicator, **kwargs)
+        return unet.conv_out(unet.conv_act(unet.conv_norm_out(h)))

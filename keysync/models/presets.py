@@ -1,0 +1,61 @@
+"""Named model sizes. ``official`` is exactly the released KeySync shapes; the others are smaller models
+with the same structure (``tiny`` matches the official-code fixtures, ``small`` is the laptop model)."""
+
+from __future__ import annotations
+
+import copy
+
+_OFFICIAL_NET = dict(
+    latent_channels=4,
+    latent_size=64,
+    model_channels=320,
+    channel_mult=(1, 2, 4, 4),
+    num_res_blocks=2,
+    attention_levels=(0, 1, 2),
+    num_head_channels=64,
+    transformer_depth=1,
+    context_dim=1024,
+    audio_feature_dim=768,
+    frames_per_clip=14,
+)
+_OFFICIAL_VAE = dict(block_out_channels=(128, 256, 512, 512), layers_per_block=2, sample_size=512)
+
+PRESETS: dict[str, dict] = {
+    # The released weights: 512 px face crops, 64x64x4 latents, HuBERT/WavLM 768-d features.
+    "official": dict(net=_OFFICIAL_NET, vae=_OFFICIAL_VAE),
+    # The official-code golden fixtures' size: 16x16 latents, VAE upsampling x2 (32 px output).
+    "tiny": dict(
+        net={
+            **_OFFICIAL_NET,
+            "latent_size": 16,
+            "model_channels": 32,
+            "channel_mult": (1, 2),
+            "attention_levels": (0,),
+            "num_head_channels": 16,
+            "context_dim": 64,
+        },
+        vae=dict(block_out_channels=(32, 64), layers_per_block=1, sample_size=32),
+    ),
+    # The CPU model we train and ship: 128 px crops, 16x16 latents (VAE x8).
+    "small": dict(
+        net={
+            **_OFFICIAL_NET,
+            "latent_size": 16,
+            "model_channels": 64,
+            "channel_mult": (1, 2, 2),
+            "attention_levels": (1, 2),
+            "num_head_channels": 32,
+            "context_dim": 256,
+        },
+        vae=dict(block_out_channels=(32, 64, 64, 64), layers_per_block=1, sample_size=128),
+    ),
+}
+
+
+def preset(name: str) -> dict:
+    """A deep copy of a preset: ``{"net": {...}, "vae": {...}}`` (net config without ``kind``)."""
+    if name not in PRESETS:
+        raise KeyError(f"unknown preset {name!r}; choose one of: {', '.join(PRESETS)}")
+    spec = copy.deepcopy(PRESETS[name])
+    spec["vae"]["down_block_types"] = ("DownEncoderBlock2D",) * len(spec["vae"]["block_out_channels"])
+    return spec
