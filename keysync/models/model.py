@@ -49,12 +49,14 @@ class KeySyncModel:
     def from_config(cls, net: dict, vae: dict, device: str | torch.device = "cpu", info: dict | None = None):
         """Randomly initialised components (``device="meta"`` allocates nothing)."""
         with torch.device(device):
-            return cls(
+            model = cls(
                 keyframe=KeySyncNet(kind="keyframe", **net),
                 interpolation=KeySyncNet(kind="interpolation", **net),
                 vae=KeySyncVAE(**vae),
                 info=dict(info or {}),
             )
+        # diffusers builds the temporal mix factors with torch.Tensor(), which ignores the device context.
+        return model.to(device)
 
     @classmethod
     def from_preset(cls, name: str, device: str | torch.device = "cpu", seed: int | None = 0):
