@@ -1,0 +1,70 @@
+"""Audio from any audio or video file as 16 kHz mono float32, placed by timestamp.
+
+Decoded frames are put where their timestamps say, so AAC encoder priming (which shifts naive
+concatenation by 1024+ samples) and a late audio start are both handled; the result starts at container
+time 0 and ends at the stream's stated duration.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import av
+import numpy as np
+
+from ..errors import KeySyncError
+from .video import open_media
+
+SAMPLE_RATE = 16000
+SAMPLES_PER_FRAME = 640  # 16000 / 25: audio samples per 25 fps model frame
+
+
+def load_audio(path: str | Path, sample_rate: int = SAMPLE_RATE, mono: bool = True) -> np.ndarray:
+    """Decode the first audio stream of ``path``, resampled to ``sample_rate``.
+
+    Returns float32 in [-1, 1]: shape (samples,) when ``mono``, else (2, samples) stereo. Sample ``n`` is
+    container time ``n / sample_rate``. Raises KeySyncError for a missing file, unreadable data or a file
+    without audio.
+    """
+    layout = "mono" if mono else "stereo"
+    with open_media(path) as container:
+        if not container.streams.audio:
+            raise KeySyncError(f"{path} has no audio stream; give a file that contains speech")
+        stream = container.streams.audio[0]
+        stream.thread_type = "AUTO"
+        resampler = av.AudioResampler(format="fltp", layout=layout, rate=sample_rate)
+        chunks: list[np.ndarray] = []
+        first_time = None
+        try:
+            for frame in container.decode(stream):
+                if first_time is None and frame.time is not None:
+                    first_time = float(frame.time)
+                for out in resampler.resample(frame):
+                    chunks.append(out.to_ndarray())
+            for out in resampler.resample(None):
+                chunks.append(out.to_ndarray())
+        except av.FFmpegError as err:
+            raise KeySyncError(f"{path}: audio decoding failed ({err}); the file may be damaged")
+        if not chunks:
+            raise KeySyncError(f"{path}: the audio stream holds no samples; give a file that contains speech")
+        audio = np.concatenate(chunks, axis=1).astype(np.float32, copy=False)
+        offset = int(round((first_time or 0.0) * sample_rate))
+        if offset > 0:
+            audio = np.pad(audio, ((0, 0), (offset, 0)))
+        elif offset < 0:
+            audio = audio[:, -offset:]
+        if stream.duration is not None and stream.time_base is not None:
+            start = float((stream.start_time or 0) * stream.time_base)
+            end = int(round((start + float(stream.duration * stream.time_base)) * sample_rate))
+            audio = audio[:, : max(end, 0)]
+    return np.ascontiguousarray(audio[0] if mono else audio)
+
+
+def fit_audio_to_frames(audio: np.ndarray, num_frames: int, samples_per_frame: int = SAMPLES_PER_FRAME) -> np.ndarray:
+    """Cut or zero-pad mono audio to exactly ``num_frames`` model frames and shape it (num_frames, 640)."""
+    need = num_frames * samples_per_frame
+    audio = np.asarray(audio, dtype=np.float32)
+    if audio.ndim != 1:
+        raise ValueError("fit_audio_to_frames expects mono audio of shape (samples,)")
+    audio = audio[:need] if len(audio) >= need else np.pad(audio, (0, need - len(audio)))
+    return audio.reshape(num_frames, samples_per_frame)

@@ -1,0 +1,168 @@
+"""Streaming H.264 + AAC writer: frames go to the encoder as they come, the file appears only when complete."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from fractions import Fraction
+from pathlib import Path
+
+import av
+import numpy as np
+
+from ..errors import KeySyncError
+
+AUDIO_LEAD = 0.5  # seconds of audio encoded ahead of the video, so the file is interleaved
+
+
+def check_output_path(output: str | Path, inputs=(), overwrite: bool = False) -> Path:
+    """Refuse to write over an input file, or over an existing output unless ``overwrite``."""
+    output = Path(output)
+    for item in inputs:
+        if item is not None and Path(item).exists() and output.exists() and os.path.samefile(output, item):
+            raise KeySyncError(f"{output} is also an input; choose another output path")
+    if output.exists() and not overwrite:
+        raise KeySyncError(f"{output} already exists; choose another output path or pass --overwrite")
+    if output.is_dir():
+        raise KeySyncError(f"{output} is a folder; give a file path such as out.mp4")
+    if not output.parent.exists():
+        raise KeySyncError(f"folder {output.parent} does not exist; create it first")
+    return output
+
+
+class VideoWriter:
+    """Encode RGB frames to H.264 (yuv420p; yuv444p for odd sizes, which 4:2:0 cannot hold) plus AAC audio.
+
+    Frames are written with their own timestamps (seconds), so a variable-rate input keeps its timing.
+    The output is first written to a hidden temporary file next to ``path`` and moved into place by
+    ``close()``; on an exception inside ``with`` (or ``abort()``) the temporary file is deleted and
+    nothing is left behind.
+
+    ``audio``: float32 (samples,) or (channels, samples) at ``audio_rate``, sample 0 at time 0.
+    ``crf``: x264 quality (0 = lossless, 18 = visually lossless, 23 = x264's default).
+    """
+
+    def __init__(
+        self,
+        path: str | Path,
+        width: int,
+        height: int,
+        rate: Fraction | float = 25,
+        time_base: Fraction | None = None,
+        audio: np.ndarray | None = None,
+        audio_rate: int = 16000,
+        crf: int = 18,
+        preset: str = "medium",
+        overwrite: bool = False,
+    ):
+        self.path = check_output_path(path, overwrite=overwrite)
+        self.rate = Fraction(rate).limit_denominator(1001000)
+        self.time_base = Fraction(time_base) if time_base else 1 / (self.rate * 1000)
+        fd, tmp = tempfile.mkstemp(prefix=f".{self.path.stem}.", suffix=f".partial{self.path.suffix}", dir=self.path.parent)
+        os.close(fd)
+        self._tmp = Path(tmp)
+        self._count = 0
+        self._last_pts = None
+        self._closed = False
+        try:
+            self._container = av.open(tmp, mode="w", format=_format_for(self.path))
+            stream = self._container.add_stream("libx264", rate=self.rate)
+            stream.width, stream.height = int(width), int(height)
+            stream.pix_fmt = "yuv420p" if width % 2 == 0 and height % 2 == 0 else "yuv444p"
+            stream.time_base = self.time_base
+            stream.codec_context.time_base = self.time_base
+            stream.options = {"crf": str(int(crf)), "preset": preset}
+            self._video = stream
+            self._audio_stream = None
+            if audio is not None:
+                audio = np.asarray(audio, dtype=np.float32)
+                self._audio = audio[None] if audio.ndim == 1 else audio
+                layout = "mono" if self._audio.shape[0] == 1 else "stereo"
+                if self._audio.shape[0] > 2:
+                    raise ValueError("audio must be mono or stereo")
+                self._audio_stream = self._container.add_stream("aac", rate=int(audio_rate), layout=layout)
+                self._audio_rate = int(audio_rate)
+                self._audio_pos = 0
+        except BaseException:
+            self.abort()
+            raise
+
+    def write(self, image: np.ndarray, time: float | None = None) -> None:
+        """Encode one (H, W, 3) uint8 RGB frame shown at ``time`` seconds (default: frame count / rate)."""
+        if time is None:
+            time = float(self._count / self.rate)
+        pts = int(round(time / self.time_base))
+        if self._last_pts is not None and pts <= self._last_pts:
+            pts = self._last_pts + 1
+        self._last_pts = pts
+        frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(image), format="rgb24")
+        frame.pts = pts
+        frame.time_base = self.time_base
+        for packet in self._video.encode(frame):
+            self._container.mux(packet)
+        self._count += 1
+        self._write_audio_until(time + AUDIO_LEAD)
+
+    def _write_audio_until(self, time: float | None) -> None:
+        if self._audio_stream is None:
+            return
+        end = self._audio.shape[1] if time is None else min(self._audio.shape[1], int(time * self._audio_rate))
+        if end <= self._audio_pos:
+            return
+        layout = "mono" if self._audio.shape[0] == 1 else "stereo"
+        frame = av.AudioFrame.from_ndarray(np.ascontiguousarray(self._audio[:, self._audio_pos:end]), format="fltp", layout=layout)
+        frame.sample_rate = self._audio_rate
+        frame.pts = self._audio_pos
+        frame.time_base = Fraction(1, self._audio_rate)
+        for packet in self._audio_stream.encode(frame):
+            self._container.mux(packet)
+        self._audio_pos = end
+
+    def close(self) -> Path:
+        """Flush the encoders and move the finished file into place."""
+        if self._closed:
+            return self.path
+        try:
+            if self._count == 0:
+                raise KeySyncError(f"no frames were written to {self.path}")
+            for packet in self._video.encode():
+                self._container.mux(packet)
+            if self._audio_stream is not None:
+                self._write_audio_until(None)
+                for packet in self._audio_stream.encode():
+                    self._container.mux(packet)
+            self._container.close()
+            os.replace(self._tmp, self.path)
+            self._closed = True
+        except BaseException:
+            self.abort()
+            raise
+        return self.path
+
+    def abort(self) -> None:
+        """Stop and delete the temporary file; the output path is left untouched."""
+        self._closed = True
+        container = getattr(self, "_container", None)
+        if container is not None:
+            try:
+                container.close()
+            except av.FFmpegError:
+                pass
+        self._tmp.unlink(missing_ok=True)
+
+    def __enter__(self) -> "VideoWriter":
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        if exc_type is None:
+            self.close()
+        else:
+            self.abort()
+
+
+def _format_for(path: Path) -> str:
+    formats = {".mp4": "mp4", ".m4v": "mp4", ".mov": "mov", ".mkv": "matroska"}
+    try:
+        return formats[path.suffix.lower()]
+    except KeyError:
+        raise KeySyncError(f"{path}: unsupported output type {path.suffix!r}; use .mp4, .mov or .mkv") from None
