@@ -1,0 +1,78 @@
+"""`keysync synth`: dataset files, splits disjoint by identity and sentence, byte-identical reruns."""
+
+import json
+
+import numpy as np
+import pytest
+
+from keysync.cli import main
+from keysync.synth.clipio import read_mp4_frames, read_wav
+from keysync.synth.dataset import SPLITS, load_split, plan_dataset
+
+
+@pytest.fixture(scope="module")
+def two_runs(tmp_path_factory):
+    root = tmp_path_factory.mktemp("synth")
+    for name in ("a", "b"):
+        assert main(["synth", str(root / name), "--clips", "8", "--seed", "3", "--size", "64"]) == 0
+    return root / "a", root / "b"
+
+
+def test_same_seed_gives_byte_identical_files(two_runs):
+    a, b = two_runs
+    files_a = sorted(p.relative_to(a) for p in a.rglob("*") if p.is_file())
+    files_b = sorted(p.relative_to(b) for p in b.rglob("*") if p.is_file())
+    assert files_a == files_b
+    assert len(files_a) == 8 * 4 + 1
+    for rel in files_a:
+        assert (a / rel).read_bytes() == (b / rel).read_bytes(), rel
+
+
+def test_files_hold_the_clip_and_its_ground_truth(two_runs):
+    a, _ = two_runs
+    records = [r for split in SPLITS for r in load_split(a, split)]
+    assert len(records) == 8
+    for record in records:
+        truth = record.truth()
+        frames = read_mp4_frames(record.video)
+        T = len(frames)
+        assert frames.shape == (T, 64, 64, 3)
+        assert truth["mouth"].shape == (T, 5) and truth["landmarks"].shape == (T, 68, 2)
+        assert truth["occluder"].shape == (T, 64, 64) and set(np.unique(truth["occluder"])) <= {0, 1}
+        assert len(read_wav(record.wav)) == T * 640
+        meta = record.meta()
+        spec = record.spec()
+        assert meta["frames"] == T
+        if spec.sound == "speech":
+            assert len(record.phonemes()) > 5 and truth["mouth"][:, 0].max() > 0.2
+        else:
+            assert record.phonemes() == [] and truth["mouth"][:, 0].max() < 0.1
+
+
+def test_splits_share_no_identity_and_no_sentence(two_runs):
+    a, _ = two_runs
+    manifest = json.loads((a / "manifest.json").read_text())
+    by_split = {s: [c for c in manifest["clips"] if c["split"] == s] for s in SPLITS}
+    assert all(by_split[s] for s in SPLITS)
+    for i, s in enumerate(SPLITS):
+        for t in SPLITS[i + 1 :]:
+            assert not {c["identity"] for c in by_split[s]} & {c["identity"] for c in by_split[t]}
+            sentences = lambda cs: {c["sentence"] for c in cs if c["sentence"]}  # noqa: E731
+            assert not sentences(by_split[s]) & sentences(by_split[t])
+    # larger plans keep the disjointness, and every sentence is used once
+    specs = plan_dataset(200, 0, 32, 32)
+    sentences = [s.sentence for s in specs if s.sentence]
+    assert len(sentences) == len(set(sentences))
+    ids = {sp: {s.identity_id for s in specs if s.split == sp} for sp in SPLITS}
+    looks = {sp: {s.identity.skin[0] for s in specs if s.split == sp} for sp in SPLITS}
+    assert not ids["train"] & ids["test"] and not looks["train"] & looks["test"]
+
+
+def test_existing_output_is_refused(two_runs, capsys):
+    a, _ = two_runs
+    before = sorted(p.name for p in a.iterdir())
+    assert main(["synth", str(a), "--clips", "2"]) == 1
+    assert "already exists" in capsys.readouterr().err
+    assert sorted(p.name for p in a.iterdir()) == before
+    assert main(["synth", str(a.parent / "c"), "--clips", "0"]) == 1
+    assert not (a.parent / "c").exists()
