@@ -14,7 +14,7 @@ from keysync.synth.dataset import SPLITS, load_split, plan_dataset
 def two_runs(tmp_path_factory):
     root = tmp_path_factory.mktemp("synth")
     for name in ("a", "b"):
-        assert main(["synth", str(root / name), "--clips", "8", "--seed", "3", "--size", "64"]) == 0
+        assert main(["synth", str(root / name), "--clips", "6", "--seed", "3", "--size", "64"]) == 0
     return root / "a", root / "b"
 
 
@@ -23,7 +23,7 @@ def test_same_seed_gives_byte_identical_files(two_runs):
     files_a = sorted(p.relative_to(a) for p in a.rglob("*") if p.is_file())
     files_b = sorted(p.relative_to(b) for p in b.rglob("*") if p.is_file())
     assert files_a == files_b
-    assert len(files_a) == 8 * 4 + 1
+    assert len(files_a) == 6 * 4 + 1
     for rel in files_a:
         assert (a / rel).read_bytes() == (b / rel).read_bytes(), rel
 
@@ -31,7 +31,7 @@ def test_same_seed_gives_byte_identical_files(two_runs):
 def test_files_hold_the_clip_and_its_ground_truth(two_runs):
     a, _ = two_runs
     records = [r for split in SPLITS for r in load_split(a, split)]
-    assert len(records) == 8
+    assert len(records) == 6
     for record in records:
         truth = record.truth()
         frames = read_mp4_frames(record.video)

@@ -38,6 +38,7 @@ def test_landmarks_follow_the_ibug_layout_and_the_mouth():
         assert lm[0, 0] < lm[8, 0] < lm[16, 0]  # jaw from the subject's right to left, chin in the middle
         assert lm[8, 1] > lm[57, 1] > lm[51, 1] > lm[33, 1] > lm[27, 1] > lm[19, 1]  # chin, lips, nose, brow
         assert lm[36, 0] < lm[39, 0] < lm[42, 0] < lm[45, 0]  # eye corners left to right
+        assert lm[17, 0] < lm[21, 0] < lm[22, 0] < lm[26, 0]  # brows: outer, inner, inner, outer
         assert lm[48, 0] < lm[62, 0] < lm[54, 0]
     gap = lambda lm: np.linalg.norm(lm[66] - lm[62])  # noqa: E731
     assert gap(opened) > gap(closed) + 5

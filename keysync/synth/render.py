@@ -217,17 +217,14 @@ def face_points(ident: Identity, mouth: np.ndarray, pose: Pose) -> np.ndarray:
     pts[:17, 0] = -np.cos(phi) * (1 - (1 - ident.jaw_width) * s**3)
     pts[:17, 1] = top + s * (chin - top) + drop * s**4
     pts[:17, 2] = 0.35 * s
-    # 17-26 brows
+    # 17-26 brows, each from its outer end (17, 26) to its inner end (21, 22)
     for side, base in ((-1, 17), (1, 22)):
-        u = np.linspace(0, 1, 5) if side < 0 else np.linspace(1, 0, 5)
-        bx = side * (0.12 + u * 0.68)
-        by = -ident.brow_height - 0.12 - 0.09 * np.sin(np.pi * (0.25 + 0.75 * (1 - u))) - 0.08 * pose.brow_raise
-        order = slice(base, base + 5)
-        pts[order, 0] = bx if side < 0 else bx
-        pts[order, 1] = by
-        pts[order, 2] = 0.3
-    pts[17:22] = pts[17:22][::-1]  # 17 is the outer end of the left (on-screen) brow
-    pts[17:22] = pts[17:22][::-1]
+        u = np.linspace(1, 0, 5) if side < 0 else np.linspace(0, 1, 5)  # 0 at the inner end, 1 at the outer
+        pts[base : base + 5, 0] = side * (0.12 + u * 0.68)
+        pts[base : base + 5, 1] = (
+            -ident.brow_height - 0.12 - 0.09 * np.sin(np.pi * (0.25 + 0.75 * (1 - u))) - 0.08 * pose.brow_raise
+        )
+        pts[base : base + 5, 2] = 0.3
     # 27-30 nose bridge, 31-35 nostrils
     nl = ident.nose_length
     pts[27:31, 0] = 0
@@ -237,17 +234,11 @@ def face_points(ident: Identity, mouth: np.ndarray, pose: Pose) -> np.ndarray:
     pts[31:36, 0] = np.array([-1, -0.5, 0, 0.5, 1]) * nw
     pts[31:36, 1] = 0.36 * nl + np.array([0, 0.03, 0.045, 0.03, 0])
     pts[31:36, 2] = 0.55
-    # 36-47 eyes: outer corner, two upper-lid points, inner corner, two lower-lid points
+    # 36-47 eyes, each from its left corner (36 outer, 42 inner): corner, two upper-lid points, corner, two lower-lid points
     ew, eh = 0.19 * ident.eye_size, 0.085 * ident.eye_size * pose.eye_open
     for side, base in ((-1, 36), (1, 42)):
-        cx = side * ident.eye_spacing
-        xs = np.array([-1, -0.4, 0.4, 1, 0.4, -0.4]) * ew * (1 if side < 0 else -1)
-        # outer corner first: for the left eye outer is on the left (more negative x)
-        ys = np.array([0, -1, -1, 0, 0.7, 0.7]) * eh
-        if side > 0:
-            xs = np.array([-1, -0.4, 0.4, 1, 0.4, -0.4]) * ew  # inner corner first for the right eye
-        pts[base : base + 6, 0] = cx + xs
-        pts[base : base + 6, 1] = -0.2 + ys
+        pts[base : base + 6, 0] = side * ident.eye_spacing + np.array([-1, -0.4, 0.4, 1, 0.4, -0.4]) * ew
+        pts[base : base + 6, 1] = -0.2 + np.array([0, -1, -1, 0, 0.7, 0.7]) * eh
         pts[base : base + 6, 2] = 0.35
     # 48-67 mouth
     mw = ident.mouth_width * (1 + 0.45 * (width - 0.5)) * (1 - 0.35 * rnd)
@@ -281,7 +272,6 @@ def face_points(ident: Identity, mouth: np.ndarray, pose: Pose) -> np.ndarray:
     pts[66] = (0, lo_in, 0.52)
     pts[67] = (-0.45 * inner_w, lo_in, 0.5)
     pts[48:68, 1] += drop * 0.15  # the whole mouth follows the jaw a little
-    pts[[55, 56, 57, 58, 59, 65, 66, 67], 1] += 0  # lower lip already placed from the opening
     return pts
 
 

@@ -1,0 +1,32 @@
+"""The offline lip-sync benchmark on the synthetic world.
+
+Public API:
+
+- ``LipSyncTask`` / ``MethodOutput`` / ``LipSyncMethod``: the method protocol, ``method(task) -> output``
+  (see ``keysync.bench.methods``); ``register_method(name, factory)`` makes ``keysync bench --method
+  NAME`` find a method; ``CopyMethod`` and ``OracleMethod`` are the two bounds.
+- ``run_benchmark(method, records, work_dir)`` -> ({mode: {metric: value}}, per-clip rows);
+  ``benchmark_data(folder, n_clips, seed, size)`` renders held-out clips to run it on.
+- ``LoadedReader().read(frames, landmarks)`` -> mouth parameters (T, 5) read from frames by the shipped
+  mouth reader; ``keysync.bench.metrics`` holds the metric definitions (LipLeak's "speaking" rule is
+  documented there).
+"""
+
+from .methods import METHODS, CopyMethod, LipSyncMethod, LipSyncTask, MethodOutput, OracleMethod, get_method, register_method
+from .mouth_reader import LoadedReader
+from .runner import MODES, benchmark_data, run_benchmark
+
+__all__ = [
+    "METHODS",
+    "MODES",
+    "CopyMethod",
+    "LipSyncMethod",
+    "LipSyncTask",
+    "LoadedReader",
+    "MethodOutput",
+    "OracleMethod",
+    "benchmark_data",
+    "get_method",
+    "register_method",
+    "run_benchmark",
+]

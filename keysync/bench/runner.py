@@ -1,0 +1,272 @@
+"""Run a lip-sync method on held-out synthetic clips and score it.
+
+Three modes per source clip: ``reconstruction`` (its own audio), ``cross`` (another held-out clip's
+speech: a different voice and sentence) and ``silent`` (room tone only). Every mode scores sync against
+the mouth its driving audio asks for; ``cross`` and ``silent`` also score leakage of the source's mouth.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from ..synth.dataset import ClipRecord, load_split, plan_dataset, write_dataset
+from ..synth.speech import SAMPLE_RATE, Phoneme, room_tone
+from ..synth.visemes import mouth_track
+from . import metrics as M
+from .methods import LipSyncMethod, LipSyncTask, MethodOutput
+from .mouth_reader import LoadedReader
+
+MODES = ("reconstruction", "cross", "silent")
+QUICK_CLIPS = 3
+FULL_CLIPS = 20
+
+SUMMARY_METRICS = (
+    "lipleak", "sync_corr", "sync_mae", "cross_leak",
+    "psnr_outside", "ssim_outside", "psnr_upper", "ssim_upper",
+    "mouth_jitter", "edge_jitter", "occluder_mae",
+    "lipleak_lm", "sync_corr_lm", "cross_leak_lm",
+)
+
+
+def benchmark_data(folder: Path, n_clips: int, seed: int, size: int) -> list[ClipRecord]:
+    """Held-out speech clips for the benchmark: rendered once into ``folder`` and reused while the
+    request (clips, seed, size) is the same."""
+    request = {"clips": n_clips, "seed": seed, "size": size}
+    stamp = folder / "request.json"
+    if not (stamp.is_file() and json.loads(stamp.read_text()) == request):
+        specs = plan_dataset(n_clips, seed, size, size, sound_mix=(1.0, 0.0, 0.0, 0.0), only_split="test")
+        write_dataset(folder, specs, seed, overwrite=True)
+        stamp.write_text(json.dumps(request) + "\n")
+    return load_split(folder, "test")
+
+
+def speech_clips(data_dir: Path, limit: int | None) -> list[ClipRecord]:
+    """The test split's speech clips of an existing dataset (``keysync synth``)."""
+    from ..errors import KeySyncError
+
+    records = [r for r in load_split(data_dir, "test") if r.spec().sound == "speech"]
+    if len(records) < 2:
+        raise KeySyncError(f"{data_dir} has fewer than 2 speech clips in its test split; write a larger dataset")
+    return records[:limit] if limit else records
+
+
+@dataclass
+class Driving:
+    audio: np.ndarray
+    phonemes: list[Phoneme]
+
+
+def driving_for(mode: str, index: int, records: list[ClipRecord], n_frames: int, seed: int) -> Driving:
+    """The driving audio (exactly ``n_frames`` * 640 samples) and its phonemes for one source and mode."""
+    from ..synth.clipio import read_wav
+
+    n = n_frames * M.SAMPLES_PER_FRAME
+    if mode == "silent":
+        return Driving(room_tone(n, np.random.default_rng([seed, index])), [])
+    other = records[index] if mode == "reconstruction" else records[(index + 1) % len(records)]
+    audio = read_wav(other.wav)[:n]
+    if len(audio) < n:
+        audio = np.concatenate([audio, room_tone(n - len(audio), np.random.default_rng([seed, index]))])
+    duration = n / SAMPLE_RATE
+    phonemes = [p for p in other.phonemes() if p.start < duration]
+    return Driving(audio.astype(np.float32), phonemes)
+
+
+def score(
+    output: MethodOutput,
+    source_frames: np.ndarray,
+    truth: dict,
+    target_mouth: np.ndarray,
+    driving_audio: np.ndarray,
+    mode: str,
+    reader: LoadedReader,
+    output_landmarks: np.ndarray | None = None,
+    source_landmarks: np.ndarray | None = None,
+) -> dict[str, float]:
+    """All metrics of one output (see ``keysync.bench.metrics`` for their definitions).
+
+    The landmark-only metrics use ``output_landmarks`` (detected by a face front end; default: the exact
+    landmarks a method returned, if any) and ``source_landmarks`` (default: the source's ground truth).
+    Frames where detection failed (NaN) are left out."""
+    frames = output.frames
+    T, H, W = frames.shape[:3]
+    src_lm, occluder = truth["landmarks"], truth["occluder"]
+    valid = M.readable_frames(src_lm, occluder)
+    read = reader.read(frames, src_lm)[:, 0]
+    threshold = float(reader.metadata["speaking_threshold"])
+    silent = M.silent_frames(driving_audio, T)
+    target, source = target_mouth[:, 0], truth["mouth"][:, 0]
+    regen = M.regenerated_box(src_lm, H, W)
+    upper = M.upper_face_box(src_lm, H, W)
+    out = {
+        "lipleak": M.lipleak(read, silent, threshold, valid) if mode == "silent" else float("nan"),
+        "sync_corr": M.pearson(read, target, valid),
+        "sync_mae": M.mean_abs(read, target, valid),
+        "cross_leak": M.pearson(read, source, valid) if mode != "reconstruction" else float("nan"),
+        "psnr_outside": M.psnr(frames, source_frames, ~regen),
+        "ssim_outside": M.ssim(frames, source_frames, ~regen),
+        "psnr_upper": M.psnr(frames, source_frames, upper),
+        "ssim_upper": M.ssim(frames, source_frames, upper),
+        "mouth_jitter": M.mouth_jitter(read, valid),
+        "edge_jitter": M.edge_jitter(frames, source_frames, regen),
+        "occluder_mae": M.occluder_error(frames, source_frames, occluder),
+        "lipleak_lm": float("nan"),
+        "sync_corr_lm": float("nan"),
+        "cross_leak_lm": float("nan"),
+    }
+    output_landmarks = output.landmarks if output_landmarks is None else output_landmarks
+    if output_landmarks is not None:
+        mar = M.mouth_aspect_ratio(output_landmarks)
+        source_mar = M.mouth_aspect_ratio(src_lm if source_landmarks is None else source_landmarks)
+        found = valid & np.isfinite(mar) & np.isfinite(source_mar)
+        out["lipleak_lm"] = M.lipleak(np.nan_to_num(mar), silent, M.SPEAKING_MAR, found) if mode == "silent" else float("nan")
+        out["sync_corr_lm"] = M.pearson(mar, target, found)
+        if mode != "reconstruction":
+            out["cross_leak_lm"] = M.pearson(mar, source_mar, found)
+    return out
+
+
+def detect_landmarks(frames: np.ndarray, backend, near: np.ndarray) -> np.ndarray:
+    """(T, 68, 2) landmarks from a ``keysync.faces`` back end, taking in each frame the face whose box
+    best overlaps the box of ``near`` (T, 68, 2); NaN where no face is found."""
+    from ..faces.backends import box_iou
+
+    out = np.full((len(frames), 68, 2), np.nan)
+    for i, (frame, hint) in enumerate(zip(frames, near)):
+        boxes = backend.detect(frame)
+        if len(boxes) == 0:
+            continue
+        target = np.concatenate([hint.min(0), hint.max(0)])
+        box = max(boxes, key=lambda b: box_iou(b[:4], target))
+        found = backend.landmarks(frame, box)
+        if found is not None:
+            out[i] = found
+    return out
+
+
+def run_benchmark(
+    method: LipSyncMethod,
+    records: list[ClipRecord],
+    work_dir: Path,
+    seed: int = 0,
+    modes: tuple[str, ...] = MODES,
+    progress: bool = True,
+    reader: LoadedReader | None = None,
+    landmark_backend=None,
+) -> tuple[dict[str, dict[str, float]], list[dict]]:
+    """Score ``method`` on every record in every mode: ({mode: {metric: mean}}, per-clip rows).
+
+    ``reader``: the mouth reader (default: the shipped one). ``landmark_backend``: a ``keysync.faces``
+    back end that detects landmarks on sources and outputs for the landmark-only metrics (default: use the
+    exact landmarks a method returns, if any)."""
+    from tqdm import tqdm
+
+    from ..errors import KeySyncError
+    from ..synth.clipio import read_mp4_frames, write_wav
+
+    reader = reader or LoadedReader()
+    driving_dir = Path(work_dir) / "driving"
+    driving_dir.mkdir(parents=True, exist_ok=True)
+    rows = []
+    bar = tqdm(total=len(records) * len(modes), desc=f"bench {method.name}", unit="run", disable=not progress)
+    for i, record in enumerate(records):
+        truth = record.truth()
+        source_frames = read_mp4_frames(record.video)
+        spec = record.spec()
+        T = len(truth["mouth"])
+        detected_source = None if landmark_backend is None else detect_landmarks(source_frames, landmark_backend, truth["landmarks"])
+        for mode in modes:
+            drive = driving_for(mode, i, records, T, seed)
+            wav = driving_dir / f"{record.name}_{mode}.wav"
+            write_wav(wav, drive.audio)
+            task = LipSyncTask(record.video, wav, T, truth["landmarks"], record, drive.phonemes)
+            t0 = time.perf_counter()
+            output = method(task)
+            seconds = time.perf_counter() - t0
+            if output.frames.shape != source_frames.shape:
+                raise KeySyncError(
+                    f"method {method.name} returned frames of shape {output.frames.shape} for {record.name}; "
+                    f"expected {source_frames.shape} (same count and size as the source)"
+                )
+            target = mouth_track(drive.phonemes, T, spec.fps, spec.identity.articulation)
+            detected = None if landmark_backend is None else detect_landmarks(output.frames, landmark_backend, truth["landmarks"])
+            values = score(output, source_frames, truth, target, drive.audio, mode, reader, detected, detected_source)
+            rows.append({"mode": mode, "clip": record.name, "method_seconds": round(seconds, 3), **values})
+            bar.update()
+    bar.close()
+    summary = {}
+    for mode in modes:
+        mode_rows = [r for r in rows if r["mode"] == mode]
+        summary[mode] = {}
+        for key in SUMMARY_METRICS:
+            values = np.array([r[key] for r in mode_rows], np.float64)
+            if np.isfinite(values).any():
+                summary[mode][key] = float(np.nanmean(values))
+    return summary, rows
+
+
+def write_results(out_dir: Path, method_name: str, summary: dict, rows: list[dict]) -> list[Path]:
+    """``per_clip.csv``, ``summary.csv`` and ``plots.png`` in ``out_dir``."""
+    from ..synth.clipio import _atomic
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    per_clip = out_dir / "per_clip.csv"
+    _atomic(per_clip, lambda tmp: _write_csv(tmp, list(rows[0].keys()), rows))
+    summary_csv = out_dir / "summary.csv"
+    summary_rows = [{"method": method_name, "mode": m, **{k: v for k, v in vals.items()}} for m, vals in summary.items()]
+    _atomic(summary_csv, lambda tmp: _write_csv(tmp, ["method", "mode", *SUMMARY_METRICS], summary_rows))
+    plots = out_dir / "plots.png"
+    _atomic(plots, lambda tmp: _plot(tmp, method_name, summary))
+    return [per_clip, summary_csv, plots]
+
+
+def _write_csv(path: Path, fields: list[str], rows: list[dict]) -> None:
+    with open(path, "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=fields, restval="", extrasaction="ignore")
+        w.writeheader()
+        for row in rows:
+            w.writerow({k: (f"{v:.6g}" if isinstance(v, float) else v) for k, v in row.items()})
+
+
+def _plot(path: Path, method_name: str, summary: dict) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    groups = [
+        ("mouth (0-1)", ("lipleak", "sync_corr", "sync_mae", "cross_leak", "lipleak_lm", "sync_corr_lm", "cross_leak_lm")),
+        ("identity", ("ssim_outside", "ssim_upper")),
+        ("PSNR (dB)", ("psnr_outside", "psnr_upper")),
+        ("stability / occluder", ("mouth_jitter", "edge_jitter", "occluder_mae")),
+    ]
+    fig, axes = plt.subplots(1, len(groups), figsize=(4.2 * len(groups), 3.6))
+    modes = list(summary)
+    for ax, (title, keys) in zip(axes, groups):
+        x = np.arange(len(keys))
+        width = 0.8 / max(1, len(modes))
+        for j, mode in enumerate(modes):
+            vals = [summary[mode].get(k, np.nan) for k in keys]
+            ax.bar(x + (j - (len(modes) - 1) / 2) * width, vals, width, label=mode)
+        ax.set_xticks(x, keys, rotation=45, ha="right", fontsize=8)
+        ax.set_title(title, fontsize=10)
+    axes[0].legend(fontsize=8)
+    fig.suptitle(f"keysync bench: {method_name}")
+    fig.tight_layout()
+    with open(path, "wb") as f:
+        fig.savefig(f, format="png", dpi=80, metadata={"Software": None})
+    plt.close(fig)
+
+
+def format_table(method_name: str, summary: dict) -> str:
+    keys = [k for k in SUMMARY_METRICS if any(k in v for v in summary.values())]
+    lines = [f"{method_name:<16}" + "".join(f"{k:>14}" for k in keys)]
+    for mode, vals in summary.items():
+        lines.append(f"{mode:<16}" + "".join(f"{vals[k]:>14.4g}" if k in vals else f"{'-':>14}" for k in keys))
+    return "\n".join(lines)

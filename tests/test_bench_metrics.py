@@ -1,0 +1,92 @@
+"""Benchmark metric definitions on hand-made series and frames."""
+
+import numpy as np
+
+from keysync.bench import metrics as M
+
+
+def test_silent_frames_by_rms():
+    audio = np.zeros(10 * 640, np.float32)
+    audio[3 * 640 : 5 * 640] = 0.1 * np.sin(np.arange(2 * 640))
+    audio += 1e-4  # room tone far below the threshold
+    silent = M.silent_frames(audio, 10)
+    assert silent.tolist() == [True] * 3 + [False] * 2 + [True] * 5
+    assert M.silent_frames(audio[:100], 3).all()  # short audio is padded with silence
+
+
+def test_speaking_window_bridges_closures_and_lipleak():
+    jaw = np.full(40, 0.03)
+    jaw[10:30] = 0.5
+    jaw[18:20] = 0.0  # a /p/ inside speech
+    speaking = M.speaking_frames(jaw, 0.15)
+    assert speaking[7:33].all() and not speaking[:7].any() and not speaking[33:].any()
+    silent = np.ones(40, bool)
+    assert M.lipleak(jaw, silent, 0.15) == speaking.mean()
+    assert M.lipleak(np.full(40, 0.03), silent, 0.15) == 0.0
+    assert np.isnan(M.lipleak(jaw, np.zeros(40, bool), 0.15))
+    valid = np.zeros(40, bool)
+    valid[:5] = True
+    assert M.lipleak(jaw, silent, 0.15, valid) == 0.0
+
+
+def test_correlations_and_errors():
+    t = np.linspace(0, 6, 60)
+    a = np.sin(t)
+    assert M.pearson(a, 2 * a + 1) > 0.999
+    assert M.pearson(a, -a) < -0.999
+    assert np.isnan(M.pearson(a, np.zeros(60)))
+    assert abs(M.mean_abs(a, a + 0.1) - 0.1) < 1e-9
+    assert M.mouth_jitter(np.linspace(0, 1, 20)) < 1e-9
+    assert M.mouth_jitter(np.tile([0.0, 1.0], 10)) == 2.0
+
+
+def test_identity_regions_and_images():
+    lm = np.zeros((1, 68, 2))
+    lm[0, :, 0] = np.linspace(10, 50, 68)
+    lm[0, :, 1] = 30
+    lm[0, 28, 1] = 20
+    lm[0, 17:27, 1] = 10
+    box = M.regenerated_box(lm, 64, 64)
+    assert box[0, 20:, 10:51].all() and not box[0, :20].any() and not box[0, :, :10].any()
+    upper = M.upper_face_box(lm, 64, 64)
+    assert upper[0, 7:20, 10:51].all() and not upper[0, 20:].any()
+    rng = np.random.default_rng(0)
+    img = np.broadcast_to(np.linspace(60, 180, 64, dtype=np.uint8)[None, None, :, None], (2, 64, 64, 3)).copy()
+    everywhere = np.ones((2, 64, 64), bool)
+    assert M.psnr(img, img, everywhere) == M.PSNR_CAP
+    assert abs(M.ssim(img, img, everywhere) - 1) < 1e-9
+    noisy = np.clip(img.astype(int) + rng.integers(-20, 21, img.shape), 0, 255).astype(np.uint8)
+    assert 20 < M.psnr(img, noisy, everywhere) < 40 and M.ssim(img, noisy, everywhere) < 0.95
+
+
+def test_edges_and_occluders():
+    src = np.zeros((3, 32, 32, 3), np.uint8)
+    region = np.zeros((3, 32, 32), bool)
+    region[:, 16:, 8:24] = True
+    assert M.edge_jitter(src, src, region) == 0.0
+    flicker = src.copy()
+    flicker[1, 14:18] = 40  # the seam of frame 1 differs
+    assert M.edge_jitter(flicker, src, region) > 1.0
+    occ = np.zeros((3, 32, 32), np.uint8)
+    assert np.isnan(M.occluder_error(src, src, occ))
+    occ[:, :4, :4] = 1
+    out = src.copy()
+    out[:, :4, :4] = 10
+    assert M.occluder_error(out, src, occ) == 10.0
+
+
+def test_readable_frames_and_mouth_aspect_ratio():
+    lm = np.zeros((2, 68, 2))
+    ang = np.linspace(0, 2 * np.pi, 12, endpoint=False)
+    lm[:, 48:60] = np.stack([16 + 6 * np.cos(ang), 16 + 3 * np.sin(ang)], 1)
+    lm[:, 60:68] = np.stack([16 + 4 * np.cos(ang[:8] * 12 / 8), 16 + 2 * np.sin(ang[:8] * 12 / 8)], 1)
+    occ = np.zeros((2, 32, 32), np.uint8)
+    occ[1, 10:22, 8:24] = 1
+    assert M.readable_frames(lm, occ).tolist() == [True, False]
+    closed = lm[0].copy()
+    closed[60:68, 1] = 16
+    opened = lm[0].copy()
+    opened[[61, 62, 63], 1] = 14
+    opened[[65, 66, 67], 1] = 20
+    mar = M.mouth_aspect_ratio(np.stack([closed, opened]))
+    assert mar[0] < 1e-9 and mar[1] > M.SPEAKING_MAR
