@@ -38,16 +38,23 @@ def group_photo() -> np.ndarray:
     return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
 
 
-def moving_frames(photo: np.ndarray, width: int, height: int, count: int, photo_height: int, amplitude: float = 40.0):
-    """Frames of ``photo`` (scaled to ``photo_height``) drifting and slightly zooming on a grey canvas."""
-    ph, pw = photo.shape[:2]
+def motion(photo_shape, width: int, height: int, count: int, photo_height: int, amplitude: float = 40.0) -> list[np.ndarray]:
+    """Per-frame 2x3 photo -> frame matrices: the photo scaled to ``photo_height``, drifting and zooming."""
+    ph, pw = photo_shape[:2]
     base = photo_height / ph
+    matrices = []
     for k in range(count):
         phase = 2 * np.pi * k / max(count, 1)
         s = base * (1.0 + 0.04 * np.sin(phase))
         tx = width / 2 - pw * s / 2 + amplitude * np.sin(phase)
         ty = height / 2 - ph * s / 2 + 0.5 * amplitude * np.cos(phase)
-        matrix = np.float32([[s, 0, tx], [0, s, ty]])
+        matrices.append(np.float64([[s, 0, tx], [0, s, ty]]))
+    return matrices
+
+
+def moving_frames(photo: np.ndarray, width: int, height: int, count: int, photo_height: int, amplitude: float = 40.0):
+    """Frames of ``photo`` moved by ``motion`` on a grey canvas."""
+    for matrix in motion(photo.shape, width, height, count, photo_height, amplitude):
         yield cv2.warpAffine(photo, matrix, (width, height), flags=cv2.INTER_LINEAR, borderValue=(96, 96, 96))
 
 

@@ -1,0 +1,127 @@
+"""``keysync faces``: before a long run, see which faces are found, which one will be dubbed, and its mask."""
+
+from __future__ import annotations
+
+import argparse
+
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
+VIDEO_SUFFIXES = (".mp4", ".mov", ".mkv")
+
+
+def register(subparsers) -> None:
+    p = subparsers.add_parser(
+        "faces",
+        help="list the faces in a video and preview the one to dub with its mask",
+        description=(
+            "Track every face through VIDEO and print one line per track (the frames it appears in); say "
+            "which face will be dubbed (by default the largest in each shot) and, with -o, draw the boxes and "
+            "the mask. --json writes the tracks as data."
+        ),
+    )
+    p.add_argument("video", help="input video")
+    choose = p.add_mutually_exclusive_group()
+    choose.add_argument("--face-index", type=int, metavar="K", help="dub face track K (as listed by this command)")
+    choose.add_argument("--point", metavar="FRAME,X,Y", help="dub the face whose box contains pixel X,Y on frame FRAME")
+    p.add_argument("-o", "--output", metavar="PREVIEW", help="preview: .png (one frame) or .mp4 (the whole video)")
+    p.add_argument("--audio", metavar="FILE", help="speech track to put in an .mp4 preview (checked before tracking)")
+    p.add_argument("--json", metavar="FILE", help="write the tracks, shots and target as JSON")
+    p.add_argument("--backend", default="mediapipe", choices=["mediapipe", "dlib", "face-alignment"], help="landmark back end")
+    p.add_argument("--mask", default="box", choices=["box", "heart", "mouth", "full"], help="mask to show")
+    p.add_argument("--size", type=int, default=512, help="model crop resolution in pixels (512 for the official model)")
+    p.add_argument("--overwrite", action="store_true", help="replace existing output files")
+    p.set_defaults(func=run_faces)
+
+
+def _parse_point(text: str | None):
+    from ..errors import KeySyncError
+
+    if text is None:
+        return None
+    try:
+        f, x, y = text.split(",")
+        return int(f), float(x), float(y)
+    except ValueError:
+        raise KeySyncError(f"--point {text!r} is not FRAME,X,Y; give e.g. --point 0,960,540") from None
+
+
+def run_faces(args: argparse.Namespace) -> int:
+    import json
+    from pathlib import Path
+
+    import cv2
+
+    from ..errors import KeySyncError
+    from ..media.audio import load_audio
+    from ..media.video import probe_video, read_frames
+    from ..media.writer import check_output_path
+    from .backends import load_backend
+    from .crops import plan_crops
+    from .preview import boxes_by_frame, preview_frame
+    from .render import render_through_crops
+    from .tracking import select_target, track_faces
+
+    point = _parse_point(args.point)
+    outputs = [o for o in (args.output, args.json) if o]
+    for out in outputs:
+        check_output_path(out, inputs=[args.video, args.audio], overwrite=args.overwrite)
+    if args.output and Path(args.output).suffix.lower() not in IMAGE_SUFFIXES + VIDEO_SUFFIXES:
+        raise KeySyncError(f"{args.output}: the preview must be {', '.join(IMAGE_SUFFIXES + VIDEO_SUFFIXES)}")
+    info = probe_video(args.video)
+    if args.audio:
+        load_audio(args.audio)  # fail now, not after tracking
+    result = track_faces(read_frames(args.video), load_backend(args.backend))
+    target = select_target(result, face_index=args.face_index, point=point)
+    crops = plan_crops(target, result.times, size=args.size)
+
+    print(f"{args.video}: {info.width}x{info.height}, {result.num_frames} frames, {float(info.average_rate):.3f} fps, {len(result.shot_starts)} shot(s)")
+    for track in result.tracks:
+        ranges = ", ".join(f"{a}-{b}" for a, b in track.frame_ranges())
+        w = track.mean_area ** 0.5
+        print(f"face {track.index}: frames {ranges} ({len(track.frames)} frames), about {w:.0f} px")
+    chosen = sorted({int(t) for t in target.track_index if t >= 0})
+    how = "by index" if args.face_index is not None else "by point" if point else "largest in each shot"
+    if chosen:
+        print(f"dubbing: face {', '.join(map(str, chosen))} ({how}) on {int(target.present.sum())} of {result.num_frames} frames")
+    else:
+        print("dubbing: no face found; the video would pass through unchanged")
+
+    if args.json:
+        data = result.to_json()
+        data.update(video=str(args.video), fps=float(info.average_rate), target={"selection": how, "tracks": chosen, "frames": [int(i) for i in target.present.nonzero()[0]]})
+        _write_atomic(Path(args.json), json.dumps(data, indent=1).encode())
+        print(f"wrote {args.json}")
+    if args.output:
+        out = Path(args.output)
+        table = boxes_by_frame(result)
+        if out.suffix.lower() in VIDEO_SUFFIXES:
+            render_through_crops(
+                args.video, out, target, [None] * result.num_frames,
+                decorate=lambda image, i: preview_frame(image, i, table.get(i, []), target, crops[i], args.mask),
+                audio_path=args.audio,
+                overwrite=args.overwrite,
+            )
+        else:
+            present = target.present.nonzero()[0]
+            show = int(present[len(present) // 2]) if len(present) else 0
+            frame = next(f for f in read_frames(args.video) if f.index == show)
+            image = preview_frame(frame.image, show, table.get(show, []), target, crops[show], args.mask)
+            ok, data = cv2.imencode(out.suffix.lower(), cv2.cvtColor(image, cv2.COLOR_RGB2BGR))
+            if not ok:
+                raise KeySyncError(f"could not encode {out}")
+            _write_atomic(out, data.tobytes())
+        print(f"wrote {out}")
+    return 0
+
+
+def _write_atomic(path, data: bytes) -> None:
+    import os
+    import tempfile
+
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".partial", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+        os.replace(tmp, path)
+    except BaseException:
+        os.unlink(tmp)
+        raise

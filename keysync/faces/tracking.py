@@ -1,0 +1,286 @@
+"""Follow every face through a video, then pick the one to dub.
+
+``track_faces`` makes one streaming pass: faces are detected on the first frame, after each scene cut, and
+every ``detect_every`` frames (to pick up newcomers); in between each known face is followed by running
+the landmark model on a square around where it was. A face that leaves is kept for ``max_gap`` frames so
+that it keeps its track if it comes back (within the same shot). A scene cut ends every track.
+
+``select_target`` turns the tracks into per-frame landmarks of one person (NaN where absent), smoothed
+over time within each visible run.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Iterable
+
+import cv2
+import numpy as np
+from scipy.ndimage import gaussian_filter1d
+from scipy.optimize import linear_sum_assignment
+
+from ..errors import KeySyncError
+from ..media.video import Frame
+from .backends import LandmarkBackend, box_iou
+from .ibug68 import landmark_box
+
+
+@dataclass
+class FaceTrack:
+    """One person within one shot: the frames they are seen in, with a box and 68 landmarks per frame."""
+
+    index: int
+    frames: list[int] = field(default_factory=list)
+    boxes: list[np.ndarray] = field(default_factory=list)  # (x0, y0, x1, y1) landmark boxes
+    landmarks: list[np.ndarray] = field(default_factory=list)  # (68, 2) pixel coordinates
+
+    @property
+    def mean_area(self) -> float:
+        return float(np.mean([(b[2] - b[0]) * (b[3] - b[1]) for b in self.boxes]))
+
+    def frame_ranges(self) -> list[tuple[int, int]]:
+        """Inclusive (first, last) runs of consecutive frames."""
+        runs: list[tuple[int, int]] = []
+        for f in self.frames:
+            if runs and f == runs[-1][1] + 1:
+                runs[-1] = (runs[-1][0], f)
+            else:
+                runs.append((f, f))
+        return runs
+
+
+@dataclass
+class TrackingResult:
+    """Everything one pass over a video found: frame times, shot starts and every face track."""
+
+    width: int
+    height: int
+    times: np.ndarray  # (N,) seconds
+    shot_starts: list[int]  # first frame of each shot (0 and every detected cut)
+    tracks: list[FaceTrack]
+
+    @property
+    def num_frames(self) -> int:
+        return len(self.times)
+
+    def to_json(self) -> dict:
+        """The tracks as plain data (what ``keysync faces --json`` writes)."""
+        return {
+            "width": self.width,
+            "height": self.height,
+            "num_frames": self.num_frames,
+            "times": [round(float(t), 6) for t in self.times],
+            "shot_starts": self.shot_starts,
+            "tracks": [
+                {
+                    "index": t.index,
+                    "frame_ranges": [list(r) for r in t.frame_ranges()],
+                    "num_frames": len(t.frames),
+                    "boxes": {str(f): [round(float(v), 1) for v in b] for f, b in zip(t.frames, t.boxes)},
+                }
+                for t in self.tracks
+            ],
+        }
+
+
+@dataclass
+class TargetFace:
+    """The face to dub, frame by frame: 68 landmarks in original pixels, NaN where the face is absent."""
+
+    landmarks: np.ndarray  # (N, 68, 2) float64
+    present: np.ndarray  # (N,) bool
+    track_index: np.ndarray  # (N,) int, -1 where absent
+    shot_starts: list[int]
+
+
+class _Live:
+    def __init__(self, track: FaceTrack, shot: int):
+        self.track, self.shot, self.missed = track, shot, 0
+
+    @property
+    def box(self) -> np.ndarray:
+        return self.track.boxes[-1]
+
+
+def _thumbnail(image: np.ndarray) -> np.ndarray:
+    gray = cv2.cvtColor(image, cv2.COLOR_RGB2GRAY)
+    return cv2.resize(gray, (64, 36), interpolation=cv2.INTER_AREA).astype(np.float32)
+
+
+def track_faces(
+    frames: Iterable[Frame],
+    backend: LandmarkBackend,
+    detect_every: int = 12,
+    max_gap: int = 25,
+    cut_threshold: float = 30.0,
+    min_iou: float = 0.3,
+) -> TrackingResult:
+    """Track all faces of a frame stream (see module doc).
+
+    ``cut_threshold``: mean absolute difference (0-255) between 64x36 grey thumbnails of consecutive
+    frames above which a scene cut is declared. ``min_iou``: overlap needed to call two boxes the same face.
+    """
+    tracks: list[FaceTrack] = []
+    live: list[_Live] = []
+    times: list[float] = []
+    shot_starts: list[int] = []
+    previous = None
+    width = height = 0
+    since_detect = 0
+    for frame in frames:
+        image, i = frame.image, frame.index
+        height, width = image.shape[:2]
+        times.append(frame.time)
+        thumb = _thumbnail(image)
+        cut = previous is None or float(np.abs(thumb - previous).mean()) > cut_threshold
+        previous = thumb
+        if cut:
+            shot_starts.append(i)
+            live = []
+        # follow known faces
+        lost = False
+        for item in live:
+            if item.missed:
+                continue
+            lm = backend.landmarks(image, item.box)
+            if lm is not None and box_iou(landmark_box(lm), item.box) >= min_iou:
+                item.track.frames.append(i)
+                item.track.boxes.append(landmark_box(lm))
+                item.track.landmarks.append(lm)
+            else:
+                item.missed, lost = 1, True
+        since_detect += 1
+        if cut or lost or since_detect >= detect_every:
+            since_detect = 0
+            _detect_and_link(image, i, backend, tracks, live, shot_starts[-1], min_iou)
+        for item in live:
+            if item.missed and (not item.track.frames or item.track.frames[-1] != i):
+                item.missed += 1
+        live = [it for it in live if it.missed <= max_gap]
+        _drop_duplicates(live, i)
+    if not times:
+        raise KeySyncError("the video has no frames")
+    kept = [t for t in tracks if t.frames]
+    kept.sort(key=lambda t: (t.frames[0], t.boxes[0][0]))
+    for k, t in enumerate(kept):
+        t.index = k
+    return TrackingResult(width, height, np.array(times), shot_starts, kept)
+
+
+def _detect_and_link(image, i, backend, tracks, live, shot, min_iou) -> None:
+    """Detect faces; a detection overlapping a live or recently lost face continues it, others start tracks."""
+    found = [b for b in backend.detect(image)]
+    seen_now = [it for it in live if not it.missed]
+    waiting = [it for it in live if it.missed]
+    # detections already covered by a face tracked on this frame are not new
+    found = [b for b in found if all(box_iou(b, it.box) < min_iou for it in seen_now)]
+    if waiting and found:
+        cost = np.array([[1.0 - box_iou(b, it.box) for it in waiting] for b in found])
+        rows, cols = linear_sum_assignment(cost)
+        used = set()
+        for r, c in zip(rows, cols):
+            if cost[r, c] <= 1.0 - min_iou and _attach(image, i, backend, waiting[c], found[r]):
+                used.add(r)
+        found = [b for k, b in enumerate(found) if k not in used]
+    for box in found:
+        item = _Live(FaceTrack(index=len(tracks)), shot)
+        if _attach(image, i, backend, item, box):
+            tracks.append(item.track)
+            live.append(item)
+
+
+def _attach(image, i, backend, item: _Live, box) -> bool:
+    lm = backend.landmarks(image, box)
+    if lm is None or box_iou(landmark_box(lm), box) < 0.2:
+        return False
+    item.track.frames.append(i)
+    item.track.boxes.append(landmark_box(lm))
+    item.track.landmarks.append(lm)
+    item.missed = 0
+    return True
+
+
+def _drop_duplicates(live: list[_Live], i: int) -> None:
+    """Two live tracks on the same face on this frame: keep the older one."""
+    current = [it for it in live if not it.missed and it.track.frames and it.track.frames[-1] == i]
+    for a in range(len(current)):
+        for b in range(a + 1, len(current)):
+            x, y = current[a], current[b]
+            if x.missed or y.missed or box_iou(x.box, y.box) < 0.5:
+                continue
+            young = y if len(y.track.frames) < len(x.track.frames) else x
+            for seq in (young.track.frames, young.track.boxes, young.track.landmarks):
+                seq.pop()
+            young.missed = 1
+    live[:] = [it for it in live if not (it.missed and not it.track.frames)]
+
+
+def select_target(
+    result: TrackingResult,
+    face_index: int | None = None,
+    point: tuple[int, float, float] | None = None,
+    smooth_seconds: float = 0.04,
+) -> TargetFace:
+    """Pick the face to dub and smooth its landmarks over time.
+
+    Default: in every shot, the track with the largest mean box area. ``face_index``: track ``K`` as listed
+    by ``keysync faces``. ``point=(frame, x, y)``: the track whose box contains that pixel on that frame.
+    ``smooth_seconds``: Gaussian sigma of the temporal landmark smoothing (0 disables it).
+    """
+    n = result.num_frames
+    chosen: list[FaceTrack]
+    if face_index is not None:
+        if not 0 <= face_index < len(result.tracks):
+            raise KeySyncError(f"face index {face_index} does not exist: the video has {len(result.tracks)} face tracks (0-{len(result.tracks) - 1}); run keysync faces to list them")
+        chosen = [result.tracks[face_index]]
+    elif point is not None:
+        f, x, y = point
+        chosen = [t for t in result.tracks if f in t.frames and _contains(t.boxes[t.frames.index(f)], x, y)]
+        if not chosen:
+            raise KeySyncError(f"no tracked face contains pixel ({x}, {y}) on frame {f}; run keysync faces to see the boxes")
+        chosen = chosen[:1]
+    else:
+        bounds = result.shot_starts + [n]
+        chosen = []
+        for start, end in zip(bounds[:-1], bounds[1:]):
+            in_shot = [t for t in result.tracks if start <= t.frames[0] < end]
+            if in_shot:
+                chosen.append(max(in_shot, key=lambda t: t.mean_area * len(t.frames)))
+    landmarks = np.full((n, 68, 2), np.nan)
+    track_index = np.full(n, -1, dtype=np.int64)
+    for t in chosen:
+        landmarks[t.frames] = np.stack(t.landmarks)
+        track_index[t.frames] = t.index
+    present = track_index >= 0
+    if smooth_seconds > 0 and n > 1:
+        step = float(np.median(np.diff(result.times)))
+        landmarks = smooth_runs(landmarks, present, result.shot_starts, sigma=smooth_seconds / max(step, 1e-6))
+    return TargetFace(landmarks, present, track_index, list(result.shot_starts))
+
+
+def _contains(box, x, y) -> bool:
+    return box[0] <= x <= box[2] and box[1] <= y <= box[3]
+
+
+def present_runs(present: np.ndarray, shot_starts: list[int]) -> list[tuple[int, int]]:
+    """Half-open (start, end) runs of consecutive present frames that do not cross a shot start."""
+    cuts = set(shot_starts)
+    runs, start = [], None
+    for i, p in enumerate(present):
+        if start is not None and (not p or i in cuts):
+            runs.append((start, i))
+            start = None
+        if p and start is None:
+            start = i
+    if start is not None:
+        runs.append((start, len(present)))
+    return runs
+
+
+def smooth_runs(values: np.ndarray, present: np.ndarray, shot_starts: list[int], sigma: float) -> np.ndarray:
+    """Gaussian-smooth ``values`` along axis 0 separately within each present run (edges: nearest)."""
+    out = values.copy()
+    for start, end in present_runs(present, shot_starts):
+        if end - start > 1 and sigma > 0:
+            out[start:end] = gaussian_filter1d(values[start:end], sigma, axis=0, mode="nearest")
+    return out

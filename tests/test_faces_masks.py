@@ -1,0 +1,103 @@
+"""Mask geometry, latent downsampling, crop transforms and paste-back, on hand-placed landmarks."""
+
+import numpy as np
+import pytest
+
+from keysync.faces.crops import CropBox, cut_crop
+from keysync.faces.masks import build_mask, build_masks, latent_mask
+from keysync.faces.paste import feather, frame_weights, match_colors, paste_back
+
+
+def _landmarks():
+    rng = np.random.default_rng(0)
+    lm = np.column_stack([rng.uniform(140, 380, 68), rng.uniform(150, 460, 68)])
+    lm[0, 0], lm[16, 0] = 120.5, 390.2  # x-extent
+    lm[28] = [256, 230.4]  # mask top
+    lm[29], lm[33] = [256, 250], [256, 290]
+    lm[31], lm[35], lm[2] = [230, 285], [282, 285], [130, 300]
+    return lm
+
+
+def test_box_mask_is_the_papers_rectangle():
+    lm = _landmarks()
+    mask = build_mask("box", lm, 512)
+    rows, cols = np.nonzero(mask)
+    assert rows.min() == 231 and rows.max() == 511  # from point 28 to the bottom edge
+    assert cols.min() == 121 and cols.max() == 390  # across the landmarks' x-extent
+    assert mask.sum() == (511 - 231 + 1) * (390 - 121 + 1)  # a filled rectangle
+    assert set(np.unique(mask)) == {0.0, 1.0}
+
+
+def test_heart_mouth_and_full_masks():
+    lm = _landmarks()
+    heart = build_mask("heart", lm, 512)
+    assert heart[260, 256] == 0 and heart[260, 150] == 1  # the nose is kept, the cheek regenerated
+    assert heart[249, 256] == 0 and heart[300, 256] == 1
+    full = build_mask("full", lm, 512)
+    assert full[231:].all() and not full[:231].any()
+    mouth = build_mask("mouth", lm, 512)
+    e = 0.01 * 512
+    rows, cols = np.nonzero(mouth)
+    assert rows.min() == int(np.ceil(230.4 - e)) and rows.max() == int(np.floor(lm[:, 1].max() + e))
+    assert mouth.sum() < build_mask("box", lm, 512).sum()
+    with pytest.raises(ValueError):
+        build_mask("oval", lm, 512)
+
+
+def test_occluder_is_removed_and_latent_mask_is_nearest():
+    lm = _landmarks()
+    occluder = np.zeros((512, 512), np.float32)
+    occluder[400:, 200:300] = 1
+    mask = build_mask("box", lm, 512, occluder=occluder)
+    assert not mask[400:, 200:300].any() and mask[300, 250] == 1
+    latent = latent_mask(build_masks("box", lm[None].repeat(3, 0), 512))
+    assert latent.shape == (3, 64, 64)
+    expected = build_mask("box", lm, 512)[::8, ::8]
+    assert np.array_equal(latent[0], expected) and expected.any()
+    assert set(np.unique(latent)) == {0.0, 1.0}
+    assert latent_mask(np.ones((128, 128)), 8).shape == (16, 16)
+
+
+@pytest.mark.parametrize("angle", [0.0, 0.3])
+def test_crop_box_maps_points_both_ways_and_matches_the_pixels(angle):
+    box = CropBox(cx=130.0, cy=185.0, side=300.0, angle=angle, size=128)
+    pts = np.array([[0.0, 40.0], [100.5, 200.25], [279.0, 334.0]])
+    assert np.allclose(box.to_frame(box.to_crop(pts)), pts)
+    assert np.allclose(box.to_crop([130.0, 185.0]), [63.5, 63.5])  # centre to centre
+    # a bright block lands where to_crop says
+    frame = np.zeros((400, 400, 3), np.uint8)
+    frame[145:155, 165:175] = 255
+    crop = cut_crop(frame, box).astype(float)[..., 0]
+    ys, xs = np.nonzero(crop > 0.5 * crop.max())
+    assert np.allclose(box.to_crop([169.5, 149.5]), [xs.mean(), ys.mean()], atol=0.7)
+
+
+def test_paste_back_touches_only_the_feathered_region_and_unmodified_crop_roundtrips():
+    rng = np.random.default_rng(1)
+    frame = (rng.uniform(0, 1, (360, 640, 1)) * np.linspace(40, 220, 640)[None, :, None]).astype(np.uint8).repeat(3, 2)
+    frame = np.ascontiguousarray(np.clip(frame.astype(int) + 20, 0, 255).astype(np.uint8))
+    box = CropBox(cx=600.0, cy=220.0, side=256.0, angle=0.2, size=512)  # reaches past the right edge
+    mask = np.zeros((512, 512), np.float32)
+    mask[300:, 100:400] = 1
+    changed = paste_back(frame, np.full((512, 512, 3), 255, np.uint8), box, mask)
+    rows, cols, alpha = frame_weights(frame.shape, box, mask)
+    weights = np.zeros(frame.shape[:2], np.float32)
+    weights[rows, cols] = alpha
+    assert weights[:, -1].any()  # the pasted region is clipped at the frame edge, not skipped
+    diff = np.any(changed != frame, axis=2)
+    assert diff.any() and not diff[weights == 0].any()  # outside the feather: the input, bit for bit
+    assert (changed[weights >= 0.999] == 255).all()
+    same = paste_back(frame, cut_crop(frame, box), box, mask)
+    assert np.array_equal(same[weights == 0], frame[weights == 0])
+
+
+def test_feather_and_colour_matching():
+    mask = np.zeros((128, 128), np.float32)
+    mask[64:, 32:96] = 1
+    alpha = feather(mask, dilate=0.05, blur=0.03)
+    assert alpha[100, 64] == 1 and alpha[0, 0] == 0 and 0 < alpha[60, 64] < 1
+    assert not alpha[-1].any()  # fades out before the crop's bottom edge, where the box mask ends
+    original = np.full((128, 128, 3), 120, np.uint8)
+    generated = np.full((128, 128, 3), 140, np.uint8)
+    fixed = match_colors(generated, original, mask, alpha)
+    assert np.abs(fixed.astype(int) - 120).max() <= 1
