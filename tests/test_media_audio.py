@@ -58,6 +58,8 @@ def test_fit_audio_to_frames_pads_and_cuts():
     assert framed.shape == (3, SAMPLES_PER_FRAME)
     assert np.array_equal(framed.reshape(-1)[:1000], audio) and not framed.reshape(-1)[1000:].any()
     assert fit_audio_to_frames(audio, 1).shape == (1, 640)
+    late = fit_audio_to_frames(audio, 2, start=0.05)  # model frame 0 at 0.05 s = sample 800
+    assert late[0, 0] == 800 and not late[0, 200:].any()
 
 
 def test_missing_audio_stream_corrupt_and_absent_files_are_user_errors(tmp_path):

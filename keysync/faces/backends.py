@@ -94,7 +94,7 @@ class MediaPipeBackend:
     name = "mediapipe"
     mesh_size = 256
     mesh_scale = 1.7  # crop side / face box side given to the mesh
-    detect_size = 384  # windows are area-downscaled to at most this before detection
+    detect_size = 384  # tile size, in pixels, after the frame is shrunk for detection
 
     def __init__(self, min_score: float = 0.5):
         os.environ.setdefault("GLOG_minloglevel", "2")
@@ -114,18 +114,17 @@ class MediaPipeBackend:
                 yield min(x, w - tile), min(y, h - tile), tile, tile
 
     def detect(self, image: np.ndarray) -> np.ndarray:
-        h, w = image.shape[:2]
+        # shrink the frame once so that a tile is about ``detect_size`` pixels (the model sees 192)
+        shrink = min(1.0, self.detect_size / (0.6 * min(image.shape[:2])))
+        small = image if shrink == 1.0 else cv2.resize(image, None, fx=shrink, fy=shrink, interpolation=cv2.INTER_AREA)
+        h, w = small.shape[:2]
         found = []
         for x0, y0, ww, hh in self._windows(h, w):
-            window = image[y0 : y0 + hh, x0 : x0 + ww]
-            scale = min(1.0, self.detect_size / max(ww, hh))
-            if scale < 1:
-                window = cv2.resize(window, None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA)
-            result = self._detector.process(np.ascontiguousarray(window))
+            result = self._detector.process(np.ascontiguousarray(small[y0 : y0 + hh, x0 : x0 + ww]))
             for det in result.detections or []:
                 rb = det.location_data.relative_bounding_box
                 bx0, by0 = x0 + rb.xmin * ww, y0 + rb.ymin * hh
-                found.append([bx0, by0, bx0 + rb.width * ww, by0 + rb.height * hh, det.score[0]])
+                found.append([bx0 / shrink, by0 / shrink, (bx0 + rb.width * ww) / shrink, (by0 + rb.height * hh) / shrink, det.score[0]])
         return non_max_suppression(np.array(found, dtype=np.float64).reshape(-1, 5))
 
     def landmarks(self, image: np.ndarray, box) -> np.ndarray | None:

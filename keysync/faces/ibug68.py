@@ -8,7 +8,7 @@ lips (48 and 54 the corners), 60-67 inner lips.
 measured, not hand-picked: dlib's 68-point predictor and MediaPipe were run on the real faces of
 ``skimage.data.astronaut()``, insightface's ``t1.jpg`` and ``Tom_Hanks_54745.png`` and their mirror
 images (16 faces), and for every iBUG point the vertex with the smallest mean distance to dlib's point
-(in inter-ocular units) was kept. Mean distances: 0.03-0.08 for eyes, nose and lips, 0.09-0.2 on the jaw,
+(in inter-ocular units) was kept. Mean distances: 0.03-0.09 for eyes, nose and lips, 0.09-0.2 on the jaw,
 where dlib follows the silhouette and the mesh its surface. See docs/faces-and-media.md.
 """
 

@@ -103,8 +103,8 @@ class _Live:
 
 
 def _thumbnail(image: np.ndarray) -> np.ndarray:
-    gray = cv2.cvtColor(image, cv2.COLOR_RGB2GRAY)
-    return cv2.resize(gray, (64, 36), interpolation=cv2.INTER_AREA).astype(np.float32)
+    small = cv2.resize(image, (64, 36), interpolation=cv2.INTER_AREA)
+    return cv2.cvtColor(small, cv2.COLOR_RGB2GRAY).astype(np.float32)
 
 
 def track_faces(

@@ -60,11 +60,23 @@ def load_audio(path: str | Path, sample_rate: int = SAMPLE_RATE, mono: bool = Tr
     return np.ascontiguousarray(audio[0] if mono else audio)
 
 
-def fit_audio_to_frames(audio: np.ndarray, num_frames: int, samples_per_frame: int = SAMPLES_PER_FRAME) -> np.ndarray:
-    """Cut or zero-pad mono audio to exactly ``num_frames`` model frames and shape it (num_frames, 640)."""
-    need = num_frames * samples_per_frame
+def fit_audio_to_frames(
+    audio: np.ndarray,
+    num_frames: int,
+    start: float = 0.0,
+    sample_rate: int = SAMPLE_RATE,
+    samples_per_frame: int = SAMPLES_PER_FRAME,
+) -> np.ndarray:
+    """Mono audio as (num_frames, 640): row k is the sound of model frame k.
+
+    ``start`` is the time of model frame 0 (``ModelFramePlan.start``: a video's first timestamp need not
+    be 0); the audio is cut or zero-padded to exactly ``num_frames`` frames from there.
+    """
     audio = np.asarray(audio, dtype=np.float32)
     if audio.ndim != 1:
         raise ValueError("fit_audio_to_frames expects mono audio of shape (samples,)")
+    offset = int(round(start * sample_rate))
+    audio = audio[offset:] if offset >= 0 else np.pad(audio, (-offset, 0))
+    need = num_frames * samples_per_frame
     audio = audio[:need] if len(audio) >= need else np.pad(audio, (0, need - len(audio)))
     return audio.reshape(num_frames, samples_per_frame)

@@ -1,0 +1,74 @@
+"""``keysync faces`` on bad input: one line on stderr, exit status 1, and nothing written."""
+
+import numpy as np
+import pytest
+
+from keysync import cli
+
+from .faces_media_clips import astronaut, clicks, moving_frames, write_clip
+from .test_media_audio import _write_audio_only
+
+
+@pytest.fixture
+def run(monkeypatch, capsys):
+    """Run ``keysync ARGS`` in-process (only this stage's commands) and return (status, stderr lines)."""
+    monkeypatch.setattr(cli, "COMMAND_MODULES", ["keysync.faces.commands"])
+
+    def _run(*args):
+        status = cli.main([str(a) for a in args])
+        return status, capsys.readouterr().err.strip().splitlines()
+
+    return _run
+
+
+@pytest.fixture
+def video(tmp_path):
+    return write_clip(tmp_path / "face.mp4", moving_frames(astronaut(), 320, 240, 5, 220))
+
+
+def _bad_inputs(tmp_path, video):
+    junk = tmp_path / "junk.mp4"
+    junk.write_bytes(np.random.default_rng(0).integers(0, 256, 5000, dtype=np.uint8).tobytes())
+    truncated = tmp_path / "truncated.mp4"
+    truncated.write_bytes(video.read_bytes()[: video.stat().st_size // 2])
+    speech = _write_audio_only(tmp_path / "speech.m4a", clicks(1.0, [0.5]), 16000)
+    return junk, truncated, speech
+
+
+@pytest.mark.parametrize("case", ["junk", "truncated", "no-video-stream", "audio-without-audio-stream"])
+def test_bad_input_is_one_line_error_and_writes_nothing(tmp_path, video, run, case):
+    junk, truncated, speech = _bad_inputs(tmp_path, video)
+    args = {
+        "junk": [junk],
+        "truncated": [truncated],
+        "no-video-stream": [speech],
+        "audio-without-audio-stream": [video, "--audio", write_clip(tmp_path / "mute.mp4", [np.zeros((16, 16, 3), np.uint8)] * 3)],
+    }[case]
+    before = sorted(tmp_path.iterdir())
+    status, err = run("faces", *args, "-o", tmp_path / "preview.mp4", "--json", tmp_path / "faces.json")
+    assert status == 1
+    assert len(err) == 1 and err[0].startswith("keysync faces: error: ")
+    expected = {"junk": "cannot be read", "truncated": "cannot be read", "no-video-stream": "no video stream",
+                "audio-without-audio-stream": "no audio stream"}[case]
+    assert expected in err[0]
+    assert sorted(tmp_path.iterdir()) == before
+
+
+def test_existing_output_is_kept_without_overwrite(tmp_path, video, run):
+    report = tmp_path / "faces.json"
+    report.write_text("mine")
+    status, err = run("faces", video, "--json", report)
+    assert status == 1 and "already exists" in err[0] and report.read_text() == "mine"
+    status, err = run("faces", video, "--json", video, "--overwrite")
+    assert status == 1 and "is also an input" in err[0]
+
+
+def test_preview_video_keeps_frames_and_carries_the_new_audio(tmp_path, video, run):
+    from keysync.media import load_audio, read_frames
+
+    speech = _write_audio_only(tmp_path / "speech.m4a", clicks(0.2, [0.1]), 16000)
+    status, err = run("faces", video, "--audio", speech, "-o", tmp_path / "preview.mp4")
+    assert status == 0, err
+    frames = list(read_frames(tmp_path / "preview.mp4"))
+    assert [f.time for f in frames] == [f.time for f in read_frames(video)]
+    assert abs(len(load_audio(tmp_path / "preview.mp4")) - 3200) <= 1
