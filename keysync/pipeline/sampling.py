@@ -1,0 +1,127 @@
+"""Both diffusion stages on latents, one streaming window at a time.
+
+The caller hands in per-frame inputs (source latents, masks, audio features) for the frames a window
+needs and gets back the window's output latents. Noise is drawn per clip in a fixed order from a
+generator seeded by (seed, window), so the output does not depend on how many clips share a network call.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+
+from ..diffusion import Conditioning, Guidance, MaskedDenoiser, ays_sigmas, sample_euler
+from ..models import KeySyncModel
+from .plan import CLIP, STEP, Plan, Window
+
+
+@dataclass
+class FrameData:
+    """Per-frame inputs for frames ``start .. start + n - 1`` of the padded timeline."""
+
+    start: int
+    latents: torch.Tensor  # (n, 4, h, w) scaled source latents
+    masks: torch.Tensor  # (n, 1, h, w), 1 = regenerate
+    keyframe_audio: torch.Tensor  # (n, 2, D_k)
+    interpolation_audio: torch.Tensor  # (n, 2, D_i)
+
+    def take(self, name: str, frames: list[int]) -> torch.Tensor:
+        tensor = getattr(self, name)
+        index = [f - self.start for f in frames]
+        if min(index) < 0 or max(index) >= len(tensor):
+            raise IndexError(f"frames {min(frames)}..{max(frames)} outside {self.start}..{self.start + len(tensor) - 1}")
+        return tensor[index]
+
+
+@dataclass
+class SamplingOptions:
+    steps: int = 10
+    guidance: Guidance = field(default_factory=Guidance)
+    clips_per_call: int = 2  # keyframe batches / interpolation segments per network call (x3 for guidance)
+    seed: int = 0
+
+
+class LatentDubber:
+    """Keyframe then interpolation sampling for the windows of a ``Plan``."""
+
+    def __init__(self, model: KeySyncModel, options: SamplingOptions | None = None):
+        self.model = model
+        self.options = options or SamplingOptions()
+        self.sigmas = ays_sigmas(self.options.steps)
+
+    def _noise(self, clips: int, like: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+        shape = (clips * CLIP, *like.shape[1:])
+        if like.device.type == "meta":
+            return torch.empty(shape, device="meta", dtype=like.dtype)
+        return torch.randn(shape, generator=generator).to(like.device, like.dtype)
+
+    def _sample(self, net, noise: torch.Tensor, cond: Conditioning) -> torch.Tensor:
+        """Sample ``cond``'s clips in groups of ``clips_per_call`` (each its own sampling run)."""
+        denoiser = MaskedDenoiser(net)
+        guide = self.options.guidance
+        step = self.options.clips_per_call
+        clips = cond.context.shape[0]
+        out = []
+        for start in range(0, clips, step):
+            part = cond.select_clips(start, min(clips, start + step))
+            rows = slice(start * CLIP, start * CLIP + part.known.shape[0])
+            out.append(sample_euler(lambda x, s, c: guide(denoiser, x, s, c), noise[rows], part, self.sigmas))
+        return torch.cat(out)
+
+    @torch.no_grad()
+    def window(self, plan: Plan, index: int, data: FrameData, anchor: FrameData, previous_keyframe: torch.Tensor | None):
+        """Output latents for ``plan.windows[index]`` -> (latents of frames first..stop-1, last keyframe latent).
+
+        ``data`` must cover the window's segment frames; ``anchor`` holds the reference frame (1 frame);
+        ``previous_keyframe`` is the last keyframe latent of the previous window (None for the first).
+        """
+        window: Window = plan.windows[index]
+        generator = torch.Generator().manual_seed(self.options.seed * 100_003 + index)
+        keyframes = self._keyframes(window, data, anchor, generator)
+        if previous_keyframe is not None:
+            keyframes[window.segments[0]] = previous_keyframe
+        latents = self._interpolate(window, data, keyframes, generator)
+        last = window.batches[-1].keyframes[-1]
+        first = window.segments[0]
+        return latents[window.first_frame - first : window.stop_frame - first], keyframes[last]
+
+    def _keyframes(self, window: Window, data: FrameData, anchor: FrameData, generator) -> dict[int, torch.Tensor]:
+        net = self.model.keyframe
+        ref = anchor.start
+        slots = [b.slots(ref) for b in window.batches]
+
+        def gather(name):
+            rows = [anchor.take(name, [ref])[0] if j == 0 else data.take(name, [f])[0] for s in slots for j, f in enumerate(s)]
+            return torch.stack(rows)
+
+        known = gather("latents")
+        cond = Conditioning(
+            concat=net.embed_frames(anchor.latents[:1].expand(len(slots), -1, -1, -1)),
+            context=net.embed_audio(gather("keyframe_audio").reshape(len(slots), CLIP, 2, -1)),
+            known=known,
+            mask=gather("masks"),
+        )
+        out = self._sample(net, self._noise(len(slots), known, generator), cond)
+        result = {}
+        for b, batch in enumerate(window.batches):
+            for j, frame in enumerate(batch.keyframes):
+                result[frame] = out[b * CLIP + 1 + j]
+        return result
+
+    def _interpolate(self, window: Window, data: FrameData, keyframes: dict[int, torch.Tensor], generator) -> torch.Tensor:
+        net = self.model.interpolation
+        frames = [s + t for s in window.segments for t in range(CLIP)]
+        ends = torch.stack([torch.stack([keyframes[s], keyframes[s + STEP]], dim=1) for s in window.segments])
+        known = data.take("latents", frames)
+        cond = Conditioning(
+            concat=net.embed_frames(ends),
+            context=net.embed_audio(data.take("interpolation_audio", frames).reshape(len(window.segments), CLIP, 2, -1)),
+            known=known,
+            mask=data.take("masks", frames),
+        )
+        out = self._sample(net, self._noise(len(window.segments), known, generator), cond)
+        out = out.reshape(len(window.segments), CLIP, *out.shape[1:])
+        out[:, 0], out[:, -1] = ends[:, :, 0], ends[:, :, 1]
+        # Segments share their boundary keyframe: keep each segment's first 13 frames, plus the very last.
+        return torch.cat([out[:, :STEP].flatten(0, 1), out[-1, -1:]])

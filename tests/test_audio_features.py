@@ -1,0 +1,51 @@
+"""Audio features: exactly two rows per 25 fps frame, aligned, and seamless across windows."""
+
+import numpy as np
+import pytest
+import torch
+from transformers import HubertConfig, HubertModel
+
+from keysync.audio import SAMPLES_PER_FRAME, LogMelFeatures, SpeechEncoderFeatures, num_frames
+
+
+@pytest.mark.parametrize("samples", [1, 639, 640, 641, 16000 * 3 + 123])
+def test_logmel_layout(samples):
+    feats = LogMelFeatures(n_mels=40)(np.zeros(samples, np.float32))
+    assert feats.shape == (num_frames(samples), 2, 40)
+
+
+def test_logmel_rows_are_aligned_to_frames():
+    """A click inside video frame f changes rows of frame f (and its neighbours' edges), nothing far away."""
+    wave = np.zeros(SAMPLES_PER_FRAME * 20, np.float32)
+    f = 11
+    wave[f * SAMPLES_PER_FRAME + 200] = 1.0  # centre of row 2f
+    feats = LogMelFeatures()(wave).flatten(0, 1).mean(-1)
+    assert int(feats.argmax()) == 2 * f
+    assert torch.all(feats[: 2 * f - 1] == feats[0]) and torch.all(feats[2 * f + 2 :] == feats[0])
+
+
+def local_encoder():
+    """A random HuBERT whose receptive field is local (layer norm, short positional conv, no attention),
+    so windowed and whole-file features must agree exactly when the windows are aligned."""
+    torch.manual_seed(0)
+    cfg = HubertConfig(
+        hidden_size=32, num_hidden_layers=0, num_attention_heads=2, intermediate_size=64, conv_dim=(16,) * 7,
+        num_conv_pos_embeddings=16, num_conv_pos_embedding_groups=4, feat_extract_norm="layer",
+    )
+    return HubertModel(cfg)
+
+
+def test_speech_encoder_windows_do_not_drift():
+    wave = np.random.default_rng(0).standard_normal(16000 * 3 + 123).astype(np.float32)
+    model = local_encoder()
+    whole = SpeechEncoderFeatures(model, normalize=True, window_s=100)(wave)
+    windowed = SpeechEncoderFeatures(model, normalize=True, window_s=0.4, context_s=0.4)(wave)
+    assert whole.shape == (num_frames(len(wave)), 2, 32)
+    assert torch.allclose(whole, windowed, atol=1e-4)
+    # a one-row shift at a join would be far outside that tolerance
+    assert (whole[1:] - whole[:-1]).abs().max() > 0.1
+
+
+def test_speech_encoder_pads_to_requested_frames():
+    feats = SpeechEncoderFeatures(local_encoder(), normalize=False)(np.zeros(1000, np.float32), frames=14)
+    assert feats.shape == (14, 2, 32)
