@@ -5,7 +5,8 @@ Public API:
 - ``LipSyncTask`` / ``MethodOutput`` / ``LipSyncMethod``: the method protocol, ``method(task) -> output``
   (see ``keysync.bench.methods``); ``register_method(name, factory)`` makes ``keysync bench --method
   NAME`` find a method; ``CopyMethod`` and ``OracleMethod`` are the two bounds.
-- ``run_benchmark(method, records, work_dir)`` -> ({mode: {metric: value}}, per-clip rows);
+- ``run_benchmark(method, records, work_dir)`` -> ``BenchResult`` (``.summary`` {mode: {metric: value}},
+  ``.rows`` per clip and mode);
   ``benchmark_data(folder, n_clips, seed, size)`` renders held-out clips to run it on.
 - ``LoadedReader().read(frames, landmarks)`` -> mouth parameters (T, 5) read from frames by the shipped
   mouth reader; ``keysync.bench.metrics`` holds the metric definitions (LipLeak's "speaking" rule is
@@ -14,11 +15,12 @@ Public API:
 
 from .methods import METHODS, CopyMethod, LipSyncMethod, LipSyncTask, MethodOutput, OracleMethod, get_method, register_method
 from .mouth_reader import LoadedReader
-from .runner import MODES, benchmark_data, run_benchmark
+from .runner import MODES, BenchResult, benchmark_data, run_benchmark
 
 __all__ = [
     "METHODS",
     "MODES",
+    "BenchResult",
     "CopyMethod",
     "LipSyncMethod",
     "LipSyncTask",

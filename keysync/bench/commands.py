@@ -52,6 +52,8 @@ def run_bench(args: argparse.Namespace) -> int:
     n_clips = args.clips or (QUICK_CLIPS if args.quick else FULL_CLIPS)
     if n_clips < 2:
         raise KeySyncError("--clips must be at least 2 (cross-audio mode pairs clips)")
+    if args.size < 64 or args.size % 2:
+        raise KeySyncError("--size must be an even number of pixels, at least 64")
     if args.data:
         records = speech_clips(Path(args.data), n_clips)
     else:
@@ -61,8 +63,9 @@ def run_bench(args: argparse.Namespace) -> int:
         from ..faces.backends import load_backend
 
         backend = load_backend(args.landmarks)
-    summary, rows = run_benchmark(method, records, out, seed=args.seed, landmark_backend=backend)
-    written = write_results(out, method.name, summary, rows)
+    result = run_benchmark(method, records, out, seed=args.seed, landmark_backend=backend)
+    summary = result.summary
+    written = write_results(out, method.name, result)
     if json_path is not None:
         from ..synth.clipio import write_text
 

@@ -57,6 +57,13 @@ def speech_clips(data_dir: Path, limit: int | None) -> list[ClipRecord]:
 
 
 @dataclass
+class BenchResult:
+    summary: dict[str, dict[str, float]]  # {mode: {metric: mean over clips}}
+    rows: list[dict]  # one per clip and mode
+    traces: dict[str, dict[str, np.ndarray]]  # first clip, per mode: read, target and source jaw opening
+
+
+@dataclass
 class Driving:
     audio: np.ndarray
     phonemes: list[Phoneme]
@@ -88,8 +95,9 @@ def score(
     reader: LoadedReader,
     output_landmarks: np.ndarray | None = None,
     source_landmarks: np.ndarray | None = None,
-) -> dict[str, float]:
-    """All metrics of one output (see ``keysync.bench.metrics`` for their definitions).
+) -> tuple[dict[str, float], np.ndarray]:
+    """All metrics of one output (see ``keysync.bench.metrics`` for their definitions), and the jaw
+    opening read from it.
 
     The landmark-only metrics use ``output_landmarks`` (detected by a face front end; default: the exact
     landmarks a method returned, if any) and ``source_landmarks`` (default: the source's ground truth).
@@ -129,7 +137,7 @@ def score(
         out["sync_corr_lm"] = M.pearson(mar, target, found)
         if mode != "reconstruction":
             out["cross_leak_lm"] = M.pearson(mar, source_mar, found)
-    return out
+    return out, read
 
 
 def detect_landmarks(frames: np.ndarray, backend, near: np.ndarray) -> np.ndarray:
@@ -159,8 +167,8 @@ def run_benchmark(
     progress: bool = True,
     reader: LoadedReader | None = None,
     landmark_backend=None,
-) -> tuple[dict[str, dict[str, float]], list[dict]]:
-    """Score ``method`` on every record in every mode: ({mode: {metric: mean}}, per-clip rows).
+) -> BenchResult:
+    """Score ``method`` on every record in every mode.
 
     ``reader``: the mouth reader (default: the shipped one). ``landmark_backend``: a ``keysync.faces``
     back end that detects landmarks on sources and outputs for the landmark-only metrics (default: use the
@@ -173,7 +181,7 @@ def run_benchmark(
     reader = reader or LoadedReader()
     driving_dir = Path(work_dir) / "driving"
     driving_dir.mkdir(parents=True, exist_ok=True)
-    rows = []
+    rows, traces = [], {}
     bar = tqdm(total=len(records) * len(modes), desc=f"bench {method.name}", unit="run", disable=not progress)
     for i, record in enumerate(records):
         truth = record.truth()
@@ -196,7 +204,9 @@ def run_benchmark(
                 )
             target = mouth_track(drive.phonemes, T, spec.fps, spec.identity.articulation)
             detected = None if landmark_backend is None else detect_landmarks(output.frames, landmark_backend, truth["landmarks"])
-            values = score(output, source_frames, truth, target, drive.audio, mode, reader, detected, detected_source)
+            values, read = score(output, source_frames, truth, target, drive.audio, mode, reader, detected, detected_source)
+            if i == 0:
+                traces[mode] = {"read": read, "target": target[:, 0], "source": truth["mouth"][:, 0]}
             rows.append({"mode": mode, "clip": record.name, "method_seconds": round(seconds, 3), **values})
             bar.update()
     bar.close()
@@ -208,11 +218,12 @@ def run_benchmark(
             values = np.array([r[key] for r in mode_rows], np.float64)
             if np.isfinite(values).any():
                 summary[mode][key] = float(np.nanmean(values))
-    return summary, rows
+    return BenchResult(summary, rows, traces)
 
 
-def write_results(out_dir: Path, method_name: str, summary: dict, rows: list[dict]) -> list[Path]:
+def write_results(out_dir: Path, method_name: str, result: BenchResult) -> list[Path]:
     """``per_clip.csv``, ``summary.csv`` and ``plots.png`` in ``out_dir``."""
+    summary, rows = result.summary, result.rows
     from ..synth.clipio import _atomic
 
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -222,7 +233,7 @@ def write_results(out_dir: Path, method_name: str, summary: dict, rows: list[dic
     summary_rows = [{"method": method_name, "mode": m, **{k: v for k, v in vals.items()}} for m, vals in summary.items()]
     _atomic(summary_csv, lambda tmp: _write_csv(tmp, ["method", "mode", *SUMMARY_METRICS], summary_rows))
     plots = out_dir / "plots.png"
-    _atomic(plots, lambda tmp: _plot(tmp, method_name, summary))
+    _atomic(plots, lambda tmp: _plot(tmp, method_name, summary, result.traces))
     return [per_clip, summary_csv, plots]
 
 
@@ -234,7 +245,9 @@ def _write_csv(path: Path, fields: list[str], rows: list[dict]) -> None:
             w.writerow({k: (f"{v:.6g}" if isinstance(v, float) else v) for k, v in row.items()})
 
 
-def _plot(path: Path, method_name: str, summary: dict) -> None:
+def _plot(path: Path, method_name: str, summary: dict, traces: dict) -> None:
+    """Top: the mean metrics per mode. Bottom: the first clip's read jaw opening against what the
+    driving audio asks for and what the source did, per mode."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -246,9 +259,9 @@ def _plot(path: Path, method_name: str, summary: dict) -> None:
         ("PSNR (dB)", ("psnr_outside", "psnr_upper")),
         ("stability / occluder", ("mouth_jitter", "edge_jitter", "occluder_mae")),
     ]
-    fig, axes = plt.subplots(1, len(groups), figsize=(4.2 * len(groups), 3.6))
+    fig, axes = plt.subplots(2, len(groups), figsize=(4.2 * len(groups), 7.0))
     modes = list(summary)
-    for ax, (title, keys) in zip(axes, groups):
+    for ax, (title, keys) in zip(axes[0], groups):
         x = np.arange(len(keys))
         width = 0.8 / max(1, len(modes))
         for j, mode in enumerate(modes):
@@ -256,7 +269,18 @@ def _plot(path: Path, method_name: str, summary: dict) -> None:
             ax.bar(x + (j - (len(modes) - 1) / 2) * width, vals, width, label=mode)
         ax.set_xticks(x, keys, rotation=45, ha="right", fontsize=8)
         ax.set_title(title, fontsize=10)
-    axes[0].legend(fontsize=8)
+    axes[0, 0].legend(fontsize=8)
+    for ax, mode in zip(axes[1], modes):
+        t = traces[mode]
+        ax.plot(t["target"], label="asked for by the audio", lw=2)
+        ax.plot(t["source"], label="source video", ls="--")
+        ax.plot(t["read"], label=f"read from {method_name}")
+        ax.set_title(f"{mode}: jaw opening, first clip", fontsize=10)
+        ax.set_xlabel("frame")
+        ax.set_ylim(0, 1)
+    axes[1, 0].legend(fontsize=7)
+    for ax in axes[1, len(modes) :]:
+        ax.axis("off")
     fig.suptitle(f"keysync bench: {method_name}")
     fig.tight_layout()
     with open(path, "wb") as f:

@@ -1,8 +1,10 @@
 """Train the shipped mouth reader on renders of the synthetic world.
 
-Reproduce the shipped weights (about 10 minutes on 1 CPU thread) with::
+Reproduce the shipped weights (about 15 minutes on 1 CPU thread) with::
 
     python -m keysync.bench.train_reader --seed 0
+
+(``--evaluate-only`` re-scores the shipped weights without training.)
 
 Training renders come from one stream of identities and the held-out evaluation from another, so the
 reported error is on faces the reader has never seen. Mouth parameters are drawn independently and
@@ -62,14 +64,14 @@ def render_samples(seed: int, n: int, per_identity: int = 20, progress: bool = T
     return np.stack(crops), np.stack(mouths), frames, lms
 
 
-def train(seed: int, n_train: int, n_eval: int, steps: int, width: int, out: Path, results: Path) -> dict:
+def train(seed: int, n_train: int, n_eval: int, steps: int, width: int, out: Path, results: Path) -> None:
     import torch
 
     torch.manual_seed(seed)
     torch.set_num_threads(1)
     t0 = time.time()
     x_train, y_train, _, _ = render_samples(seed * 1000 + 1, n_train)
-    x_eval, y_eval, eval_frames, eval_lms = render_samples(seed * 1000 + 2, n_eval)
+    x_eval, y_eval, eval_frames, _ = render_samples(seed * 1000 + 2, n_eval)
     x_train = torch.from_numpy(x_train).permute(0, 3, 1, 2).contiguous()
     y_train = torch.from_numpy(y_train)
     model = MouthReader(width)
@@ -89,17 +91,30 @@ def train(seed: int, n_train: int, n_eval: int, steps: int, width: int, out: Pat
         sched.step()
         if step % 200 == 0 or step == steps - 1:
             print(f"step {step} loss {loss.item():.4f} ({time.time() - t0:.0f} s)", flush=True)
+    # evaluate exactly what ships: the weights rounded to fp16
+    model.load_state_dict({k: v.half().to(v.dtype) if v.is_floating_point() else v for k, v in model.state_dict().items()})
+    evaluate(model, x_eval, y_eval, eval_frames, results, seed, n_train, n_eval, steps, width, out, time.time() - t0)
+
+
+def command_line(seed: int, n_train: int, n_eval: int, steps: int, width: int) -> str:
+    return f"python -m keysync.bench.train_reader --seed {seed} --train {n_train} --eval {n_eval} --steps {steps} --width {width}"
+
+
+def evaluate(model, x_eval, y_eval, eval_frames, results: Path, seed, n_train, n_eval, steps, width, out: Path, seconds) -> None:
+    """Score on held-out identities, calibrate the LipLeak threshold, write the report and the PNG, and
+    save the weights with the threshold in their metadata."""
+    import torch
+
     model.eval()
     with torch.no_grad():
         pred = model(torch.from_numpy(x_eval).permute(0, 3, 1, 2).float() / 255.0).numpy()
     mae = np.abs(pred - y_eval).mean(0)
     corr = [float(np.corrcoef(pred[:, i], y_eval[:, i])[0, 1]) for i in range(len(MOUTH_PARAMS))]
     # LipLeak threshold: above what the reader says for mouths at rest, below most speaking jaws
-    rest = y_eval[:, 0] < 0.1
-    rest_read = pred[rest, 0]
+    rest_read = pred[y_eval[:, 0] < 0.1, 0]
     threshold = float(max(0.15, np.percentile(rest_read, 99) + 0.03))
     report = {
-        "command": f"python -m keysync.bench.train_reader --seed {seed} --train {n_train} --eval {n_eval} --steps {steps} --width {width}",
+        "command": command_line(seed, n_train, n_eval, steps, width),
         "seed": seed,
         "held_out_identities": "yes: evaluation renders use identities from a separate random stream",
         "n_train": n_train,
@@ -108,13 +123,14 @@ def train(seed: int, n_train: int, n_eval: int, steps: int, width: int, out: Pat
         "correlation": dict(zip(MOUTH_PARAMS, corr)),
         "rest_jaw_read_p99": float(np.percentile(rest_read, 99)),
         "speaking_threshold": threshold,
-        "train_seconds": round(time.time() - t0, 1),
+        "train_seconds": round(seconds, 1),
     }
     save_reader(model, out, {"speaking_threshold": threshold, "command": report["command"], "mae": report["mae"]})
     results.mkdir(parents=True, exist_ok=True)
     (results / "mouth_reader.json").write_text(json.dumps(report, indent=2) + "\n")
-    _plot_examples(eval_frames[:8], pred[:8], y_eval[:8], results / "mouth_reader_examples.png")
-    return report
+    # one example per identity (the evaluation set renders 20 per identity)
+    pick = list(range(0, len(eval_frames), 20))[:8]
+    _plot_examples([eval_frames[i] for i in pick], pred[pick], y_eval[pick], results / "mouth_reader_examples.png")
 
 
 def _plot_examples(frames, pred, true, path: Path) -> None:
@@ -150,9 +166,21 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--width", type=int, default=16)
     p.add_argument("--out", type=Path, default=WEIGHTS)
     p.add_argument("--results", type=Path, default=RESULTS)
+    p.add_argument(
+        "--evaluate-only", action="store_true", help="re-score the weights at --out and recalibrate their threshold (no training)"
+    )
     args = p.parse_args(argv)
-    report = train(args.seed, args.train, args.eval, args.steps, args.width, args.out, args.results)
-    print(json.dumps(report, indent=2))
+    if args.evaluate_only:
+        from .mouth_reader import LoadedReader
+
+        x_eval, y_eval, eval_frames, _ = render_samples(args.seed * 1000 + 2, args.eval)
+        previous = args.results / "mouth_reader.json"
+        seconds = json.loads(previous.read_text()).get("train_seconds", 0.0) if previous.is_file() else 0.0
+        model = LoadedReader(args.out).model
+        evaluate(model, x_eval, y_eval, eval_frames, args.results, args.seed, args.train, args.eval, args.steps, model.width, args.out, seconds)
+    else:
+        train(args.seed, args.train, args.eval, args.steps, args.width, args.out, args.results)
+    print((args.results / "mouth_reader.json").read_text())
     return 0
 
 
