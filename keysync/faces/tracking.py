@@ -2,8 +2,9 @@
 
 ``track_faces`` makes one streaming pass: faces are detected on the first frame, after each scene cut, and
 every ``detect_every`` frames (to pick up newcomers); in between each known face is followed by running
-the landmark model on a square around where it was. A face that leaves is kept for ``max_gap`` frames so
-that it keeps its track if it comes back (within the same shot). A scene cut ends every track.
+the landmark model on a square around where it was. A face that is missed is looked for there again on
+each of the next ``max_gap`` frames (and matched against detections), so that it keeps its track if it
+comes back within the same shot. A scene cut ends every track.
 
 ``select_target`` turns the tracks into per-frame landmarks of one person (NaN where absent), smoothed
 over time within each visible run.
@@ -94,8 +95,10 @@ class TargetFace:
 
 
 class _Live:
-    def __init__(self, track: FaceTrack, shot: int):
-        self.track, self.shot, self.missed = track, shot, 0
+    """A track being followed; ``missed`` counts the frames since it was last seen (0: seen now)."""
+
+    def __init__(self, track: FaceTrack):
+        self.track, self.missed = track, 0
 
     @property
     def box(self) -> np.ndarray:
@@ -103,7 +106,8 @@ class _Live:
 
 
 def _thumbnail(image: np.ndarray) -> np.ndarray:
-    small = cv2.resize(image, (64, 36), interpolation=cv2.INTER_AREA)
+    step = max(1, min(image.shape[:2]) // 144)  # subsample first: area-resizing a whole 4K frame is slow
+    small = cv2.resize(image[::step, ::step], (64, 36), interpolation=cv2.INTER_AREA)
     return cv2.cvtColor(small, cv2.COLOR_RGB2GRAY).astype(np.float32)
 
 
@@ -137,25 +141,22 @@ def track_faces(
         if cut:
             shot_starts.append(i)
             live = []
-        # follow known faces
+        # follow known faces (and look again where a missed one was last seen)
         lost = False
         for item in live:
-            if item.missed:
-                continue
             lm = backend.landmarks(image, item.box)
             if lm is not None and box_iou(landmark_box(lm), item.box) >= min_iou:
                 item.track.frames.append(i)
                 item.track.boxes.append(landmark_box(lm))
                 item.track.landmarks.append(lm)
+                item.missed = 0
             else:
-                item.missed, lost = 1, True
+                lost = lost or item.missed == 0
+                item.missed += 1
         since_detect += 1
         if cut or lost or since_detect >= detect_every:
             since_detect = 0
-            _detect_and_link(image, i, backend, tracks, live, shot_starts[-1], min_iou)
-        for item in live:
-            if item.missed and (not item.track.frames or item.track.frames[-1] != i):
-                item.missed += 1
+            _detect_and_link(image, i, backend, tracks, live, min_iou)
         live = [it for it in live if it.missed <= max_gap]
         _drop_duplicates(live, i)
     if not times:
@@ -167,7 +168,7 @@ def track_faces(
     return TrackingResult(width, height, np.array(times), shot_starts, kept)
 
 
-def _detect_and_link(image, i, backend, tracks, live, shot, min_iou) -> None:
+def _detect_and_link(image, i, backend, tracks, live, min_iou) -> None:
     """Detect faces; a detection overlapping a live or recently lost face continues it, others start tracks."""
     found = [b for b in backend.detect(image)]
     seen_now = [it for it in live if not it.missed]
@@ -183,7 +184,7 @@ def _detect_and_link(image, i, backend, tracks, live, shot, min_iou) -> None:
                 used.add(r)
         found = [b for k, b in enumerate(found) if k not in used]
     for box in found:
-        item = _Live(FaceTrack(index=len(tracks)), shot)
+        item = _Live(FaceTrack(index=len(tracks)))
         if _attach(image, i, backend, item, box):
             tracks.append(item.track)
             live.append(item)
@@ -220,12 +221,15 @@ def select_target(
     face_index: int | None = None,
     point: tuple[int, float, float] | None = None,
     smooth_seconds: float = 0.04,
+    fill_gaps: int = 5,
 ) -> TargetFace:
     """Pick the face to dub and smooth its landmarks over time.
 
-    Default: in every shot, the track with the largest mean box area. ``face_index``: track ``K`` as listed
+    Default: in every shot, the track with the largest mean box area times frames seen. ``face_index``: track ``K`` as listed
     by ``keysync faces``. ``point=(frame, x, y)``: the track whose box contains that pixel on that frame.
     ``smooth_seconds``: Gaussian sigma of the temporal landmark smoothing (0 disables it).
+    ``fill_gaps``: a track's gaps of at most this many frames (a missed detection, not a person leaving)
+    are filled by linear interpolation, so the dub does not flash the original mouth for a frame.
     """
     n = result.num_frames
     chosen: list[FaceTrack]
@@ -251,6 +255,11 @@ def select_target(
     for t in chosen:
         landmarks[t.frames] = np.stack(t.landmarks)
         track_index[t.frames] = t.index
+        for a, b in zip(t.frames[:-1], t.frames[1:]):
+            if 1 < b - a <= fill_gaps + 1:
+                w = (np.arange(a + 1, b) - a)[:, None, None] / (b - a)
+                landmarks[a + 1 : b] = (1 - w) * landmarks[a] + w * landmarks[b]
+                track_index[a + 1 : b] = t.index
     present = track_index >= 0
     if smooth_seconds > 0 and n > 1:
         step = float(np.median(np.diff(result.times)))

@@ -1,0 +1,89 @@
+"""Tracking rules on a scripted back end: identity kept, gaps, newcomers, scene cuts, target choice."""
+
+import numpy as np
+import pytest
+
+from keysync.errors import KeySyncError
+from keysync.faces.backends import box_iou
+from keysync.faces.tracking import present_runs, select_target, track_faces
+from keysync.media.video import Frame
+
+UNIT = np.random.default_rng(0).uniform(0.05, 0.95, (68, 2))  # a fixed face shape in a unit box
+
+
+class ScriptedBackend:
+    """Faces at known boxes per frame; ``blink`` frames make the landmark model miss face 0."""
+
+    def __init__(self, script, blink=()):
+        self.script, self.blink, self.frame = script, set(blink), 0
+        self.detections = 0
+
+    def faces(self):
+        return self.script[self.frame]
+
+    def detect(self, image):
+        self.detections += 1
+        return np.array([[*b, 0.9] for b in self.faces()]).reshape(-1, 5)
+
+    def landmarks(self, image, box):
+        for k, face in enumerate(self.faces()):
+            if box_iou(face, box) > 0.2 and not (k == 0 and self.frame in self.blink):
+                x0, y0, x1, y1 = face
+                return UNIT * [x1 - x0, y1 - y0] + [x0, y0]
+        return None
+
+
+def _frames(backend, n, cut_at=()):
+    for i in range(n):
+        backend.frame = i
+        shade = 200 if sum(i >= c for c in cut_at) % 2 else 40
+        yield Frame(index=i, time=i / 25, image=np.full((90, 160, 3), shade, np.uint8))
+
+
+def _moving(x, n, size=30.0, speed=1.0):
+    return [(x + speed * i, 20.0, x + speed * i + size, 20.0 + size) for i in range(n)]
+
+
+def test_two_faces_keep_their_identity_and_short_misses_are_filled():
+    n = 40
+    a, b = _moving(10, n, size=40), _moving(100, n, size=30, speed=0.5)
+    backend = ScriptedBackend([[a[i], b[i]] for i in range(n)], blink=[7, 8])
+    result = track_faces(_frames(backend, n), backend)
+    assert len(result.tracks) == 2 and result.shot_starts == [0]
+    assert result.tracks[0].frames == [f for f in range(n) if f not in (7, 8)]  # re-found, same track
+    assert result.tracks[1].frames == list(range(n))
+    assert backend.detections < 10  # not every frame
+    target = select_target(result, smooth_seconds=0)
+    assert target.present.all() and set(target.track_index) == {0}  # the larger face, gaps filled
+    expected = UNIT * 40 + [10 + 7.5, 20]
+    assert np.allclose(target.landmarks[7:9].mean(0), expected, atol=1e-6)
+    assert np.allclose(select_target(result, face_index=1, smooth_seconds=0).landmarks[6], UNIT * 30 + [103, 20])
+    assert select_target(result, point=(3, 120, 30)).track_index[0] == 1
+
+
+def test_scene_cut_restarts_tracking_and_absent_frames_are_marked():
+    n = 30
+    face = _moving(20, n)
+    script = [[face[i]] if not 10 <= i < 20 else [] for i in range(n)]
+    backend = ScriptedBackend(script)
+    result = track_faces(_frames(backend, n, cut_at=(10, 20)), backend)
+    assert result.shot_starts == [0, 10, 20]
+    assert [t.frame_ranges() for t in result.tracks] == [[(0, 9)], [(20, 29)]]
+    target = select_target(result)  # default: one face per shot
+    assert target.present.tolist() == [True] * 10 + [False] * 10 + [True] * 10
+    assert present_runs(target.present, result.shot_starts) == [(0, 10), (20, 30)]
+    only_second = select_target(result, face_index=1)
+    assert not only_second.present[:20].any() and only_second.present[20:].all()
+    with pytest.raises(KeySyncError, match="face index 2 does not exist"):
+        select_target(result, face_index=2)
+    with pytest.raises(KeySyncError, match="no tracked face contains"):
+        select_target(result, point=(15, 30, 30))
+
+
+def test_a_newcomer_is_picked_up_at_the_next_detection():
+    n = 30
+    a, b = _moving(10, n), _moving(100, n, speed=0)
+    backend = ScriptedBackend([[a[i]] + ([b[i]] if i >= 5 else []) for i in range(n)])
+    result = track_faces(_frames(backend, n), backend, detect_every=12)
+    assert [t.frames[0] for t in result.tracks] == [0, 12]
+    assert result.tracks[1].frames == list(range(12, n))
