@@ -6,7 +6,8 @@ from .features import (
     SAMPLES_PER_FRAME,
     LogMelFeatures,
     SpeechEncoderFeatures,
+    build_features,
     num_frames,
 )
 
-__all__ = ["FPS", "SAMPLES_PER_FRAME", "SAMPLE_RATE", "LogMelFeatures", "SpeechEncoderFeatures", "num_frames"]
+__all__ = ["FPS", "SAMPLES_PER_FRAME", "SAMPLE_RATE", "LogMelFeatures", "SpeechEncoderFeatures", "build_features", "num_frames"]

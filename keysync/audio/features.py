@@ -114,3 +114,20 @@ class SpeechEncoderFeatures:
                 raise RuntimeError(f"{self.name}: expected {expected} feature rows, got {hidden.shape[0]}")
             rows.append(hidden[(start - lo) * ROWS_PER_FRAME : (stop - lo) * ROWS_PER_FRAME])
         return torch.cat(rows).reshape(total, ROWS_PER_FRAME, self.dim)
+
+
+def build_features(spec: dict, device: str | torch.device = "cpu", encoder_dir: str | None = None):
+    """A feature extractor from a model folder's audio spec.
+
+    ``{"encoder": "logmel", "n_mels": N}`` or ``{"encoder": "hubert"|"wavlm", "source": ID, "normalize": B}``;
+    ``encoder_dir`` (a folder holding ``hubert/`` or ``wavlm/``) overrides ``source`` for offline use.
+    """
+    kind = spec.get("encoder")
+    if kind == "logmel":
+        return LogMelFeatures(n_mels=int(spec.get("n_mels", 80)))
+    if kind in ("hubert", "wavlm"):
+        source = spec["source"]
+        if encoder_dir is not None and os.path.isdir(os.path.join(encoder_dir, kind)):
+            source = os.path.join(encoder_dir, kind)
+        return SpeechEncoderFeatures.from_pretrained(source, normalize=bool(spec.get("normalize")), device=device, name=kind)
+    raise KeySyncError(f"unknown audio encoder {kind!r} in the model folder; expected logmel, hubert or wavlm")

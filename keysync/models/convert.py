@@ -190,5 +190,5 @@ def convert_checkpoints(
         with torch.device("cpu"):
             encoder = {k: torch.zeros(v.shape, dtype=v.dtype) for k, v in target.items() if k.startswith(ENCODER_PREFIXES)}
     vae.load_state_dict({**decoder, **encoder}, strict=True, assign=True)
-    info = {"source": "official", "vae_has_encoder": bool(vae_tensors)}
+    info = {"source": "official", "vae_has_encoder": bool(vae_tensors), "audio": preset("official")["audio"]}
     return KeySyncModel(nets["keyframe"], nets["interpolation"], vae, info=info).eval()

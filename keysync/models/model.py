@@ -45,6 +45,16 @@ class KeySyncModel:
     def has_vae_encoder(self) -> bool:
         return self.info.get("vae_has_encoder", True)
 
+    @property
+    def audio(self) -> dict:
+        """{stage: audio feature spec} (see ``keysync.audio.build_features``)."""
+        return self.info.get("audio") or preset("official")["audio"]
+
+    @property
+    def crop_size(self) -> int:
+        """Face-crop pixels the model works at: latent size times the VAE's downsampling."""
+        return self.keyframe.config.latent_size * self.vae.downsample_factor
+
     @classmethod
     def from_config(cls, net: dict, vae: dict, device: str | torch.device = "cpu", info: dict | None = None):
         """Randomly initialised components (``device="meta"`` allocates nothing)."""
@@ -63,7 +73,7 @@ class KeySyncModel:
         spec = preset(name)
         if seed is not None:
             torch.manual_seed(seed)
-        return cls.from_config(spec["net"], spec["vae"], device=device, info={"preset": name})
+        return cls.from_config(spec["net"], spec["vae"], device=device, info={"preset": name, "audio": spec["audio"]})
 
     def components(self):
         return {"keyframe": self.keyframe, "interpolation": self.interpolation, "vae": self.vae}

@@ -20,9 +20,23 @@ _OFFICIAL_NET = dict(
 )
 _OFFICIAL_VAE = dict(block_out_channels=(128, 256, 512, 512), layers_per_block=2, sample_size=512)
 
+# Which audio features feed which stage. The released interpolation weights were trained on HuBERT
+# features (both training scripts) but the official inference feeds WavLM (reference 1.4); the official
+# inference choice is the default, and a model folder's keysync.json can switch it.
+_OFFICIAL_AUDIO = {
+    "keyframe": {"encoder": "hubert", "source": "facebook/hubert-base-ls960", "normalize": True},
+    "interpolation": {"encoder": "wavlm", "source": "microsoft/wavlm-base-plus", "normalize": False},
+}
+
+
+def _logmel(n_mels: int) -> dict:
+    spec = {"encoder": "logmel", "n_mels": n_mels}
+    return {"keyframe": spec, "interpolation": spec}
+
+
 PRESETS: dict[str, dict] = {
     # The released weights: 512 px face crops, 64x64x4 latents, HuBERT/WavLM 768-d features.
-    "official": dict(net=_OFFICIAL_NET, vae=_OFFICIAL_VAE),
+    "official": dict(net=_OFFICIAL_NET, vae=_OFFICIAL_VAE, audio=_OFFICIAL_AUDIO),
     # The official-code golden fixtures' size: 16x16 latents, VAE upsampling x2 (32 px output).
     "tiny": dict(
         net={
@@ -35,6 +49,7 @@ PRESETS: dict[str, dict] = {
             "context_dim": 64,
         },
         vae=dict(block_out_channels=(32, 64), layers_per_block=1, sample_size=32),
+        audio=_OFFICIAL_AUDIO,
     ),
     # The CPU model we train and ship: 128 px crops, 16x16 latents (VAE x8).
     "small": dict(
@@ -46,14 +61,16 @@ PRESETS: dict[str, dict] = {
             "attention_levels": (1, 2),
             "num_head_channels": 32,
             "context_dim": 256,
+            "audio_feature_dim": 80,
         },
         vae=dict(block_out_channels=(32, 64, 64, 64), layers_per_block=1, sample_size=128),
+        audio=_logmel(80),
     ),
 }
 
 
 def preset(name: str) -> dict:
-    """A deep copy of a preset: ``{"net": {...}, "vae": {...}}`` (net config without ``kind``)."""
+    """A deep copy of a preset: ``{"net": {...}, "vae": {...}, "audio": {...}}`` (net config without ``kind``)."""
     if name not in PRESETS:
         raise KeyError(f"unknown preset {name!r}; choose one of: {', '.join(PRESETS)}")
     spec = copy.deepcopy(PRESETS[name])

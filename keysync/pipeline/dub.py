@@ -1,0 +1,253 @@
+"""Dubbing end to end: a video and a speech track in, the same video with the lower face re-spoken out.
+
+Passes over the input (memory stays flat, whatever the length):
+1. track: decode every frame once, track the target face, plan stabilised crops (landmarks only kept);
+2. generate + write, window by window: a crop reader decodes ahead to cut the 25 fps model frames'
+   face crops, which are VAE-encoded and sampled (keyframes, then interpolation); a second reader
+   decodes the frames to write, pastes the generated lower face back through a feathered mask, and
+   encodes them with the new audio. Frames without the target face are written unchanged.
+"""
+
+from __future__ import annotations
+
+import math
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from ..audio import SAMPLES_PER_FRAME, build_features
+from ..diffusion import Guidance
+from ..errors import KeySyncError
+from ..faces.backends import load_backend
+from ..faces.crops import CropBox, cut_crop, plan_crops
+from ..faces.masks import build_mask, latent_mask
+from ..faces.paste import paste_back
+from ..faces.tracking import TargetFace, select_target, track_faces
+from ..media.audio import fit_audio_to_frames, load_audio
+from ..media.frames import plan_model_frames
+from ..media.video import probe_video, read_frames
+from ..media.writer import VideoWriter, check_output_path
+from ..models import KeySyncModel
+from .plan import plan_frames
+from .sampling import FrameData, LatentDubber, SamplingOptions
+
+LONG_AUDIO = ("trim", "hold")  # audio longer than the video: cut the audio, or hold the last frame
+SHORT_AUDIO = ("pad", "trim")  # audio shorter than the video: pad it with silence, or cut the video
+
+
+@dataclass
+class DubOptions:
+    steps: int = 10
+    guidance: tuple[float, float] = (5.0, 2.0)  # (audio, reference)
+    seed: int = 0
+    clips_per_call: int = 2
+    batches_per_window: int = 1
+    decode_frames: int = 14
+    mask: str = "box"
+    face_index: int | None = None
+    ref_frame: int | None = None  # a source frame index; None = chosen automatically
+    long_audio: str = "trim"
+    short_audio: str = "pad"
+    backend: str = "mediapipe"
+    feather: tuple[float, float] = (0.02, 0.02)  # (dilate, blur) as fractions of the crop
+    color_match: bool = False
+    crf: int = 18
+    progress: bool = True
+
+
+@dataclass
+class Timeline:
+    """How output frames map onto model frames and source frames."""
+
+    num_model_frames: int  # L
+    model_source: np.ndarray  # (L,) source frame shown at model frame k
+    output_source: np.ndarray  # (M,) source frame of output frame j
+    output_model: np.ndarray  # (M,) model frame pasted onto output frame j
+    output_times: np.ndarray  # (M,) seconds
+
+
+def make_timeline(times: np.ndarray, rate: float, audio_frames: int, long_audio: str, short_audio: str) -> Timeline:
+    """Apply the length policies. ``times``: source frame timestamps; ``audio_frames``: 25 fps frames of audio."""
+    plan = plan_model_frames(times)
+    video_frames = plan.num_model_frames
+    if audio_frames >= video_frames:
+        length = video_frames if long_audio == "trim" else audio_frames
+    else:
+        length = video_frames if short_audio == "pad" else audio_frames
+    model_source = np.concatenate([plan.source_index, np.full(max(0, length - video_frames), len(times) - 1)])[:length]
+    keep = plan.model_index < length
+    out_source = np.flatnonzero(keep)
+    out_model = plan.model_index[keep]
+    out_times = np.asarray(times, dtype=np.float64)[keep]
+    if length > video_frames:  # hold: extra output frames at the input's rate repeat the last picture
+        step = 1.0 / float(rate)
+        end = plan.start + length / plan.fps
+        extra = np.arange(out_times[-1] + step, end - 1e-9, step)
+        out_times = np.concatenate([out_times, extra])
+        out_source = np.concatenate([out_source, np.full(len(extra), len(times) - 1)])
+        model = np.clip(np.floor((extra - plan.start) * plan.fps + 0.5), 0, length - 1).astype(np.int64)
+        out_model = np.concatenate([out_model, model])
+    return Timeline(length, model_source.astype(np.int64), out_source.astype(np.int64), out_model, out_times)
+
+
+def nearest_present(present: np.ndarray) -> np.ndarray:
+    """For each frame, the nearest frame where the face is present (ties go to the earlier one)."""
+    idx = np.flatnonzero(present)
+    pos = np.clip(np.searchsorted(idx, np.arange(len(present))), 1, max(1, len(idx) - 1))
+    before, after = idx[np.maximum(pos - 1, 0)], idx[np.minimum(pos, len(idx) - 1)]
+    frames = np.arange(len(present))
+    return np.where(np.abs(frames - before) <= np.abs(after - frames), before, after)
+
+
+def choose_reference(target: TargetFace, candidates: np.ndarray) -> int:
+    """A source frame for the identity: frontal (nose centred between the eyes) with the mouth closed."""
+    lm = target.landmarks[candidates]
+    eyes_l, eyes_r = lm[:, 36:42].mean(1), lm[:, 42:48].mean(1)
+    iod = np.linalg.norm(eyes_r - eyes_l, axis=1) + 1e-6
+    frontal = np.abs(lm[:, 30, 0] - (eyes_l[:, 0] + eyes_r[:, 0]) / 2) / iod
+    mouth_open = np.linalg.norm(lm[:, 66] - lm[:, 62], axis=1) / iod
+    return int(candidates[np.argmin(frontal + 2.0 * mouth_open)])
+
+
+class CropReader:
+    """Decodes the video once, front to back, cutting crops of requested source frames on demand."""
+
+    def __init__(self, video, boxes: list[CropBox]):
+        self.frames = read_frames(video)
+        self.boxes = boxes
+        self.cache: dict[int, np.ndarray] = {}
+        self.next_index = 0
+
+    def crops(self, indices: list[int]) -> dict[int, np.ndarray]:
+        wanted = set(indices)
+        for i in list(self.cache):
+            if i < min(wanted):
+                del self.cache[i]
+        while self.next_index <= max(wanted):
+            frame = next(self.frames)
+            if frame.index in wanted:
+                self.cache[frame.index] = cut_crop(frame.image, self.boxes[frame.index])
+            self.next_index = frame.index + 1
+        return {i: self.cache[i] for i in wanted}
+
+
+class KeySyncPipeline:
+    """``KeySyncPipeline.from_pretrained(DIR)(video, audio, output)`` dubs ``video`` with ``audio``."""
+
+    def __init__(self, model: KeySyncModel, device="cpu", dtype=torch.float32, encoder_dir: str | None = None, note: str = ""):
+        self.model = model.to(device=device, dtype=dtype).eval()
+        self.device, self.dtype, self.note = torch.device(device), dtype, note
+        specs = model.audio
+        self.features = {stage: build_features(specs[stage], device, encoder_dir) for stage in ("keyframe", "interpolation")}
+        for stage, extractor in self.features.items():
+            want = getattr(model, stage).config.audio_feature_dim
+            if extractor.dim != want:
+                raise KeySyncError(f"{stage} audio features have {extractor.dim} values per row but the network expects {want}; the model folder's audio settings do not match its weights")
+
+    @classmethod
+    def from_pretrained(cls, model: str | Path, device="cpu", dtype=torch.float32, random_weights: bool = False, **kwargs):
+        """``model``: a model folder, or with ``random_weights`` a preset name (plumbing tests only)."""
+        if random_weights:
+            return cls(KeySyncModel.from_preset(str(model)), device, dtype, note=f"RANDOM WEIGHTS ({model} preset): the output is noise, for testing the plumbing only", **kwargs)
+        return cls(KeySyncModel.from_pretrained(model), device, dtype, **kwargs)
+
+    def __call__(self, video, audio, output, options: DubOptions | None = None, overwrite: bool = False) -> Path:
+        opts = options or DubOptions()
+        if opts.long_audio not in LONG_AUDIO or opts.short_audio not in SHORT_AUDIO:
+            raise KeySyncError(f"length policies: long audio one of {LONG_AUDIO}, short audio one of {SHORT_AUDIO}")
+        if self.note:
+            print(f"keysync: {self.note}", file=sys.stderr)
+        output = check_output_path(output, inputs=(video, audio), overwrite=overwrite)
+        info = probe_video(video)
+        wave = load_audio(audio)
+        size, factor = self.model.crop_size, self.model.vae.downsample_factor
+
+        # 1. track
+        frames = tqdm(read_frames(video), total=info.frame_count or None, desc="tracking", disable=not opts.progress, unit="frame")
+        tracked = track_faces(frames, load_backend(opts.backend))
+        target = select_target(tracked, face_index=opts.face_index)
+        if not target.present.any():
+            raise KeySyncError(f"no face found in {video}; give a video in which the speaker's face is visible")
+        boxes = plan_crops(target, tracked.times, size=size)
+        fill = nearest_present(target.present)
+        boxes = [boxes[i] if boxes[i] is not None else boxes[fill[i]] for i in range(len(boxes))]
+
+        timeline = make_timeline(tracked.times, float(info.average_rate), math.ceil(len(wave) / SAMPLES_PER_FRAME), opts.long_audio, opts.short_audio)
+        plan = plan_frames(timeline.num_model_frames, opts.batches_per_window)
+        start = float(tracked.times[0])  # model frame 0 is shown at the first frame's timestamp
+        speech = fit_audio_to_frames(wave, timeline.num_model_frames, start).reshape(-1)
+        soundtrack = np.pad(speech, (int(round(start * 16000)), 0))  # the writer's audio starts at time 0
+        feats = {s: f(speech, frames=plan.padded_frames) for s, f in self.features.items()}
+
+        if opts.ref_frame is not None:
+            if not 0 <= opts.ref_frame < len(target.present) or not target.present[opts.ref_frame]:
+                raise KeySyncError(f"--ref-frame {opts.ref_frame}: the target face is not visible on that frame; run keysync faces to see where it is")
+            ref = opts.ref_frame
+        else:
+            ref = choose_reference(target, np.flatnonzero(target.present))
+
+        mask_for = lambda i: build_mask(opts.mask, boxes[i].to_crop(target.landmarks[fill[i]]), size)  # noqa: E731
+
+        def encode(indices: list[int], crops: dict[int, np.ndarray]):
+            pixels = torch.from_numpy(np.stack([crops[i] for i in indices])).permute(0, 3, 1, 2)
+            pixels = pixels.to(self.device, self.dtype) / 127.5 - 1
+            with torch.no_grad():
+                latents = torch.cat([self.model.vae.encode_frames(p) for p in pixels.split(16)])
+            masks = np.stack([latent_mask(mask_for(i), factor) if target.present[i] else np.zeros((size // factor,) * 2, np.float32) for i in indices])
+            return latents, torch.from_numpy(masks)[:, None].to(self.device, self.dtype)
+
+        ref_reader = CropReader(video, boxes)
+        ref_latent, ref_mask = encode([ref], ref_reader.crops([ref]))
+        ref_model = int(np.argmin(np.abs(timeline.model_source - ref)))
+        anchor = FrameData(
+            ref_model, ref_latent, ref_mask,
+            feats["keyframe"][plan.source_frame(ref_model)][None], feats["interpolation"][plan.source_frame(ref_model)][None],
+        )
+        del ref_reader
+
+        dubber = LatentDubber(self.model, SamplingOptions(opts.steps, Guidance(*opts.guidance), opts.clips_per_call, opts.seed))
+        reader = CropReader(video, boxes)
+        writing = read_frames(video)
+        current = next(writing)
+        last_image = None
+        dilate, blur = opts.feather
+        written = 0
+        previous = None
+        bar = tqdm(total=len(timeline.output_source), desc="dubbing", disable=not opts.progress, unit="frame")
+        with VideoWriter(output, info.width, info.height, rate=info.average_rate, time_base=info.time_base,
+                         audio=soundtrack, audio_rate=16000, crf=opts.crf, overwrite=overwrite) as writer:
+            for w, window in enumerate(plan.windows):
+                padded = list(range(window.segments[0], window.segments[-1] + 14))
+                model_frames = [plan.source_frame(p) for p in padded]
+                sources = [int(timeline.model_source[k]) for k in model_frames]
+                crops = reader.crops(sorted(set(sources)))
+                uniq = sorted(set(sources))
+                lat, msk = encode(uniq, crops)
+                row = {s: r for r, s in enumerate(uniq)}
+                pick = [row[s] for s in sources]
+                data = FrameData(padded[0], lat[pick], msk[pick], feats["keyframe"][padded].to(self.device, self.dtype), feats["interpolation"][padded].to(self.device, self.dtype))
+                latents, previous = dubber.window(plan, w, data, anchor, previous)
+                with torch.no_grad():
+                    pixels = self.model.vae.decode_frames(latents, opts.decode_frames)
+                images = ((pixels.float().clamp(-1, 1) + 1) * 127.5).round().byte().permute(0, 2, 3, 1).cpu().numpy()
+                generated = {k: images[k - window.first_frame] for k in range(window.first_frame, window.stop_frame)}
+                # write every output frame whose model frame is ready
+                while written < len(timeline.output_source) and timeline.output_model[written] < window.stop_frame:
+                    src = int(timeline.output_source[written])
+                    while current is not None and current.index < src:
+                        current = next(writing, None)
+                    image = current.image if current is not None and current.index == src else last_image
+                    last_image = image
+                    k = int(timeline.output_model[written])
+                    shown = int(timeline.model_source[k])
+                    if target.present[src] and target.present[shown]:
+                        image = paste_back(image, generated[k], boxes[shown], mask_for(shown), dilate=dilate, blur=blur, color_match=opts.color_match)
+                    writer.write(image, float(timeline.output_times[written]))
+                    written += 1
+                    bar.update(1)
+        bar.close()
+        return output

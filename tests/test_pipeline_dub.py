@@ -1,0 +1,145 @@
+"""``keysync dub`` end to end with a small random-weight model (plumbing, not quality)."""
+
+import numpy as np
+import pytest
+import torch
+
+from keysync.cli import main
+from keysync.faces.paste import frame_weights
+from keysync.media.audio import load_audio
+from keysync.media.video import probe_video, read_frames
+from keysync.media.writer import VideoWriter
+from keysync.models import KeySyncModel
+from keysync.pipeline import dub as dub_module
+from keysync.pipeline.dub import DubOptions, KeySyncPipeline, make_timeline
+
+from .faces_media_clips import astronaut, clicks, moving_frames, write_clip
+
+
+def micro_model() -> KeySyncModel:
+    """One UNet level on 16x16 latents, a 2x VAE: 32 px crops. Random weights."""
+    torch.manual_seed(0)
+    net = dict(latent_size=16, model_channels=32, channel_mult=(1,), attention_levels=(0,), num_head_channels=16,
+               context_dim=32, audio_feature_dim=40)
+    vae = dict(block_out_channels=(32, 32), layers_per_block=1, down_block_types=("DownEncoderBlock2D",) * 2)
+    spec = {"encoder": "logmel", "n_mels": 40}
+    return KeySyncModel.from_config(net, vae, info={"audio": {"keyframe": spec, "interpolation": spec}})
+
+
+@pytest.fixture(scope="module")
+def pipe():
+    return KeySyncPipeline(micro_model())
+
+
+def tone(seconds):
+    t = np.arange(int(seconds * 16000)) / 16000
+    return (0.3 * np.sin(2 * np.pi * 220 * t) * (np.sin(2 * np.pi * 3 * t) > 0)).astype(np.float32)
+
+
+def write_wav(path, audio):
+    with VideoWriter(path, 2, 2, audio=audio) as w:  # an .m4a-free way to make an audio file: mp4 with AAC
+        w.write(np.zeros((2, 2, 3), np.uint8), 0.0)
+    return path
+
+
+def record_writes(monkeypatch):
+    """Capture what the pipeline hands the encoder (the exact pixels, before lossy coding)."""
+    frames = []
+    original = VideoWriter.write
+
+    def write(self, image, time=None):
+        frames.append((time, image.copy()))
+        return original(self, image, time)
+
+    monkeypatch.setattr(VideoWriter, "write", write)
+    return frames
+
+
+def outside_paste_region_unchanged(written, source_path, boxes_masks):
+    sources = {f.index: f.image for f in read_frames(source_path)}
+    for j, (_, image) in enumerate(written):
+        src = sources[min(j, len(sources) - 1)]
+        untouched = np.ones(image.shape[:2], bool)
+        for box, mask in boxes_masks.get(j, []):
+            rows, cols, alpha = frame_weights(image.shape, box, mask)
+            untouched[rows, cols] &= alpha == 0
+        assert np.array_equal(image[untouched], src[untouched]), f"frame {j} changed outside the paste region"
+
+
+def test_timeline_policies():
+    times = np.arange(219) / 30  # 7.3 s at 30 fps
+    trim = make_timeline(times, 30, audio_frames=225, long_audio="trim", short_audio="pad")
+    assert trim.num_model_frames == 182 and len(trim.output_source) == 219
+    hold = make_timeline(times, 30, audio_frames=225, long_audio="hold", short_audio="pad")
+    assert hold.num_model_frames == 225 and len(hold.output_source) == 270
+    assert np.all(hold.output_source[219:] == 218) and np.allclose(np.diff(hold.output_times), 1 / 30)
+    pad = make_timeline(times, 30, audio_frames=100, long_audio="trim", short_audio="pad")
+    assert pad.num_model_frames == 182 and len(pad.output_source) == 219
+    cut = make_timeline(times, 30, audio_frames=100, long_audio="trim", short_audio="trim")
+    assert cut.num_model_frames == 100 and len(cut.output_source) == 120
+
+
+def test_1080p_30fps_with_longer_audio(tmp_path, pipe, monkeypatch):
+    video = write_clip(tmp_path / "in.mp4", moving_frames(astronaut(), 1920, 1080, 219, photo_height=900), rate=30,
+                       audio=clicks(7.3, [1.0]))
+    audio = write_wav(tmp_path / "speech.mp4", tone(9.0))
+    boxes_masks = {}
+    real_paste = dub_module.paste_back
+
+    def paste(image, crop, box, mask, **kw):
+        boxes_masks.setdefault(len(written), []).append((box, mask))
+        return real_paste(image, crop, box, mask, **kw)
+
+    monkeypatch.setattr(dub_module, "paste_back", paste)
+    written = record_writes(monkeypatch)
+    out = pipe(video, audio, tmp_path / "out.mp4", DubOptions(long_audio="hold", progress=False))
+    info = probe_video(out)
+    assert (info.width, info.height) == (1920, 1080) and float(info.average_rate) == pytest.approx(30, rel=1e-3)
+    assert len(written) == 270  # hold: 9 s at 30 fps
+    assert len(boxes_masks) == 270  # the face is dubbed in every frame
+    assert load_audio(out).shape[0] == pytest.approx(9.0 * 16000, abs=800)
+    outside_paste_region_unchanged(written[:219], video, boxes_masks)
+
+
+def test_short_clip_same_seed_same_output_and_cli_errors(tmp_path, pipe, monkeypatch, capsys):
+    video = write_clip(tmp_path / "in.mp4", moving_frames(astronaut(), 320, 240, 10, photo_height=220), rate=25)
+    audio = write_wav(tmp_path / "speech.mp4", tone(0.4))
+    runs = []
+    for name, seed in (("a", 1), ("b", 1), ("c", 2)):
+        written = record_writes(monkeypatch)
+        pipe(video, audio, tmp_path / f"{name}.mp4", DubOptions(seed=seed, progress=False))
+        runs.append(np.stack([im for _, im in written]))
+        monkeypatch.undo()
+    assert len(runs[0]) == 10
+    assert np.array_equal(runs[0], runs[1]) and not np.array_equal(runs[0], runs[2])
+
+    # one-line errors, non-zero exit, nothing written
+    out = tmp_path / "x.mp4"
+    cases = [
+        ["dub", str(tmp_path / "missing.mp4"), str(audio), "-o", str(out), "--model", "x"],
+        ["dub", str(video), str(audio), "-o", str(tmp_path / "a.mp4"), "--model", "x"],  # exists
+        ["dub", str(video), str(audio), "-o", str(out), "--model", str(tmp_path)],  # not a model folder
+    ]
+    for args in cases:
+        assert main(args) == 1
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and err[0].startswith("keysync dub: error:"), err
+    assert not out.exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.mp4", "b.mp4", "c.mp4", "in.mp4", "speech.mp4"]
+
+
+def test_no_face_at_all_is_an_error(tmp_path, pipe):
+    video = write_clip(tmp_path / "grey.mp4", [np.full((120, 160, 3), 90, np.uint8)] * 5)
+    audio = write_wav(tmp_path / "speech.mp4", tone(0.3))
+    with pytest.raises(Exception, match="no face found"):
+        pipe(video, audio, tmp_path / "out.mp4", DubOptions(progress=False))
+    assert not (tmp_path / "out.mp4").exists()
+
+
+def test_random_weights_cli_says_so(tmp_path, capsys):
+    video = write_clip(tmp_path / "in.mp4", moving_frames(astronaut(), 320, 240, 10, photo_height=220), rate=25)
+    audio = write_wav(tmp_path / "speech.mp4", tone(0.4))
+    # the `small` preset is the laptop size; keep this short clip to one window
+    assert main(["dub", str(video), str(audio), "-o", str(tmp_path / "o.mp4"), "--model", "small", "--random-weights", "--quiet"]) == 0
+    assert "RANDOM WEIGHTS" in capsys.readouterr().err
+    assert len(list(read_frames(tmp_path / "o.mp4"))) == 10
