@@ -142,6 +142,7 @@ class DlibBackend:
     """dlib's HOG face detector and 68-point predictor (the iBUG layout natively)."""
 
     name = "dlib"
+    min_score = 0.25  # HOG detector margin; weaker hits are mostly not faces
 
     def __init__(self):
         try:
@@ -158,7 +159,7 @@ class DlibBackend:
         self._predictor = dlib.shape_predictor(str(model))
 
     def detect(self, image: np.ndarray) -> np.ndarray:
-        rects, scores, _ = self._detector.run(image, 1, 0.0)
+        rects, scores, _ = self._detector.run(image, 1, self.min_score)
         return np.array([[r.left(), r.top(), r.right(), r.bottom(), s] for r, s in zip(rects, scores)], dtype=np.float64).reshape(-1, 5)
 
     def landmarks(self, image: np.ndarray, box) -> np.ndarray | None:
