@@ -17,8 +17,6 @@ from __future__ import annotations
 import numpy as np
 
 NUM_POINTS = 68
-JAW = slice(0, 17)
-NOSE_BRIDGE_MASK_TOP = 28  # the reference's ``nose_index``: top edge of the box mask
 
 MEDIAPIPE_TO_IBUG68 = np.array(
     [

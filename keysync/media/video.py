@@ -116,7 +116,8 @@ def read_frames(path: str | Path) -> Iterator[Frame]:
     """Yield every frame of the first video stream, upright RGB, with its presentation time in seconds.
 
     Frames come one at a time (decoder threads on), so memory stays flat however long the video is.
-    A frame without a timestamp gets the previous one plus one average frame interval.
+    A frame without a timestamp gets the previous one plus one average frame interval; a repeated
+    timestamp is moved 1 ms after the previous one, so times always increase.
     """
     with open_media(path) as container:
         stream = _video_stream(container, path)
@@ -129,6 +130,8 @@ def read_frames(path: str | Path) -> Iterator[Frame]:
                 time = frame.time
                 if time is None:
                     time = 0.0 if last_time is None else last_time + step
+                elif last_time is not None and time <= last_time:
+                    time = last_time + 0.001  # a repeated timestamp (broken muxer): keep times increasing
                 last_time = time
                 image = _upright(frame.to_ndarray(format="rgb24"), _rotation_of(frame))
                 yield Frame(index=index, time=float(time), image=image)
