@@ -10,20 +10,22 @@ from .test_media_audio import _write_audio_only
 
 
 @pytest.fixture
-def run(monkeypatch, capsys):
-    """Run ``keysync ARGS`` in-process (only this stage's commands) and return (status, stderr lines)."""
+def run(monkeypatch, capfd):
+    """Run ``keysync ARGS`` in-process (only this stage's commands) and return (status, stderr lines).
+
+    ``capfd`` captures file descriptor 2 itself, so native libraries' stderr output counts too."""
     monkeypatch.setattr(cli, "COMMAND_MODULES", ["keysync.faces.commands"])
 
     def _run(*args):
         status = cli.main([str(a) for a in args])
-        return status, capsys.readouterr().err.strip().splitlines()
+        return status, capfd.readouterr().err.strip().splitlines()
 
     return _run
 
 
 @pytest.fixture
 def video(tmp_path):
-    return write_clip(tmp_path / "face.mp4", moving_frames(astronaut(), 320, 240, 5, 220))
+    return write_clip(tmp_path / "face.mp4", moving_frames(astronaut(), 320, 240, 5, 220, amplitude=4))
 
 
 def _bad_inputs(tmp_path, video):
@@ -52,6 +54,13 @@ def test_bad_input_is_one_line_error_and_writes_nothing(tmp_path, video, run, ca
                 "audio-without-audio-stream": "no audio stream"}[case]
     assert expected in err[0]
     assert sorted(tmp_path.iterdir()) == before
+
+
+def test_error_after_tracking_is_still_one_line(tmp_path, video, run):
+    status, err = run("faces", video, "--face-index", 7, "--json", tmp_path / "faces.json")
+    assert status == 1
+    assert err == ["keysync faces: error: face index 7 does not exist: the video has 1 face tracks (0-0); run keysync faces to list them"]
+    assert not (tmp_path / "faces.json").exists()
 
 
 def test_existing_output_is_kept_without_overwrite(tmp_path, video, run):

@@ -148,3 +148,11 @@ def test_black_cut_in_the_middle_passes_through_unchanged(tmp_path, backend):
             assert diff < 0.5  # the black second: untouched (only the re-encode)
         else:
             assert diff > 1.0  # the face frames were edited, so the test can tell
+
+
+def test_fast_motion_is_neither_a_cut_nor_a_new_person(tmp_path, backend):
+    # the face (about 40 px) jumps about its own size every frame
+    path = write_clip(tmp_path / "fast.mp4", moving_frames(astronaut(), 320, 240, 5, 220, amplitude=40))
+    result = track_faces(read_frames(path), backend)
+    assert result.shot_starts == [0]
+    assert [t.frames for t in result.tracks] == [[0, 1, 2, 3, 4]]

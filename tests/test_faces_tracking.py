@@ -5,6 +5,7 @@ import pytest
 
 from keysync.errors import KeySyncError
 from keysync.faces.backends import box_iou
+from keysync.faces.ibug68 import landmark_box
 from keysync.faces.tracking import present_runs, select_target, track_faces
 from keysync.media.video import Frame
 
@@ -87,3 +88,13 @@ def test_a_newcomer_is_picked_up_at_the_next_detection():
     result = track_faces(_frames(backend, n), backend, detect_every=12)
     assert [t.frames[0] for t in result.tracks] == [0, 12]
     assert result.tracks[1].frames == list(range(12, n))
+
+
+def test_a_fast_jump_keeps_the_track():
+    n = 20
+    face = [(10.0 + (40 if i >= 10 else 0), 20.0, 50.0 + (40 if i >= 10 else 0), 60.0) for i in range(n)]  # no overlap
+    other = [(130.0, 40.0, 150.0, 60.0)] * n  # a smaller face further away is not taken for it
+    backend = ScriptedBackend([[face[i], other[i]] for i in range(n)])
+    result = track_faces(_frames(backend, n), backend)
+    assert [t.frames for t in result.tracks] == [list(range(n)), list(range(n))]
+    assert np.allclose(result.tracks[0].boxes[-1], landmark_box(UNIT * 40 + [50, 20]))

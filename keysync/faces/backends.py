@@ -12,7 +12,9 @@ A back end has two methods: ``detect(image) -> (n, 5)`` boxes ``x0, y0, x1, y1, 
 
 from __future__ import annotations
 
+import contextlib
 import os
+import sys
 from typing import Protocol
 
 import cv2
@@ -87,6 +89,21 @@ def box_iou(a, b) -> float:
     return float(inter / union) if union > 0 else 0.0
 
 
+@contextlib.contextmanager
+def _muted_stderr():
+    """Send file descriptor 2 (where native libraries write) to /dev/null for the duration."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(devnull, 2)
+        yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+        os.close(devnull)
+
+
 class MediaPipeBackend:
     """MediaPipe's full-range detector, run on the whole frame and on overlapping tiles (so that small
     faces in a group shot are found), then the face mesh on a 256 px square around each face."""
@@ -102,8 +119,25 @@ class MediaPipeBackend:
             from mediapipe.python.solutions import face_detection, face_mesh
         except ImportError as err:
             raise KeySyncError(f"mediapipe is not installed ({err}); run: pip install --no-deps mediapipe==0.10.21")
-        self._detector = face_detection.FaceDetection(model_selection=1, min_detection_confidence=min_score)
-        self._mesh = face_mesh.FaceMesh(static_image_mode=True, max_num_faces=1, min_detection_confidence=min_score)
+        # MediaPipe's C++ side prints start-up notices to stderr from its own threads while a graph starts
+        # and the first time each subgraph really runs: mute them (start, plus one idle run to let the
+        # threads settle) so that a user sees only keysync's own messages.
+        blank = np.zeros((self.mesh_size, self.mesh_size, 3), np.uint8)
+        with _muted_stderr():
+            self._detector = face_detection.FaceDetection(model_selection=1, min_detection_confidence=min_score)
+            self._mesh = face_mesh.FaceMesh(static_image_mode=True, max_num_faces=1, min_detection_confidence=min_score)
+            self._detector.process(blank)
+            self._mesh.process(blank)
+        self._quiet = {id(self._detector): False, id(self._mesh): False}
+
+    def _process(self, graph, image: np.ndarray):
+        """Run a graph, with stderr muted until it has found a face once (see ``__init__``)."""
+        if self._quiet[id(graph)]:
+            return graph.process(image)
+        with _muted_stderr():
+            result = graph.process(image)
+        self._quiet[id(graph)] = bool(getattr(result, "detections", None) or getattr(result, "multi_face_landmarks", None))
+        return result
 
     def _windows(self, h: int, w: int):
         yield 0, 0, w, h
@@ -120,7 +154,7 @@ class MediaPipeBackend:
         h, w = small.shape[:2]
         found = []
         for x0, y0, ww, hh in self._windows(h, w):
-            result = self._detector.process(np.ascontiguousarray(small[y0 : y0 + hh, x0 : x0 + ww]))
+            result = self._process(self._detector, np.ascontiguousarray(small[y0 : y0 + hh, x0 : x0 + ww]))
             for det in result.detections or []:
                 rb = det.location_data.relative_bounding_box
                 bx0, by0 = x0 + rb.xmin * ww, y0 + rb.ymin * hh
@@ -130,7 +164,7 @@ class MediaPipeBackend:
     def landmarks(self, image: np.ndarray, box) -> np.ndarray | None:
         cx, cy, side = square_around(box, self.mesh_scale)
         crop, scale, x0, y0 = warp_square(image, cx, cy, side, self.mesh_size)
-        result = self._mesh.process(crop)
+        result = self._process(self._mesh, crop)
         if not result.multi_face_landmarks:
             return None
         mesh = result.multi_face_landmarks[0].landmark
