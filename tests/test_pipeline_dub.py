@@ -17,11 +17,11 @@ from .faces_media_clips import astronaut, clicks, moving_frames, write_clip
 
 
 def micro_model() -> KeySyncModel:
-    """One UNet level on 16x16 latents, a 2x VAE: 32 px crops. Random weights."""
+    """One UNet level on 8x8 latents, a 4x VAE: 32 px crops. Random weights."""
     torch.manual_seed(0)
-    net = dict(latent_size=16, model_channels=32, channel_mult=(1,), attention_levels=(0,), num_head_channels=16,
+    net = dict(latent_size=8, model_channels=32, channel_mult=(1,), attention_levels=(0,), num_head_channels=16,
                context_dim=32, audio_feature_dim=40)
-    vae = dict(block_out_channels=(32, 32), layers_per_block=1, down_block_types=("DownEncoderBlock2D",) * 2)
+    vae = dict(block_out_channels=(32, 32, 32), layers_per_block=1, down_block_types=("DownEncoderBlock2D",) * 3)
     spec = {"encoder": "logmel", "n_mels": 40}
     return KeySyncModel.from_config(net, vae, info={"audio": {"keyframe": spec, "interpolation": spec}})
 
@@ -143,3 +143,32 @@ def test_random_weights_cli_says_so(tmp_path, capsys):
     assert main(["dub", str(video), str(audio), "-o", str(tmp_path / "o.mp4"), "--model", "small", "--random-weights", "--quiet"]) == 0
     assert "RANDOM WEIGHTS" in capsys.readouterr().err
     assert len(list(read_frames(tmp_path / "o.mp4"))) == 10
+
+
+def test_occluder_pixels_are_kept_from_the_source(tmp_path, pipe, monkeypatch):
+    frames = list(moving_frames(astronaut(), 320, 240, 10, photo_height=220))
+    video = write_clip(tmp_path / "in.mp4", frames, rate=25)
+    audio = write_wav(tmp_path / "speech.mp4", tone(0.4))
+    decoded = [f.image for f in read_frames(video)]
+    written = record_writes(monkeypatch)
+    pipe(video, audio, tmp_path / "plain.mp4", DubOptions(progress=False))
+    monkeypatch.undo()
+    plain = [im for _, im in written]
+    changed = np.any([np.any(im != src, axis=-1) for (_, im), src in zip(written, decoded)], axis=0)
+    rows, cols = np.flatnonzero(changed.any(1)), np.flatnonzero(changed.any(0))
+    (y0, y1), (x0, x1) = (rows[0], rows[-1]), (cols[0], cols[-1])
+    assert y1 - y0 > 30 and x1 - x0 > 30  # the lower face was regenerated
+
+    occluders = np.zeros((10, 240, 320), np.float32)
+    occluders[:, y0 : y1 + 1, (x0 + x1) // 2 - 15 : (x0 + x1) // 2 + 15] = 1  # a microphone across the mouth
+    np.save(tmp_path / "occ.npy", occluders)
+    np.save(tmp_path / "bad.npy", occluders[:, :100])
+    with pytest.raises(Exception, match="expected \\(10, 240, 320\\)"):
+        pipe(video, audio, tmp_path / "bad.mp4", DubOptions(occluders=str(tmp_path / "bad.npy"), progress=False))
+    written = record_writes(monkeypatch)
+    pipe(video, audio, tmp_path / "out.mp4", DubOptions(occluders=str(tmp_path / "occ.npy"), progress=False))
+    inner = (slice(y0 + 8, y1 - 8), slice((x0 + x1) // 2 - 8, (x0 + x1) // 2 + 8))  # minus the feathered edge
+    assert any(not np.array_equal(im[inner], src[inner]) for im, src in zip(plain, decoded))
+    for (_, image), src in zip(written, decoded):
+        assert np.array_equal(image[inner], src[inner])
+        assert not np.array_equal(image, src)  # the rest of the lower face is still regenerated

@@ -29,6 +29,7 @@ def register(subparsers) -> None:
     p.add_argument("--dtype", choices=["float32", "float16", "bfloat16"], default="float32")
     p.add_argument("--face-index", type=int, help="the face track to dub, as listed by keysync faces (default: the largest)")
     p.add_argument("--mask", choices=["box", "heart", "mouth", "full"], default="box", help="region to regenerate (box: the paper's)")
+    p.add_argument("--occluders", metavar="NPY", help="per-frame occluder masks (frames x height x width, 1 = in front of the face) kept from the source")
     p.add_argument("--ref-frame", type=int, help="source frame to take the identity from (default: chosen automatically)")
     p.add_argument("--batch-size", type=int, default=2, help="clips per network call (memory vs speed; the output does not change)")
     p.add_argument("--long-audio", choices=LONG_AUDIO, default="trim", help="audio longer than the video: trim it, or hold the last frame")
@@ -61,7 +62,7 @@ def run_dub(args: argparse.Namespace) -> int:
     )
     options = DubOptions(
         steps=args.steps, guidance=args.guidance, seed=args.seed, clips_per_call=args.batch_size, mask=args.mask,
-        face_index=args.face_index, ref_frame=args.ref_frame, long_audio=args.long_audio,
+        face_index=args.face_index, ref_frame=args.ref_frame, occluders=args.occluders, long_audio=args.long_audio,
         short_audio=args.short_audio, color_match=args.color_match, progress=not args.quiet,
     )
     out = pipe(args.video, args.audio, args.output, options, overwrite=args.overwrite)

@@ -50,6 +50,7 @@ class DubOptions:
     mask: str = "box"
     face_index: int | None = None
     ref_frame: int | None = None  # a source frame index; None = chosen automatically
+    occluders: str | None = None  # .npy of (frames, H, W) masks in frame pixels, 1 = occluder in front of the face
     long_audio: str = "trim"
     short_audio: str = "pad"
     backend: str = "mediapipe"
@@ -111,6 +112,19 @@ def choose_reference(target: TargetFace, candidates: np.ndarray) -> int:
     frontal = np.abs(lm[:, 30, 0] - (eyes_l[:, 0] + eyes_r[:, 0]) / 2) / iod
     mouth_open = np.linalg.norm(lm[:, 66] - lm[:, 62], axis=1) / iod
     return int(candidates[np.argmin(frontal + 2.0 * mouth_open)])
+
+
+def load_occluders(path: str, frames: int, info) -> np.ndarray:
+    """Per-frame occluder masks from a .npy file, memory-mapped (shape (frames, height, width))."""
+    try:
+        masks = np.load(path, mmap_mode="r")
+    except (OSError, ValueError) as err:
+        raise KeySyncError(f"cannot read occluder masks {path}: {err}; give a .npy array of shape (frames, height, width)") from err
+    if masks.ndim != 3 or masks.shape[0] < frames or masks.shape[1:] != (info.height, info.width):
+        raise KeySyncError(
+            f"occluder masks {path} have shape {masks.shape}; expected ({frames}, {info.height}, {info.width}), one mask per video frame"
+        )
+    return masks
 
 
 class CropReader:
@@ -190,7 +204,11 @@ class KeySyncPipeline:
         else:
             ref = choose_reference(target, np.flatnonzero(target.present))
 
-        mask_for = lambda i: build_mask(opts.mask, boxes[i].to_crop(target.landmarks[fill[i]]), size)  # noqa: E731
+        occluders = load_occluders(opts.occluders, len(target.present), info) if opts.occluders else None
+
+        def mask_for(i: int) -> np.ndarray:
+            occluder = None if occluders is None else cut_crop(np.asarray(occluders[i], np.float32), boxes[i])
+            return build_mask(opts.mask, boxes[i].to_crop(target.landmarks[fill[i]]), size, occluder)
 
         def encode(indices: list[int], crops: dict[int, np.ndarray]):
             pixels = torch.from_numpy(np.stack([crops[i] for i in indices])).permute(0, 3, 1, 2)
