@@ -198,3 +198,12 @@ def test_cli_convert(tmp_path, tiny_ckpts, capsys):
     assert main(["convert", str(tmp_path / "nope.pt"), str(it), "-o", str(tmp_path / "m2")]) == 1
     assert "checkpoint not found" in capsys.readouterr().err
     assert not (tmp_path / "m2").exists()
+
+
+def test_download_offline_fails_at_once_naming_what_to_fetch(tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    assert main(["download", str(tmp_path / "m")]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "toninio19/keysync" in err[0] and "facebook/hubert-base-ls960" in err[0]
+    assert "keysync convert" in err[0]
+    assert not (tmp_path / "m").exists()

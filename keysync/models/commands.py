@@ -1,4 +1,4 @@
-"""``keysync convert``: official checkpoints -> a KeySync model folder."""
+"""``keysync convert`` and ``keysync download``: official checkpoints -> a KeySync model folder."""
 
 from __future__ import annotations
 
@@ -36,6 +36,16 @@ def register(subparsers) -> None:
     p.add_argument("--overwrite", action="store_true", help="replace an existing output folder")
     p.set_defaults(func=run_convert)
 
+    d = subparsers.add_parser(
+        "download",
+        help="fetch the released KeySync weights, HuBERT, WavLM and the SVD VAE, and convert them",
+        description="Fetch from the Hugging Face hub and write a ready model folder (with audio/hubert and audio/wavlm).",
+    )
+    d.add_argument("folder", nargs="?", default="models/keysync", help="model folder to write (default: models/keysync)")
+    d.add_argument("--trust-pickle", action="store_true", help="allow full unpickling of the released .pt files")
+    d.add_argument("--overwrite", action="store_true", help="replace an existing folder")
+    d.set_defaults(func=lambda args: _download(args))
+
 
 def run_convert(args: argparse.Namespace) -> int:
     from pathlib import Path
@@ -57,4 +67,11 @@ def run_convert(args: argparse.Namespace) -> int:
     )
     model.save_pretrained(out, overwrite=args.overwrite, dtype=getattr(torch, args.dtype))
     print(f"wrote {out}")
+    return 0
+
+
+def _download(args: argparse.Namespace) -> int:
+    from .download import download
+
+    download(args.folder, trust_pickle=args.trust_pickle, overwrite=args.overwrite)
     return 0

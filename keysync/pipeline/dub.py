@@ -167,6 +167,8 @@ class KeySyncPipeline:
         """``model``: a model folder, or with ``random_weights`` a preset name (plumbing tests only)."""
         if random_weights:
             return cls(KeySyncModel.from_preset(str(model)), device, dtype, note=f"RANDOM WEIGHTS ({model} preset): the output is noise, for testing the plumbing only", **kwargs)
+        audio_dir = Path(model) / "audio"  # where `keysync download` puts HuBERT and WavLM
+        kwargs.setdefault("encoder_dir", str(audio_dir) if audio_dir.is_dir() else None)
         return cls(KeySyncModel.from_pretrained(model), device, dtype, **kwargs)
 
     def __call__(self, video, audio, output, options: DubOptions | None = None, overwrite: bool = False) -> Path:
