@@ -1,6 +1,6 @@
 """Train the shipped mouth reader on renders of the synthetic world.
 
-Reproduce the shipped weights (about 15 minutes on 1 CPU thread) with::
+Reproduce the shipped weights (about 20 minutes on one CPU thread of a shared 2-core machine) with::
 
     python -m keysync.bench.train_reader --seed 0
 
