@@ -55,10 +55,11 @@ def record_writes(monkeypatch):
     return frames
 
 
-def outside_paste_region_unchanged(written, source_path, boxes_masks):
+def outside_paste_region_unchanged(written, source_path, boxes_masks, shown=None):
+    """Every written frame equals its source frame (``shown[j]``, default j) outside the pasted region."""
     sources = {f.index: f.image for f in read_frames(source_path)}
     for j, (_, image) in enumerate(written):
-        src = sources[min(j, len(sources) - 1)]
+        src = sources[j if shown is None else shown[j]]
         untouched = np.ones(image.shape[:2], bool)
         for box, mask in boxes_masks.get(j, []):
             rows, cols, alpha = frame_weights(image.shape, box, mask)
@@ -75,6 +76,9 @@ def test_timeline_policies():
     assert np.all(hold.output_source[219:] == 218) and np.allclose(np.diff(hold.output_times), 1 / 30)
     pad = make_timeline(times, 30, audio_frames=100, long_audio="trim", short_audio="pad")
     assert pad.num_model_frames == 182 and len(pad.output_source) == 219
+    ping = make_timeline(np.arange(10) / 25, 25, audio_frames=30, long_audio="pingpong", short_audio="pad")
+    assert ping.model_source.tolist() == [*range(10), *range(8, 0, -1), *range(10), 8, 7]
+    assert ping.output_source.tolist() == ping.model_source.tolist()
     cut = make_timeline(times, 30, audio_frames=100, long_audio="trim", short_audio="trim")
     assert cut.num_model_frames == 100 and len(cut.output_source) == 120
 
@@ -172,3 +176,21 @@ def test_occluder_pixels_are_kept_from_the_source(tmp_path, pipe, monkeypatch):
     for (_, image), src in zip(written, decoded):
         assert np.array_equal(image[inner], src[inner])
         assert not np.array_equal(image, src)  # the rest of the lower face is still regenerated
+
+
+def test_pingpong_plays_the_video_back_and_forth(tmp_path, pipe, monkeypatch):
+    video = write_clip(tmp_path / "in.mp4", moving_frames(astronaut(), 320, 240, 10, photo_height=220), rate=25)
+    audio = write_wav(tmp_path / "speech.mp4", tone(1.2))
+    boxes_masks = {}
+    real_paste = dub_module.paste_back
+
+    def paste(image, crop, box, mask, **kw):
+        boxes_masks.setdefault(len(written), []).append((box, mask))
+        return real_paste(image, crop, box, mask, **kw)
+
+    monkeypatch.setattr(dub_module, "paste_back", paste)
+    written = record_writes(monkeypatch)
+    pipe(video, audio, tmp_path / "out.mp4", DubOptions(long_audio="pingpong", progress=False))
+    shown = [*range(10), *range(8, 0, -1), *range(10), 8, 7]
+    assert len(written) == 30
+    outside_paste_region_unchanged(written, video, boxes_masks, shown)

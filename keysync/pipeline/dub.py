@@ -23,19 +23,20 @@ from ..audio import SAMPLES_PER_FRAME, build_features
 from ..diffusion import Guidance
 from ..errors import KeySyncError
 from ..faces.backends import load_backend
-from ..faces.crops import CropBox, cut_crop, plan_crops
+from ..faces.crops import cut_crop, plan_crops
 from ..faces.masks import build_mask, latent_mask
 from ..faces.paste import paste_back
 from ..faces.tracking import TargetFace, select_target, track_faces
 from ..media.audio import fit_audio_to_frames, load_audio
 from ..media.frames import plan_model_frames
+from ..media.seek import FrameFetcher
 from ..media.video import probe_video, read_frames
 from ..media.writer import VideoWriter, check_output_path
 from ..models import KeySyncModel
 from .plan import plan_frames
 from .sampling import FrameData, LatentDubber, SamplingOptions
 
-LONG_AUDIO = ("trim", "hold")  # audio longer than the video: cut the audio, or hold the last frame
+LONG_AUDIO = ("trim", "hold", "pingpong")  # audio longer than the video: cut it, hold the last frame, play back and forth
 SHORT_AUDIO = ("pad", "trim")  # audio shorter than the video: pad it with silence, or cut the video
 
 
@@ -79,18 +80,25 @@ def make_timeline(times: np.ndarray, rate: float, audio_frames: int, long_audio:
         length = video_frames if long_audio == "trim" else audio_frames
     else:
         length = video_frames if short_audio == "pad" else audio_frames
-    model_source = np.concatenate([plan.source_index, np.full(max(0, length - video_frames), len(times) - 1)])[:length]
+    k = np.arange(length)
+    if long_audio == "pingpong" and video_frames > 1:  # 0 1 .. V-1 V-2 .. 1 0 1 ..
+        period = 2 * video_frames - 2
+        k = k % period
+        k = np.where(k < video_frames, k, period - k)
+    model_source = plan.source_index[np.minimum(k, video_frames - 1)]
+    if long_audio == "hold":
+        model_source[video_frames:] = len(times) - 1  # the very last picture, not the last 25 fps tick's
     keep = plan.model_index < length
     out_source = np.flatnonzero(keep)
     out_model = plan.model_index[keep]
     out_times = np.asarray(times, dtype=np.float64)[keep]
-    if length > video_frames:  # hold: extra output frames at the input's rate repeat the last picture
+    if length > video_frames:  # extra output frames at the input's rate show the policy's source frames
         step = 1.0 / float(rate)
         end = plan.start + length / plan.fps
         extra = np.arange(out_times[-1] + step, end - 1e-9, step)
-        out_times = np.concatenate([out_times, extra])
-        out_source = np.concatenate([out_source, np.full(len(extra), len(times) - 1)])
         model = np.clip(np.floor((extra - plan.start) * plan.fps + 0.5), 0, length - 1).astype(np.int64)
+        out_times = np.concatenate([out_times, extra])
+        out_source = np.concatenate([out_source, model_source[model]])
         out_model = np.concatenate([out_model, model])
     return Timeline(length, model_source.astype(np.int64), out_source.astype(np.int64), out_model, out_times)
 
@@ -125,28 +133,6 @@ def load_occluders(path: str, frames: int, info) -> np.ndarray:
             f"occluder masks {path} have shape {masks.shape}; expected ({frames}, {info.height}, {info.width}), one mask per video frame"
         )
     return masks
-
-
-class CropReader:
-    """Decodes the video once, front to back, cutting crops of requested source frames on demand."""
-
-    def __init__(self, video, boxes: list[CropBox]):
-        self.frames = read_frames(video)
-        self.boxes = boxes
-        self.cache: dict[int, np.ndarray] = {}
-        self.next_index = 0
-
-    def crops(self, indices: list[int]) -> dict[int, np.ndarray]:
-        wanted = set(indices)
-        for i in list(self.cache):
-            if i < min(wanted):
-                del self.cache[i]
-        while self.next_index <= max(wanted):
-            frame = next(self.frames)
-            if frame.index in wanted:
-                self.cache[frame.index] = cut_crop(frame.image, self.boxes[frame.index])
-            self.next_index = frame.index + 1
-        return {i: self.cache[i] for i in wanted}
 
 
 class KeySyncPipeline:
@@ -220,20 +206,15 @@ class KeySyncPipeline:
             masks = np.stack([latent_mask(mask_for(i), factor) if target.present[i] else np.zeros((size // factor,) * 2, np.float32) for i in indices])
             return latents, torch.from_numpy(masks)[:, None].to(self.device, self.dtype)
 
-        ref_reader = CropReader(video, boxes)
-        ref_latent, ref_mask = encode([ref], ref_reader.crops([ref]))
+        ref_latent, ref_mask = encode([ref], {ref: cut_crop(FrameFetcher(video, tracked.times).fetch(ref), boxes[ref])})
         ref_model = int(np.argmin(np.abs(timeline.model_source - ref)))
         anchor = FrameData(
             ref_model, ref_latent, ref_mask,
             feats["keyframe"][plan.source_frame(ref_model)][None], feats["interpolation"][plan.source_frame(ref_model)][None],
         )
-        del ref_reader
 
         dubber = LatentDubber(self.model, SamplingOptions(opts.steps, Guidance(*opts.guidance), opts.clips_per_call, opts.seed))
-        reader = CropReader(video, boxes)
-        writing = read_frames(video)
-        current = next(writing)
-        last_image = None
+        reader, writing = FrameFetcher(video, tracked.times), FrameFetcher(video, tracked.times)
         dilate, blur = opts.feather
         written = 0
         previous = None
@@ -244,8 +225,8 @@ class KeySyncPipeline:
                 padded = list(range(window.segments[0], window.segments[-1] + 14))
                 model_frames = [plan.source_frame(p) for p in padded]
                 sources = [int(timeline.model_source[k]) for k in model_frames]
-                crops = reader.crops(sorted(set(sources)))
-                uniq = sorted(set(sources))
+                uniq = list(dict.fromkeys(sources))  # in playback order: backwards when played back and forth
+                crops = {i: cut_crop(reader.fetch(i), boxes[i]) for i in uniq}
                 lat, msk = encode(uniq, crops)
                 row = {s: r for r, s in enumerate(uniq)}
                 pick = [row[s] for s in sources]
@@ -258,10 +239,7 @@ class KeySyncPipeline:
                 # write every output frame whose model frame is ready
                 while written < len(timeline.output_source) and timeline.output_model[written] < window.stop_frame:
                     src = int(timeline.output_source[written])
-                    while current is not None and current.index < src:
-                        current = next(writing, None)
-                    image = current.image if current is not None and current.index == src else last_image
-                    last_image = image
+                    image = writing.fetch(src)
                     k = int(timeline.output_model[written])
                     shown = int(timeline.model_source[k])
                     if target.present[src] and target.present[shown]:
