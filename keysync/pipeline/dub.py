@@ -122,6 +122,13 @@ def choose_reference(target: TargetFace, candidates: np.ndarray) -> int:
     return int(candidates[np.argmin(frontal + 2.0 * mouth_open)])
 
 
+def _covers_face(occluder: np.ndarray, landmarks: np.ndarray) -> bool:
+    x0, y0 = np.floor(landmarks.min(axis=0)).astype(int)
+    x1, y1 = np.ceil(landmarks.max(axis=0)).astype(int)
+    region = np.asarray(occluder[max(0, y0) : max(0, y1), max(0, x0) : max(0, x1)])
+    return region.size > 0 and float((region > 0.5).mean()) > 0.01
+
+
 def load_occluders(path: str, frames: int, info) -> np.ndarray:
     """Per-frame occluder masks from a .npy file, memory-mapped (shape (frames, height, width))."""
     try:
@@ -185,14 +192,17 @@ class KeySyncPipeline:
         soundtrack = np.pad(speech, (int(round(start * 16000)), 0))  # the writer's audio starts at time 0
         feats = {s: f(speech, frames=plan.padded_frames) for s, f in self.features.items()}
 
+        occluders = load_occluders(opts.occluders, len(target.present), info) if opts.occluders else None
         if opts.ref_frame is not None:
             if not 0 <= opts.ref_frame < len(target.present) or not target.present[opts.ref_frame]:
                 raise KeySyncError(f"--ref-frame {opts.ref_frame}: the target face is not visible on that frame; run keysync faces to see where it is")
             ref = opts.ref_frame
         else:
-            ref = choose_reference(target, np.flatnonzero(target.present))
-
-        occluders = load_occluders(opts.occluders, len(target.present), info) if opts.occluders else None
+            candidates = np.flatnonzero(target.present)
+            if occluders is not None:  # prefer frames where nothing covers the face
+                clear = [i for i in candidates if not _covers_face(occluders[i], target.landmarks[i])]
+                candidates = np.asarray(clear) if clear else candidates
+            ref = choose_reference(target, candidates)
 
         def mask_for(i: int) -> np.ndarray:
             occluder = None if occluders is None else cut_crop(np.asarray(occluders[i], np.float32), boxes[i])
