@@ -133,7 +133,7 @@ def write_report(rows: list[dict], preset: str) -> None:
         "per frame) and the decoded soundtrack.",
         "",
         f"Load average over the last 5 minutes when the run ended: {os.getloadavg()[1]:.1f} (the machine is shared; "
-        "under other load, fps drops by up to about 40%, as between the two rows here).",
+        "with a load average above its 2 cores, these fps understate an idle machine's; memory is unaffected).",
         "",
     ]
     RESULTS.mkdir(exist_ok=True)
