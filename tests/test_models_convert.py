@@ -1,7 +1,6 @@
 """Checkpoint conversion and model folders: strict key/shape checks, the released layout, round trips."""
 
 import json
-import pickle
 
 import pytest
 import torch

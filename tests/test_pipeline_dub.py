@@ -55,6 +55,19 @@ def record_writes(monkeypatch):
     return frames
 
 
+def record_writes_and_pastes(monkeypatch):
+    """Written frames, and for each output frame the (box, mask) pairs pasted into it."""
+    written, boxes_masks = record_writes(monkeypatch), {}
+    real_paste = dub_module.paste_back
+
+    def paste(image, crop, box, mask, **kw):
+        boxes_masks.setdefault(len(written), []).append((box, mask))
+        return real_paste(image, crop, box, mask, **kw)
+
+    monkeypatch.setattr(dub_module, "paste_back", paste)
+    return written, boxes_masks
+
+
 def outside_paste_region_unchanged(written, source_path, boxes_masks, shown=None):
     """Every written frame equals its source frame (``shown[j]``, default j) outside the pasted region."""
     sources = {f.index: f.image for f in read_frames(source_path)}
@@ -87,15 +100,7 @@ def test_1080p_30fps_with_longer_audio(tmp_path, pipe, monkeypatch):
     video = write_clip(tmp_path / "in.mp4", moving_frames(astronaut(), 1920, 1080, 219, photo_height=900), rate=30,
                        audio=clicks(7.3, [1.0]))
     audio = write_wav(tmp_path / "speech.mp4", tone(9.0))
-    boxes_masks = {}
-    real_paste = dub_module.paste_back
-
-    def paste(image, crop, box, mask, **kw):
-        boxes_masks.setdefault(len(written), []).append((box, mask))
-        return real_paste(image, crop, box, mask, **kw)
-
-    monkeypatch.setattr(dub_module, "paste_back", paste)
-    written = record_writes(monkeypatch)
+    written, boxes_masks = record_writes_and_pastes(monkeypatch)
     out = pipe(video, audio, tmp_path / "out.mp4", DubOptions(long_audio="hold", progress=False))
     info = probe_video(out)
     assert (info.width, info.height) == (1920, 1080) and float(info.average_rate) == pytest.approx(30, rel=1e-3)
@@ -181,15 +186,7 @@ def test_occluder_pixels_are_kept_from_the_source(tmp_path, pipe, monkeypatch):
 def test_pingpong_plays_the_video_back_and_forth(tmp_path, pipe, monkeypatch):
     video = write_clip(tmp_path / "in.mp4", moving_frames(astronaut(), 320, 240, 10, photo_height=220), rate=25)
     audio = write_wav(tmp_path / "speech.mp4", tone(1.2))
-    boxes_masks = {}
-    real_paste = dub_module.paste_back
-
-    def paste(image, crop, box, mask, **kw):
-        boxes_masks.setdefault(len(written), []).append((box, mask))
-        return real_paste(image, crop, box, mask, **kw)
-
-    monkeypatch.setattr(dub_module, "paste_back", paste)
-    written = record_writes(monkeypatch)
+    written, boxes_masks = record_writes_and_pastes(monkeypatch)
     pipe(video, audio, tmp_path / "out.mp4", DubOptions(long_audio="pingpong", progress=False))
     shown = [*range(10), *range(8, 0, -1), *range(10), 8, 7]
     assert len(written) == 30

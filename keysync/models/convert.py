@@ -13,7 +13,7 @@ import torch
 from safetensors.torch import load_file
 
 from ..errors import KeySyncError
-from .model import ENCODER_PREFIXES, KeySyncModel, _listing
+from .model import ENCODER_PREFIXES, KeySyncModel, _listing, raise_mismatch
 from .network import KeySyncNet
 from .official import (
     DECODER,
@@ -78,13 +78,7 @@ def _take(names: dict[str, str], target: dict, source: dict, label: str) -> dict
             shapes.append(f"{theirs} {tuple(tensor.shape)} != {want}")
             continue
         out[ours] = tensor.reshape(target[ours].shape) if is_conv1x1_as_linear(ours) else tensor
-    problems = []
-    if missing:
-        problems.append(f"missing {len(missing)}: {_listing(missing)}")
-    if shapes:
-        problems.append(f"wrong shape {len(shapes)}: {_listing(shapes)}")
-    if problems:
-        raise KeySyncError(f"{label} does not match the expected model ({'; '.join(problems)})")
+    raise_mismatch(f"{label} does not match the expected model", missing=missing, shapes=shapes)
     return out
 
 
@@ -175,15 +169,11 @@ def convert_checkpoints(
         raise KeySyncError("neither checkpoint holds VAE decoder weights; pass the SVD VAE with --vae DIR")
 
     target = vae.state_dict()
-    encoder = {}
     if vae_tensors:
         wanted = {k: tuple(v.shape) for k, v in target.items() if k.startswith(ENCODER_PREFIXES)}
         missing = [k for k in wanted if k not in vae_tensors]
         shapes = [f"{k} {tuple(vae_tensors[k].shape)} != {s}" for k, s in wanted.items() if k in vae_tensors and tuple(vae_tensors[k].shape) != s]
-        if missing or shapes:
-            raise KeySyncError(
-                f"--vae {vae_path} is not the matching SVD VAE (missing: {_listing(missing)}; shapes: {_listing(shapes)})"
-            )
+        raise_mismatch(f"--vae {vae_path} is not the matching SVD VAE", missing=missing, shapes=shapes)
         encoder = {k: vae_tensors[k] for k in wanted}
     else:
         log("note: no --vae given, so the model folder can decode but not encode; pass the SVD VAE to add its encoder")

@@ -168,12 +168,15 @@ def check_state_dict(module: torch.nn.Module, tensors: dict, source: str, option
         for k in expected
         if k in tensors and tuple(tensors[k].shape) != expected[k]
     ]
-    problems = []
-    if missing:
-        problems.append(f"missing {len(missing)}: {_listing(missing)}")
-    if unexpected:
-        problems.append(f"unexpected {len(unexpected)}: {_listing(unexpected)}")
-    if shapes:
-        problems.append(f"wrong shape {len(shapes)}: {_listing(shapes)}")
+    raise_mismatch(f"{source} does not match the model config", missing, unexpected, shapes)
+
+
+def raise_mismatch(what: str, missing=(), unexpected=(), shapes=()) -> None:
+    """One error naming every missing, unexpected and mis-shaped tensor (nothing to say: no error)."""
+    problems = [
+        f"{label} {len(keys)}: {_listing(keys)}"
+        for label, keys in (("missing", missing), ("unexpected", unexpected), ("wrong shape", shapes))
+        if keys
+    ]
     if problems:
-        raise KeySyncError(f"{source} does not match the model config ({'; '.join(problems)})")
+        raise KeySyncError(f"{what} ({'; '.join(problems)})")
