@@ -32,9 +32,10 @@ class Conditioning:
 
     def select_clips(self, start: int, stop: int) -> "Conditioning":
         t = self.context.shape[1]
+        per_frame = t > 1 and self.concat.shape[0] == self.context.shape[0] * t  # a per-frame keyframe reference
         return replace(
             self,
-            concat=self.concat[start:stop],
+            concat=self.concat[start * t : stop * t] if per_frame else self.concat[start:stop],
             context=self.context[start:stop],
             known=self.known[start * t : stop * t],
             mask=self.mask[start * t : stop * t],

@@ -89,10 +89,14 @@ class KeySyncNet(ModelMixin, ConfigMixin):
             latents = latents.transpose(1, 2).flatten(1, 2)
         return latents / SCALE_FACTOR
 
-    def conditioning_frames(self, concat: torch.Tensor, num_frames: int) -> torch.Tensor:
-        """The channels concatenated to the noisy latent of every frame, (B*T, C_extra, h, w)."""
+    def conditioning_frames(self, concat: torch.Tensor, num_frames: int, per_frame: bool = False) -> torch.Tensor:
+        """The channels concatenated to the noisy latent of every frame, (B*T, C_extra, h, w).
+
+        ``per_frame``: a keyframe ``concat`` given per frame, (B*T, 4, h, w), as training uses it to drop
+        the reference frame by frame (the official recipe).
+        """
         if self.config.kind == "keyframe":
-            return concat.repeat_interleave(num_frames, dim=0)
+            return concat if per_frame else concat.repeat_interleave(num_frames, dim=0)
         c = self.config.latent_channels
         b, _, h, w = concat.shape
         start, end = concat[:, None, :c], concat[:, None, c:]
@@ -110,8 +114,9 @@ class KeySyncNet(ModelMixin, ConfigMixin):
         x: (B*T, 4, h, w) noisy latent already multiplied by c_in; c_noise: (B*T,) = 0.25 ln(sigma);
         concat: unscaled conditioning latents (see ``embed_frames``); context: (B, T, context_dim).
         """
-        num_frames = context.shape[1]
-        extra = self.conditioning_frames(concat.to(x.dtype), num_frames)
+        batch, num_frames = context.shape[:2]
+        per_frame = num_frames > 1 and concat.shape[0] == batch * num_frames
+        extra = self.conditioning_frames(concat.to(x.dtype), num_frames, per_frame)
         return self.unet_forward(torch.cat([x, extra], dim=1), c_noise, context)
 
     def unet_forward(self, sample: torch.Tensor, timesteps: torch.Tensor, context: torch.Tensor) -> torch.Tensor:

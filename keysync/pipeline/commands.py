@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from .dub import LONG_AUDIO, SHORT_AUDIO
+from .plan import LONG_AUDIO, SHORT_AUDIO
 
 
 def _pair(text: str) -> tuple[float, float]:

@@ -33,11 +33,9 @@ from ..media.seek import FrameFetcher
 from ..media.video import probe_video, read_frames
 from ..media.writer import VideoWriter, check_output_path
 from ..models import KeySyncModel
-from .plan import plan_frames
+from .plan import LONG_AUDIO, SHORT_AUDIO, plan_frames
 from .sampling import FrameData, LatentDubber, SamplingOptions
 
-LONG_AUDIO = ("trim", "hold", "pingpong")  # audio longer than the video: cut it, hold the last frame, play back and forth
-SHORT_AUDIO = ("pad", "trim")  # audio shorter than the video: pad it with silence, or cut the video
 
 
 @dataclass

@@ -13,6 +13,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 CLIP = 14
+LONG_AUDIO = ("trim", "hold", "pingpong")  # audio longer than the video: cut it, hold the last frame, play back and forth
+SHORT_AUDIO = ("pad", "trim")  # audio shorter than the video: pad it with silence, or cut the video
 STEP = CLIP - 1  # 13: keyframe spacing, and keyframes per batch after the anchor
 
 

@@ -1,0 +1,107 @@
+"""The official training recipe (reference section 3): noise levels, dropout, loss, optimiser, freezing.
+
+A training batch holds, per clip of T = 14 frames (flattened clip-major where per frame):
+``latents`` (B*T, 4, h, w) scaled targets; ``masks`` (B*T, 1, h, w), 1 = regenerate; ``cond`` the
+conditioning latents (keyframe: (B, 4, h, w) reference; interpolation: (B, 4, 2, h, w) [start, end]);
+``audio`` (B, T, 2, F) features; keyframe only, for the pixel loss: ``pixels`` (B*T, 3, H, W) in [-1, 1].
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from ..diffusion import Conditioning, MaskedDenoiser
+from ..models import KeySyncModel, KeySyncNet
+from ..models.official import network_official_names
+
+
+@dataclass(frozen=True)
+class Recipe:
+    p_mean: float = 1.0  # ln sigma ~ N(p_mean, p_std^2): SVD's high-noise bias, not EDM's -1.2
+    p_std: float = 1.2
+    drop_reference: float = 0.1  # keyframe: per frame; interpolation: both keyframes together, per clip
+    drop_audio: float = 0.2  # per clip
+    pixel_loss_weight: float = 1.0  # keyframe only: l2 on one decoded frame
+    lr: float = 1e-5  # the official keyframe rate; interpolation used 3e-5
+    weight_decay: float = 0.01
+    warmup_steps: int = 1000
+
+
+def sample_sigmas(clips: int, frames: int, recipe: Recipe, generator=None, device=None) -> torch.Tensor:
+    """One noise level per clip, repeated over its frames: (clips*frames,)."""
+    log_sigma = recipe.p_mean + recipe.p_std * torch.randn(clips, generator=generator)
+    return log_sigma.exp().to(device).repeat_interleave(frames)
+
+
+def _keep(n: int, p: float, generator) -> torch.Tensor:
+    return (torch.rand(n, generator=generator) >= p).float()
+
+
+def diffusion_loss(
+    net: KeySyncNet, batch: dict, recipe: Recipe, generator: torch.Generator | None = None, vae=None
+) -> tuple[torch.Tensor, dict]:
+    """The v-weighted masked denoising loss (+ the keyframe pixel loss when ``vae`` is given)."""
+    x0, masks, audio = batch["latents"], batch["masks"], batch["audio"]
+    clips, frames = audio.shape[:2]
+    sigma = sample_sigmas(clips, frames, recipe, generator, x0.device).to(x0.dtype)
+    noise = torch.randn(x0.shape, generator=generator).to(x0)
+    x_noisy = x0 + noise * sigma[:, None, None, None]
+
+    context = net.embed_audio(audio) * _keep(clips, recipe.drop_audio, generator).to(x0)[:, None, None]
+    concat = net.embed_frames(batch["cond"])
+    if net.config.kind == "keyframe":
+        concat = concat.repeat_interleave(frames, dim=0) * _keep(clips * frames, recipe.drop_reference, generator).to(x0)[:, None, None, None]
+    else:
+        concat = concat * _keep(clips, recipe.drop_reference, generator).to(x0)[:, None, None, None]
+    cond = Conditioning(concat=concat, context=context, known=x0, mask=masks)
+    denoised = MaskedDenoiser(net)(x_noisy, sigma, cond)
+    weight = (sigma**2 + 1) / sigma**2
+    loss = (weight * ((denoised - x0) ** 2).mean(dim=(1, 2, 3))).mean()
+    parts = {"diffusion": loss.detach()}
+    if vae is not None and recipe.pixel_loss_weight > 0 and "pixels" in batch:
+        # One random frame index, the same for every clip, decoded each as its own 1-frame sequence
+        # (the official code decoded the batch as one sequence, mixing clips through the temporal layers).
+        t = int(torch.randint(frames, (1,), generator=generator))
+        rows = torch.arange(clips, device=x0.device) * frames + t
+        decoded = vae.decode_frames(denoised[rows], frames_per_call=1)
+        pixel = (weight[rows] * ((decoded - batch["pixels"][rows]) ** 2).mean(dim=(1, 2, 3))).mean()
+        loss = loss + recipe.pixel_loss_weight * pixel
+        parts["pixel"] = pixel.detach()
+    return loss, parts
+
+
+def freeze_temporal_layers(net: KeySyncNet) -> int:
+    """Freeze SVD's temporal layers (official names containing ``time_``, except ``time_embed``), as when
+    fine-tuning from SVD weights. Returns the number of frozen parameters."""
+    names = network_official_names(net)
+    frozen = 0
+    for name, param in net.named_parameters():
+        official = names[name]
+        if "time_" in official and "time_embed" not in official:
+            param.requires_grad_(False)
+            frozen += param.numel()
+    return frozen
+
+
+def make_optimizer(net: KeySyncNet, recipe: Recipe):
+    """AdamW on the trainable parameters, with a linear warm-up from 1e-6 to 1 and then constant."""
+    params = [p for p in net.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(params, lr=recipe.lr, weight_decay=recipe.weight_decay)
+    warmup = max(1, recipe.warmup_steps)
+    schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: min(1.0, 1e-6 + (1 - 1e-6) * step / warmup))
+    return optimizer, schedule
+
+
+def training_step(model: KeySyncModel, stage: str, batch: dict, optimizer, schedule, recipe: Recipe, generator=None) -> dict:
+    """One optimiser step of ``stage`` ("keyframe" or "interpolation") on ``batch``."""
+    net = getattr(model, stage)
+    net.train()
+    vae = model.vae if stage == "keyframe" else None
+    loss, parts = diffusion_loss(net, batch, recipe, generator, vae)
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    optimizer.step()
+    schedule.step()
+    return {"loss": float(loss.detach()) if not loss.is_meta else float("nan"), **{k: v for k, v in parts.items()}}

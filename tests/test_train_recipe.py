@@ -1,0 +1,94 @@
+"""The training recipe: official shapes on the meta device, freezing, dropout, and that it learns."""
+
+import pytest
+import torch
+
+from keysync.models import KeySyncModel
+from keysync.train import Recipe, diffusion_loss, freeze_temporal_layers, make_optimizer, sample_sigmas, training_step
+
+
+def batch_for(stage, clips=1, latent=64, feat=768, pixels=512, device="cpu", seed=0):
+    g = torch.Generator().manual_seed(seed)
+
+    def make(*shape):
+        return torch.empty(*shape, device="meta") if device == "meta" else torch.randn(*shape, generator=g)
+
+    masks = torch.zeros(clips * 14, 1, latent, latent, device=device)
+    masks[:, :, latent // 2 :] = 1
+    cond = make(clips, 4, latent, latent) if stage == "keyframe" else make(clips, 4, 2, latent, latent)
+    return dict(latents=make(clips * 14, 4, latent, latent), masks=masks, audio=make(clips, 14, 2, feat), cond=cond,
+                pixels=make(clips * 14, 3, pixels, pixels))
+
+
+@pytest.mark.parametrize("stage", ["keyframe", "interpolation"])
+def test_official_training_step_on_meta_device(stage):
+    model = KeySyncModel.from_preset("official", device="meta")
+    model.vae.requires_grad_(False)
+    net = getattr(model, stage)
+    assert freeze_temporal_layers(net) == 656_076_838  # SVD's temporal layers (reference 2.9)
+    optimizer, schedule = make_optimizer(net, Recipe())
+    out = training_step(model, stage, batch_for(stage, device="meta"), optimizer, schedule, Recipe())
+    assert out["diffusion"].is_meta and (("pixel" in out) == (stage == "keyframe"))
+    trainable = [p for p in net.parameters() if p.requires_grad]
+    assert all(p.grad is not None and p.grad.shape == p.shape for p in trainable)
+    assert all(p.grad is None for p in net.parameters() if not p.requires_grad)
+
+
+def test_sigma_distribution_and_warmup():
+    sigmas = sample_sigmas(20000, 14, Recipe(), torch.Generator().manual_seed(0))
+    log = sigmas.view(-1, 14)[:, 0].log()
+    assert torch.all(sigmas.view(-1, 14) == sigmas.view(-1, 14)[:, :1])  # one sigma per clip
+    assert abs(log.mean().item() - 1.0) < 0.03 and abs(log.std().item() - 1.2) < 0.03
+    net = torch.nn.Linear(2, 2)
+    optimizer, schedule = make_optimizer(net, Recipe(lr=1e-3, warmup_steps=10))
+    lrs = []
+    for _ in range(15):
+        lrs.append(optimizer.param_groups[0]["lr"])
+        optimizer.step()
+        schedule.step()
+    assert lrs[0] == pytest.approx(1e-9) and lrs[5] == pytest.approx(5e-4, rel=1e-3) and lrs[12] == pytest.approx(1e-3)
+
+
+def micro():
+    torch.manual_seed(0)
+    net = dict(latent_size=8, model_channels=32, channel_mult=(1,), attention_levels=(0,), num_head_channels=16,
+               context_dim=32, audio_feature_dim=40)
+    vae = dict(block_out_channels=(32, 32, 32), layers_per_block=1, down_block_types=("DownEncoderBlock2D",) * 3)
+    model = KeySyncModel.from_config(net, vae)
+    model.vae.requires_grad_(False)
+    return model
+
+
+def test_loss_is_zero_outside_the_mask_and_dropout_reaches_the_network():
+    model = micro()
+    batch = batch_for("keyframe", clips=4, latent=8, feat=40, pixels=32)
+    seen = {}
+    forward = model.keyframe.forward
+
+    def spy(x, c_noise, concat, context):
+        seen["concat"], seen["context"] = concat, context
+        return forward(x, c_noise, concat, context)
+
+    model.keyframe.forward = spy
+    recipe = Recipe(drop_reference=0.5, drop_audio=0.5)
+    diffusion_loss(model.keyframe, batch, recipe, torch.Generator().manual_seed(1))
+    per_frame = seen["concat"].flatten(1).abs().sum(1) == 0
+    assert seen["concat"].shape[0] == 56 and 0 < per_frame.sum() < 56  # the reference is dropped frame by frame
+    with torch.no_grad():
+        full = model.keyframe.embed_audio(batch["audio"])
+    dropped = [bool((c == 0).all()) for c in seen["context"]]
+    assert any(dropped) and not all(dropped)  # audio is dropped per clip, after the projection
+    assert all(d or torch.equal(c, f) for d, c, f in zip(dropped, seen["context"].detach(), full))
+
+
+@pytest.mark.parametrize("stage", ["keyframe", "interpolation"])
+def test_a_few_steps_fit_a_fixed_batch(stage):
+    model = micro()
+    batch = batch_for(stage, clips=1, latent=8, feat=40, pixels=32)
+    recipe = Recipe(lr=2e-3, warmup_steps=1, drop_audio=0.0, drop_reference=0.0, pixel_loss_weight=0.0)
+    optimizer, schedule = make_optimizer(getattr(model, stage), recipe)
+    losses = []
+    for _ in range(30):
+        out = training_step(model, stage, batch, optimizer, schedule, recipe, torch.Generator().manual_seed(0))  # the same noise every step
+        losses.append(out["loss"])
+    assert sum(losses[-3:]) < 0.5 * sum(losses[:3])
