@@ -13,9 +13,24 @@ Public API:
   documented there).
 """
 
-from .methods import METHODS, CopyMethod, LipSyncMethod, LipSyncTask, MethodOutput, OracleMethod, get_method, register_method
-from .mouth_reader import LoadedReader
-from .runner import MODES, BenchResult, benchmark_data, run_benchmark
+import importlib
+
+# Imported on first use, so that ``keysync --help`` does not load torch.
+_EXPORTS = {
+    **dict.fromkeys(
+        ["METHODS", "CopyMethod", "LipSyncMethod", "LipSyncTask", "MethodOutput", "OracleMethod", "get_method", "register_method"],
+        ".methods",
+    ),
+    "LoadedReader": ".mouth_reader",
+    **dict.fromkeys(["MODES", "BenchResult", "benchmark_data", "run_benchmark"], ".runner"),
+}
+
+
+def __getattr__(name):
+    if name not in _EXPORTS:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return getattr(importlib.import_module(_EXPORTS[name], __name__), name)
+
 
 __all__ = [
     "METHODS",
