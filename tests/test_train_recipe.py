@@ -92,3 +92,30 @@ def test_a_few_steps_fit_a_fixed_batch(stage):
         out = training_step(model, stage, batch, optimizer, schedule, recipe, torch.Generator().manual_seed(0))  # the same noise every step
         losses.append(out["loss"])
     assert sum(losses[-3:]) < 0.5 * sum(losses[:3])
+
+
+def fixed_batches(stage):
+    def batches(step):
+        return batch_for(stage, clips=1, latent=8, feat=40, pixels=32, seed=step % 4)
+
+    return batches
+
+
+@pytest.mark.parametrize("stage", ["keyframe"])
+def test_resumed_run_continues_the_same_loss_curve(tmp_path, stage):
+    from keysync.train import TrainConfig, train
+
+    recipe = Recipe(lr=1e-3, warmup_steps=2)
+    whole = train(micro(), TrainConfig(stage, str(tmp_path / "a"), steps=6, checkpoint_every=3, recipe=recipe),
+                  fixed_batches(stage), log=lambda *_: None)
+    first = train(micro(), TrainConfig(stage, str(tmp_path / "b"), steps=3, checkpoint_every=3, recipe=recipe),
+                  fixed_batches(stage), log=lambda *_: None)
+    logs = []
+    rest = train(micro(), TrainConfig(stage, str(tmp_path / "b"), steps=6, checkpoint_every=3, recipe=recipe),
+                 fixed_batches(stage), log=logs.append)
+    assert any("resumed" in line for line in logs)
+    assert len(first) == 3 and len(rest) == 3
+    assert first + rest == pytest.approx(whole, rel=1e-5)
+    assert whole[3] != pytest.approx(whole[0], rel=1e-3)  # the curve moves: resuming from scratch would differ
+    rows = (tmp_path / "b" / "log.csv").read_text().splitlines()
+    assert rows[0].startswith("step,loss") and len(rows) == 7

@@ -1,0 +1,100 @@
+"""The training loop on accelerate: one CPU to many GPUs, mixed precision, checkpoints and exact resume.
+
+Every step draws its randomness (noise levels, noise, dropout, the pixel-loss frame) from a generator
+seeded by (seed, step), and ``batches(step)`` gives the step's data, so a run resumed from a checkpoint
+continues the very same loss curve as one that never stopped.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import torch
+
+from ..models import KeySyncModel
+from .recipe import Recipe, diffusion_loss, freeze_temporal_layers, make_optimizer
+
+
+@dataclass
+class TrainConfig:
+    stage: str  # "keyframe" or "interpolation"
+    output: str  # run folder: checkpoints/, log.csv, model/
+    steps: int = 1000
+    checkpoint_every: int = 500
+    seed: int = 0
+    mixed_precision: str = "no"  # "no", "fp16", "bf16"
+    gradient_checkpointing: bool = False
+    freeze_temporal: bool = False  # fine-tuning from SVD weights: keep its temporal layers
+    recipe: Recipe = field(default_factory=Recipe)
+
+
+def _step_generator(seed: int, step: int) -> torch.Generator:
+    return torch.Generator().manual_seed(seed * 1_000_003 + step)
+
+
+def latest_checkpoint(output: Path) -> tuple[Path | None, int]:
+    marker = output / "checkpoints" / "latest.json"
+    if not marker.is_file():
+        return None, 0
+    info = json.loads(marker.read_text())
+    return output / "checkpoints" / info["folder"], int(info["step"])
+
+
+def train(model: KeySyncModel, config: TrainConfig, batches: Callable[[int], dict], log=print) -> list[float]:
+    """Train ``config.stage`` of ``model`` until ``config.steps``, resuming from the run folder if it holds
+    a checkpoint. Returns the losses of the steps run by this call."""
+    from accelerate import Accelerator
+
+    output = Path(config.output)
+    (output / "checkpoints").mkdir(parents=True, exist_ok=True)
+    accelerator = Accelerator(mixed_precision=config.mixed_precision, cpu=not torch.cuda.is_available())
+    net = getattr(model, config.stage)
+    model.vae.requires_grad_(False).eval()
+    if config.freeze_temporal:
+        freeze_temporal_layers(net)
+    if config.gradient_checkpointing:
+        net.enable_gradient_checkpointing()
+    optimizer, schedule = make_optimizer(net, config.recipe)
+    net, optimizer, schedule = accelerator.prepare(net, optimizer, schedule)
+    vae = model.vae.to(accelerator.device) if config.stage == "keyframe" else None
+
+    folder, start = latest_checkpoint(output)
+    if folder is not None:
+        accelerator.load_state(str(folder))
+        log(f"resumed from {folder} at step {start}")
+    losses = []
+    log_path = output / "log.csv"
+    with log_path.open("a", newline="") as handle:
+        writer = csv.writer(handle)
+        if start == 0 and log_path.stat().st_size == 0:
+            writer.writerow(["step", "loss", "diffusion", "pixel", "lr"])
+        for step in range(start, config.steps):
+            net.train()
+            batch = {k: v.to(accelerator.device) for k, v in batches(step).items()}
+            with accelerator.autocast():
+                loss, parts = diffusion_loss(accelerator.unwrap_model(net), batch, config.recipe, _step_generator(config.seed, step), vae)
+            optimizer.zero_grad(set_to_none=True)
+            accelerator.backward(loss)
+            optimizer.step()
+            schedule.step()
+            losses.append(float(loss.detach()))
+            writer.writerow([step + 1, losses[-1], float(parts["diffusion"]), float(parts.get("pixel", float("nan"))), schedule.get_last_lr()[0]])
+            if (step + 1) % config.checkpoint_every == 0 or step + 1 == config.steps:
+                handle.flush()
+                name = f"step_{step + 1:08d}"
+                accelerator.save_state(str(output / "checkpoints" / name))
+                marker = output / "checkpoints" / "latest.json"
+                tmp = marker.with_suffix(".tmp")
+                tmp.write_text(json.dumps({"folder": name, "step": step + 1, "config": _describe(config)}))
+                tmp.replace(marker)
+    return losses
+
+
+def _describe(config: TrainConfig) -> dict:
+    data = asdict(config)
+    data["recipe"] = asdict(config.recipe)
+    return data
