@@ -14,7 +14,7 @@ import sys
 from . import __version__
 from .errors import KeySyncError
 
-COMMAND_MODULES = ["keysync.models.commands", "keysync.synth.commands", "keysync.faces.commands", "keysync.bench.commands", "keysync.pipeline.commands"]
+COMMAND_MODULES = ["keysync.models.commands", "keysync.synth.commands", "keysync.faces.commands", "keysync.bench.commands", "keysync.pipeline.commands", "keysync.train.commands"]
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -117,5 +117,5 @@ def test_resumed_run_continues_the_same_loss_curve(tmp_path, stage):
     assert len(first) == 3 and len(rest) == 3
     assert first + rest == pytest.approx(whole, rel=1e-5)
     assert whole[3] != pytest.approx(whole[0], rel=1e-3)  # the curve moves: resuming from scratch would differ
-    rows = (tmp_path / "b" / "log.csv").read_text().splitlines()
+    rows = (tmp_path / "b" / stage / "log.csv").read_text().splitlines()
     assert rows[0].startswith("step,loss") and len(rows) == 7

@@ -22,7 +22,7 @@ from .recipe import Recipe, diffusion_loss, freeze_temporal_layers, make_optimiz
 @dataclass
 class TrainConfig:
     stage: str  # "keyframe" or "interpolation"
-    output: str  # run folder: checkpoints/, log.csv, model/
+    output: str  # run folder: STAGE/checkpoints/ and STAGE/log.csv
     steps: int = 1000
     checkpoint_every: int = 500
     seed: int = 0
@@ -49,11 +49,12 @@ def train(model: KeySyncModel, config: TrainConfig, batches: Callable[[int], dic
     a checkpoint. Returns the losses of the steps run by this call."""
     from accelerate import Accelerator
 
-    output = Path(config.output)
+    output = Path(config.output) / config.stage
     (output / "checkpoints").mkdir(parents=True, exist_ok=True)
     accelerator = Accelerator(mixed_precision=config.mixed_precision, cpu=not torch.cuda.is_available())
     net = getattr(model, config.stage)
     model.vae.requires_grad_(False).eval()
+    net.requires_grad_(True)  # a loaded model folder comes frozen for inference
     if config.freeze_temporal:
         freeze_temporal_layers(net)
     if config.gradient_checkpointing:

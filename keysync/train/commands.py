@@ -1,0 +1,95 @@
+"""``keysync prepare`` and ``keysync train``.
+
+A training config is YAML (or JSON)::
+
+    model: small            # a preset (random initialisation) or a model folder to fine-tune
+    data: data/shards       # from keysync prepare
+    output: runs/small      # STAGE/checkpoints/, STAGE/log.csv, and model/: the model folder, updated with
+                            # each trained stage (train keyframe, then interpolation, into one folder)
+    steps: 1000
+    checkpoint_every: 100
+    batch_size: 1
+    seed: 0
+    lr: 1.0e-5
+    warmup_steps: 1000
+    mixed_precision: "no"   # fp16 / bf16 on GPUs
+    gradient_checkpointing: false
+    freeze_temporal: false  # true when fine-tuning from SVD weights (the official recipe)
+"""
+
+from __future__ import annotations
+
+import argparse
+
+STAGES = ("keyframe", "interpolation", "vae")
+RECIPE_KEYS = ("p_mean", "p_std", "drop_reference", "drop_audio", "pixel_loss_weight", "lr", "weight_decay", "warmup_steps")
+
+
+def register(subparsers) -> None:
+    p = subparsers.add_parser("prepare", help="turn a folder of talking-face videos into training shards")
+    p.add_argument("src", help="folder of .mp4 videos (a .wav with the same name is used as its audio)")
+    p.add_argument("out", help="shard folder (an interrupted run resumes)")
+    p.add_argument("--model", required=True, help="model folder or preset whose VAE, crop size and audio features to use")
+    p.add_argument("--random-weights", action="store_true", help="use the preset's random VAE (plumbing tests only)")
+    p.add_argument("--backend", default="mediapipe", help="face landmark back end")
+    p.set_defaults(func=run_prepare)
+
+    t = subparsers.add_parser("train", help="train a stage", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    t.add_argument("stage", choices=STAGES)
+    t.add_argument("--config", required=True, help="training config (YAML or JSON)")
+    t.set_defaults(func=run_train)
+
+
+def _load_model(name: str, random_weights: bool):
+    from ..models import KeySyncModel
+
+    return KeySyncModel.from_preset(name) if random_weights else KeySyncModel.from_pretrained(name)
+
+
+def run_prepare(args: argparse.Namespace) -> int:
+    from .data import prepare
+
+    shards = prepare(args.src, args.out, _load_model(args.model, args.random_weights), args.backend)
+    print(f"{len(shards)} shards in {args.out}")
+    return 0
+
+
+def run_train(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    import yaml
+
+    from ..errors import KeySyncError
+    from ..models import PRESETS, KeySyncModel
+    from .data import ClipSampler
+    from .recipe import Recipe
+    from .trainer import TrainConfig, train
+
+    if args.stage == "vae":
+        raise KeySyncError("training the VAE is not implemented yet; train keyframe or interpolation")
+    try:
+        cfg = yaml.safe_load(Path(args.config).read_text())
+    except (OSError, yaml.YAMLError) as err:
+        raise KeySyncError(f"cannot read config {args.config}: {err}") from err
+    missing = [k for k in ("model", "data", "output") if k not in (cfg or {})]
+    if missing:
+        raise KeySyncError(f"config {args.config} lacks {', '.join(missing)}; see `keysync train --help`")
+    trained = Path(cfg["output"]) / "model"
+    if trained.is_dir():  # another stage was trained into this run already: keep it
+        model = KeySyncModel.from_pretrained(trained)
+    elif cfg["model"] in PRESETS:
+        model = KeySyncModel.from_preset(cfg["model"], seed=cfg.get("seed", 0))
+    else:
+        model = KeySyncModel.from_pretrained(cfg["model"])
+    recipe = Recipe(**{k: cfg[k] for k in RECIPE_KEYS if k in cfg})
+    config = TrainConfig(
+        stage=args.stage, output=cfg["output"], steps=int(cfg.get("steps", 1000)),
+        checkpoint_every=int(cfg.get("checkpoint_every", 500)), seed=int(cfg.get("seed", 0)),
+        mixed_precision=cfg.get("mixed_precision", "no"), gradient_checkpointing=bool(cfg.get("gradient_checkpointing", False)),
+        freeze_temporal=bool(cfg.get("freeze_temporal", False)), recipe=recipe,
+    )
+    sampler = ClipSampler(cfg["data"], args.stage, batch_size=int(cfg.get("batch_size", 1)), seed=config.seed)
+    losses = train(model, config, sampler)
+    model.save_pretrained(trained, overwrite=True)
+    print(f"trained {len(losses)} steps; model folder {trained}")
+    return 0
