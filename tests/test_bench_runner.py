@@ -93,3 +93,13 @@ def test_landmark_only_metrics_with_a_face_front_end():
     assert np.abs(found - np.stack(truth)).mean() < 8  # pixels, at 256x256
     mar = mouth_aspect_ratio(found)
     assert mar[0] < mar[1] < mar[2]
+
+
+def test_keysync_method_needs_a_model_folder(tmp_path, capsys):
+    assert main(["bench", "--method", "keysync", "--quick", "--out", str(tmp_path / "b")]) == 1
+    assert "pass --model DIR" in capsys.readouterr().err
+    assert main(["bench", "--method", "copy", "--model", str(tmp_path), "--out", str(tmp_path / "b")]) == 1
+    assert "--model only applies" in capsys.readouterr().err
+    assert main(["bench", "--method", "keysync", "--model", str(tmp_path), "--out", str(tmp_path / "b")]) == 1
+    assert "not a KeySync model folder" in capsys.readouterr().err
+    assert not (tmp_path / "b").exists()

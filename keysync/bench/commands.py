@@ -16,6 +16,7 @@ def register(subparsers) -> None:
         ),
     )
     p.add_argument("--method", default="copy", help="copy, oracle, another registered name, or package.module:factory")
+    p.add_argument("--model", help="with --method keysync: the model folder to evaluate")
     p.add_argument("--out", default=None, help="results folder (default: keysync-bench/METHOD)")
     p.add_argument("--data", default=None, help="use the test split of this `keysync synth` dataset instead of rendering one")
     p.add_argument("--clips", type=int, default=None, help="source clips (default 20; 3 with --quick)")
@@ -43,7 +44,9 @@ def run_bench(args: argparse.Namespace) -> int:
     from .runner import FULL_CLIPS, QUICK_CLIPS, benchmark_data, format_table, run_benchmark, speech_clips, write_results
 
     start = time.perf_counter()
-    method = get_method(args.method)
+    if args.model and args.method in ("copy", "oracle"):
+        raise KeySyncError("--model only applies to --method keysync (or a method of your own)")
+    method = get_method(args.method, **({"model": args.model} if args.model else {}))
     out = Path(args.out or f"keysync-bench/{method.name}")
     json_path = Path(args.json) if args.json else None
     for path in [out / "summary.csv", json_path]:

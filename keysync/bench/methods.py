@@ -85,7 +85,32 @@ class OracleMethod:
         return MethodOutput(frames, landmarks)
 
 
-METHODS: dict[str, Callable[..., LipSyncMethod]] = {"copy": CopyMethod, "oracle": OracleMethod}
+class KeySyncMethod:
+    """KeySync itself: ``keysync dub`` with a model folder, on the clip's own video file."""
+
+    name = "keysync"
+
+    def __init__(self, model: str | None = None, steps: int = 10, seed: int = 0):
+        from ..errors import KeySyncError
+        from ..pipeline.dub import DubOptions, KeySyncPipeline
+
+        if model is None:
+            raise KeySyncError("no KeySync model ships with the package yet; pass --model DIR (a model folder)")
+        self.pipeline = KeySyncPipeline.from_pretrained(model)
+        self.options = DubOptions(steps=steps, seed=seed, progress=False, crf=10)
+
+    def __call__(self, task: LipSyncTask) -> MethodOutput:
+        import tempfile
+
+        from ..synth.clipio import read_mp4_frames
+
+        with tempfile.TemporaryDirectory() as tmp:
+            out = self.pipeline(task.source_video, task.driving_audio, Path(tmp) / "dubbed.mp4", self.options)
+            frames = read_mp4_frames(out)
+        return MethodOutput(frames[: task.n_frames])
+
+
+METHODS: dict[str, Callable[..., LipSyncMethod]] = {"copy": CopyMethod, "oracle": OracleMethod, "keysync": KeySyncMethod}
 
 
 def register_method(name: str, factory: Callable[..., LipSyncMethod]) -> None:

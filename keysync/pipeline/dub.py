@@ -144,7 +144,10 @@ class KeySyncPipeline:
     """``KeySyncPipeline.from_pretrained(DIR)(video, audio, output)`` dubs ``video`` with ``audio``."""
 
     def __init__(self, model: KeySyncModel, device="cpu", dtype=torch.float32, encoder_dir: str | None = None, note: str = ""):
-        self.model = model.to(device=device, dtype=dtype).eval()
+        model.to(device)
+        if dtype != torch.float32:
+            model.to(dtype)
+        self.model = model.eval()
         self.device, self.dtype, self.note = torch.device(device), dtype, note
         specs = model.audio
         self.features = {stage: build_features(specs[stage], device, encoder_dir) for stage in ("keyframe", "interpolation")}
