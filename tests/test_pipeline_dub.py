@@ -191,3 +191,18 @@ def test_pingpong_plays_the_video_back_and_forth(tmp_path, pipe, monkeypatch):
     shown = [*range(10), *range(8, 0, -1), *range(10), 8, 7]
     assert len(written) == 30
     outside_paste_region_unchanged(written, video, boxes_masks, shown)
+
+
+def test_middle_second_without_a_face_passes_through(tmp_path, pipe, monkeypatch):
+    frames = list(moving_frames(astronaut(), 320, 240, 75, photo_height=220))
+    for i in range(25, 50):
+        frames[i] = np.zeros_like(frames[i])  # a black cut: no face for one second
+    video = write_clip(tmp_path / "in.mp4", frames, rate=25)
+    audio = write_wav(tmp_path / "speech.mp4", tone(3.0))
+    written, boxes_masks = record_writes_and_pastes(monkeypatch)
+    pipe(video, audio, tmp_path / "out.mp4", DubOptions(progress=False))
+    decoded = [f.image for f in read_frames(video)]
+    assert len(written) == 75
+    assert set(boxes_masks) == set(range(25)) | set(range(50, 75))  # dubbed exactly where the face is
+    for i in range(25, 50):
+        assert np.array_equal(written[i][1], decoded[i])
