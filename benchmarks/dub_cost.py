@@ -61,11 +61,11 @@ def count_evals(seconds: float, steps: int) -> dict:
 
 def run_one(seconds: float, work: Path) -> dict:
     sys.path.insert(0, str(ROOT))
-    import numpy as np
 
     from keysync.pipeline.dub import DubOptions, KeySyncPipeline
     from tests.faces_media_clips import astronaut, moving_frames
-    from tests.test_pipeline_dub import micro_model, tone, write_wav
+    from tests.micro import micro_model
+    from tests.test_pipeline_dub import tone, write_wav
     from keysync.media.writer import VideoWriter
 
     work.mkdir(parents=True, exist_ok=True)

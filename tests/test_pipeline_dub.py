@@ -2,28 +2,17 @@
 
 import numpy as np
 import pytest
-import torch
 
 from keysync.cli import main
 from keysync.faces.paste import frame_weights
 from keysync.media.audio import load_audio
 from keysync.media.video import probe_video, read_frames
 from keysync.media.writer import VideoWriter
-from keysync.models import KeySyncModel
 from keysync.pipeline import dub as dub_module
 from keysync.pipeline.dub import DubOptions, KeySyncPipeline, make_timeline
 
 from .faces_media_clips import astronaut, clicks, moving_frames, write_clip
-
-
-def micro_model() -> KeySyncModel:
-    """One UNet level on 8x8 latents, a 4x VAE: 32 px crops. Random weights."""
-    torch.manual_seed(0)
-    net = dict(latent_size=8, model_channels=32, channel_mult=(1,), attention_levels=(0,), num_head_channels=16,
-               context_dim=32, audio_feature_dim=40)
-    vae = dict(block_out_channels=(32, 32, 32), layers_per_block=1, down_block_types=("DownEncoderBlock2D",) * 3)
-    spec = {"encoder": "logmel", "n_mels": 40}
-    return KeySyncModel.from_config(net, vae, info={"audio": {"keyframe": spec, "interpolation": spec}})
+from .micro import micro_model
 
 
 @pytest.fixture(scope="module")

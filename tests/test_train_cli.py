@@ -9,7 +9,7 @@ from safetensors.torch import load_file
 from keysync.cli import main
 
 from .faces_media_clips import astronaut, moving_frames, write_clip
-from .test_pipeline_dub import micro_model
+from .micro import micro_model
 
 
 def test_prepare_then_train_and_resume(tmp_path, capsys):

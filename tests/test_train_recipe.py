@@ -6,6 +6,8 @@ import torch
 from keysync.models import KeySyncModel
 from keysync.train import Recipe, diffusion_loss, freeze_temporal_layers, make_optimizer, sample_sigmas, training_step
 
+from .micro import micro_model
+
 
 def batch_for(stage, clips=1, latent=64, feat=768, pixels=512, device="cpu", seed=0):
     g = torch.Generator().manual_seed(seed)
@@ -50,11 +52,7 @@ def test_sigma_distribution_and_warmup():
 
 
 def micro():
-    torch.manual_seed(0)
-    net = dict(latent_size=8, model_channels=32, channel_mult=(1,), attention_levels=(0,), num_head_channels=16,
-               context_dim=32, audio_feature_dim=40)
-    vae = dict(block_out_channels=(32, 32, 32), layers_per_block=1, down_block_types=("DownEncoderBlock2D",) * 3)
-    model = KeySyncModel.from_config(net, vae)
+    model = micro_model()
     model.vae.requires_grad_(False)
     return model
 
