@@ -31,7 +31,7 @@ def register(subparsers) -> None:
     p.add_argument("--mask", choices=["box", "heart", "mouth", "full"], default="box", help="region to regenerate (box: the paper's)")
     p.add_argument("--occluders", metavar="NPY", help="per-frame occluder masks (frames x height x width, 1 = in front of the face) kept from the source")
     p.add_argument("--ref-frame", type=int, help="source frame to take the identity from (default: chosen automatically)")
-    p.add_argument("--batch-size", type=int, default=2, help="clips per network call (memory vs speed; the output does not change)")
+    p.add_argument("--batch-size", type=int, default=2, help="clips per network call (memory vs speed; the output changes by float rounding at most)")
     p.add_argument("--long-audio", choices=LONG_AUDIO, default="trim", help="audio longer than the video: trim it, hold the last frame, or play the video back and forth")
     p.add_argument("--short-audio", choices=SHORT_AUDIO, default="pad", help="audio shorter than the video: pad with silence, or trim the video")
     p.add_argument("--color-match", action="store_true", help="match the regenerated region's colours to the original")

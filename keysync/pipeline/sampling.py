@@ -38,7 +38,7 @@ class FrameData:
 class SamplingOptions:
     steps: int = 10
     guidance: Guidance = field(default_factory=Guidance)
-    clips_per_call: int = 2  # keyframe batches / interpolation segments per network call (x3 for guidance)
+    clips_per_call: int = 2  # keyframe batches / interpolation segments per network call (x3 for guidance); results differ by float rounding at most
     seed: int = 0
 
 
