@@ -206,3 +206,13 @@ def test_download_offline_fails_at_once_naming_what_to_fetch(tmp_path, capsys, m
     assert len(err) == 1 and "toninio19/keysync" in err[0] and "facebook/hubert-base-ls960" in err[0]
     assert "keysync convert" in err[0]
     assert not (tmp_path / "m").exists()
+
+
+def test_folder_without_vae_encoder_refuses_to_encode(tmp_path, tiny_ckpts):
+    model = convert(tmp_path, tiny_ckpts["keyframe"], tiny_ckpts["interpolation"])
+    model.save_pretrained(tmp_path / "model")
+    loaded = KeySyncModel.from_pretrained(tmp_path / "model")
+    with pytest.raises(KeySyncError, match="--vae"):
+        loaded.vae.encode_frames(torch.zeros(1, 3, 32, 32))
+    decoded = loaded.vae.decode_frames(torch.zeros(2, 4, 16, 16), frames_per_call=2)  # decoding still works
+    assert decoded.shape == (2, 3, 32, 32)

@@ -13,7 +13,7 @@ import torch
 from safetensors.torch import load_file
 
 from ..errors import KeySyncError
-from .model import ENCODER_PREFIXES, KeySyncModel, _listing, raise_mismatch
+from .model import ENCODER_PREFIXES, KeySyncModel, _listing, placeholder_encoder, raise_mismatch
 from .network import KeySyncNet
 from .official import (
     DECODER,
@@ -177,8 +177,7 @@ def convert_checkpoints(
         encoder = {k: vae_tensors[k] for k in wanted}
     else:
         log("note: no --vae given, so the model folder can decode but not encode; pass the SVD VAE to add its encoder")
-        with torch.device("cpu"):
-            encoder = {k: torch.zeros(v.shape, dtype=v.dtype) for k, v in target.items() if k.startswith(ENCODER_PREFIXES)}
+        encoder = placeholder_encoder(vae)
     vae.load_state_dict({**decoder, **encoder}, strict=True, assign=True)
     info = {"source": "official", "vae_has_encoder": bool(vae_tensors), "audio": preset("official")["audio"]}
     return KeySyncModel(nets["keyframe"], nets["interpolation"], vae, info=info).eval()

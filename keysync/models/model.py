@@ -41,6 +41,9 @@ class KeySyncModel:
     vae: KeySyncVAE
     info: dict = field(default_factory=dict)
 
+    def __post_init__(self):
+        self.vae.has_encoder = self.has_vae_encoder
+
     @property
     def has_vae_encoder(self) -> bool:
         return self.info.get("vae_has_encoder", True)
@@ -134,15 +137,22 @@ class KeySyncModel:
                 raise KeySyncError(f"cannot read {sub}: {err}") from err
             optional = ENCODER_PREFIXES if name == "vae" and not info.get("vae_has_encoder", True) else ()
             check_state_dict(module, tensors, f"{sub / WEIGHTS}", optional=optional)
-            if optional:
-                with torch.device(device):
-                    fresh = KeySyncVAE.from_config(config)  # encoder left random; encode_frames refuses to run
-                tensors = {**fresh.state_dict(), **tensors}
+            if optional:  # placeholders: the VAE's encode_frames refuses to run without a real encoder
+                tensors = {**placeholder_encoder(module, device), **tensors}
             if dtype is not None:
                 tensors = {k: v.to(dtype) for k, v in tensors.items()}
             module.load_state_dict(tensors, strict=True, assign=True)
             modules[name] = module
         return cls(**modules, info=info).eval()
+
+
+def placeholder_encoder(vae: KeySyncVAE, device: str | torch.device = "cpu") -> dict[str, torch.Tensor]:
+    """Zero tensors for the VAE encoder's weights, for a folder that only has the decoder."""
+    return {
+        k: torch.zeros(v.shape, dtype=v.dtype, device=device)
+        for k, v in vae.state_dict().items()
+        if k.startswith(ENCODER_PREFIXES)
+    }
 
 
 def _to_saved(tensor: torch.Tensor, dtype: torch.dtype | None) -> torch.Tensor:

@@ -12,6 +12,7 @@ from diffusers import AutoencoderKLTemporalDecoder
 from diffusers.configuration_utils import register_to_config
 from diffusers.models.unets.unet_3d_blocks import MidBlockTemporalDecoder
 
+from ..errors import KeySyncError
 from .network import SCALE_FACTOR
 
 
@@ -48,6 +49,16 @@ class KeySyncVAE(AutoencoderKLTemporalDecoder):
                 num_layers=2, in_channels=width, out_channels=width, attention_head_dim=width
             )
 
+    # False for a model folder converted without the SVD VAE: its encoder weights are placeholders.
+    has_encoder: bool = True
+
+    def check_encoder(self) -> None:
+        if not self.has_encoder:
+            raise KeySyncError(
+                "this model folder has no VAE encoder (it was converted without --vae); "
+                "convert again with --vae pointing at the SVD VAE (stabilityai/stable-video-diffusion-img2vid, vae/)"
+            )
+
     @property
     def downsample_factor(self) -> int:
         return 2 ** (len(self.config.block_out_channels) - 1)
@@ -58,6 +69,7 @@ class KeySyncVAE(AutoencoderKLTemporalDecoder):
         With a generator the posterior is sampled (the official behaviour); without one its mode is used,
         which is deterministic.
         """
+        self.check_encoder()
         posterior = self.encode(pixels).latent_dist
         latents = posterior.sample(generator) if generator is not None else posterior.mode()
         return latents * self.config.scaling_factor

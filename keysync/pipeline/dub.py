@@ -148,6 +148,7 @@ class KeySyncPipeline:
         if dtype != torch.float32:
             model.to(dtype)
         self.model = model.eval()
+        model.vae.check_encoder()  # fail now, not after tracking the whole video
         self.device, self.dtype, self.note = torch.device(device), dtype, note
         specs = model.audio
         self.features = {stage: build_features(specs[stage], device, encoder_dir) for stage in ("keyframe", "interpolation")}
@@ -221,7 +222,7 @@ class KeySyncPipeline:
         ref_model = int(np.argmin(np.abs(timeline.model_source - ref)))
         anchor = FrameData(
             ref_model, ref_latent, ref_mask,
-            feats["keyframe"][plan.source_frame(ref_model)][None], feats["interpolation"][plan.source_frame(ref_model)][None],
+            feats["keyframe"][ref_model][None], feats["interpolation"][ref_model][None],
         )
 
         dubber = LatentDubber(self.model, SamplingOptions(opts.steps, Guidance(*opts.guidance), opts.clips_per_call, opts.seed))
