@@ -8,6 +8,7 @@ conditioning latents (keyframe: (B, 4, h, w) reference; interpolation: (B, 4, 2,
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass
 
 import torch
@@ -94,14 +95,21 @@ def make_optimizer(net: KeySyncNet, recipe: Recipe):
     return optimizer, schedule
 
 
-def training_step(model: KeySyncModel, stage: str, batch: dict, optimizer, schedule, recipe: Recipe, generator=None) -> dict:
-    """One optimiser step of ``stage`` ("keyframe" or "interpolation") on ``batch``."""
+def training_step(
+    model: KeySyncModel, stage: str, batch: dict, optimizer, schedule, recipe: Recipe, generator=None,
+    autocast=contextlib.nullcontext, backward=None,
+) -> dict:
+    """One optimiser step of ``stage`` ("keyframe" or "interpolation") on ``batch``.
+
+    ``autocast`` and ``backward`` let a launcher (accelerate) supply mixed precision and gradient sync.
+    """
     net = getattr(model, stage)
     net.train()
     vae = model.vae if stage == "keyframe" else None
-    loss, parts = diffusion_loss(net, batch, recipe, generator, vae)
+    with autocast():
+        loss, parts = diffusion_loss(net, batch, recipe, generator, vae)
     optimizer.zero_grad(set_to_none=True)
-    loss.backward()
+    (backward or torch.Tensor.backward)(loss)
     optimizer.step()
     schedule.step()
-    return {"loss": float(loss.detach()) if not loss.is_meta else float("nan"), **{k: v for k, v in parts.items()}}
+    return {"loss": float(loss.detach()) if not loss.is_meta else float("nan"), **parts}

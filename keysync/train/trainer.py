@@ -16,7 +16,7 @@ from pathlib import Path
 import torch
 
 from ..models import KeySyncModel
-from .recipe import Recipe, diffusion_loss, freeze_temporal_layers, make_optimizer
+from .recipe import Recipe, freeze_temporal_layers, make_optimizer, training_step
 
 
 @dataclass
@@ -60,8 +60,10 @@ def train(model: KeySyncModel, config: TrainConfig, batches: Callable[[int], dic
     if config.gradient_checkpointing:
         net.enable_gradient_checkpointing()
     optimizer, schedule = make_optimizer(net, config.recipe)
+    # The loss runs the network through KeySyncNet's own methods, not a DDP wrapper, so across several
+    # processes gradients are not yet synchronised: one device per run until that is wired up.
     net, optimizer, schedule = accelerator.prepare(net, optimizer, schedule)
-    vae = model.vae.to(accelerator.device) if config.stage == "keyframe" else None
+    model.vae.to(accelerator.device)
 
     folder, start = latest_checkpoint(output)
     if folder is not None:
@@ -74,16 +76,13 @@ def train(model: KeySyncModel, config: TrainConfig, batches: Callable[[int], dic
         if start == 0 and log_path.stat().st_size == 0:
             writer.writerow(["step", "loss", "diffusion", "pixel", "lr"])
         for step in range(start, config.steps):
-            net.train()
             batch = {k: v.to(accelerator.device) for k, v in batches(step).items()}
-            with accelerator.autocast():
-                loss, parts = diffusion_loss(accelerator.unwrap_model(net), batch, config.recipe, _step_generator(config.seed, step), vae)
-            optimizer.zero_grad(set_to_none=True)
-            accelerator.backward(loss)
-            optimizer.step()
-            schedule.step()
-            losses.append(float(loss.detach()))
-            writer.writerow([step + 1, losses[-1], float(parts["diffusion"]), float(parts.get("pixel", float("nan"))), schedule.get_last_lr()[0]])
+            out = training_step(
+                model, config.stage, batch, optimizer, schedule, config.recipe, _step_generator(config.seed, step),
+                autocast=accelerator.autocast, backward=accelerator.backward,
+            )
+            losses.append(out["loss"])
+            writer.writerow([step + 1, out["loss"], float(out["diffusion"]), float(out.get("pixel", float("nan"))), schedule.get_last_lr()[0]])
             if (step + 1) % config.checkpoint_every == 0 or step + 1 == config.steps:
                 handle.flush()
                 name = f"step_{step + 1:08d}"
