@@ -3,10 +3,13 @@
 import json
 
 import numpy as np
+import torch
 import yaml
 from safetensors.torch import load_file
 
 from keysync.cli import main
+from keysync.models import KeySyncModel
+from keysync.train.data import prepare
 
 from .faces_media_clips import astronaut, moving_frames, write_clip
 from .micro import micro_model
@@ -21,19 +24,28 @@ def test_prepare_then_train_and_resume(tmp_path, capsys):
     micro_model().save_pretrained(tmp_path / "model")
 
     shards = tmp_path / "shards"
-    assert main(["prepare", str(src), str(shards), "--model", str(tmp_path / "model")]) == 0
-    shard = load_file(shards / "talk.safetensors")
-    assert shard["latents"].shape == (40, 4, 8, 8) and shard["pixels"].shape == (40, 3, 32, 32)
-    assert shard["audio_keyframe"].shape == (40, 2, 40) and shard["present"].all()
-    assert 0 < shard["masks"].float().mean() < 1
-    stamp = (shards / "talk.safetensors").stat().st_mtime_ns
-    assert main(["prepare", str(src), str(shards), "--model", str(tmp_path / "model")]) == 0  # resumes: nothing redone
-    assert (shards / "talk.safetensors").stat().st_mtime_ns == stamp
-
+    # crops first (no VAE trained yet), then latents added from the stored crops without re-tracking
+    prepare(src, shards, KeySyncModel.from_pretrained(tmp_path / "model"), progress=False, latents=False)
+    crops_only = load_file(shards / "talk.safetensors")
+    assert "latents" not in crops_only and crops_only["pixels"].shape == (40, 3, 32, 32)
     run = tmp_path / "run"
     config = {"model": str(tmp_path / "model"), "data": str(shards), "output": str(run), "steps": 2,
               "checkpoint_every": 2, "lr": 1e-3, "warmup_steps": 1}
     (tmp_path / "train.yaml").write_text(yaml.safe_dump(config))
+    assert main(["train", "keyframe", "--config", str(tmp_path / "train.yaml")]) == 1
+    assert "train the VAE first" in capsys.readouterr().err
+    assert main(["train", "vae", "--config", str(tmp_path / "train.yaml")]) == 0
+    assert (run / "vae" / "log.csv").read_text().startswith("step,loss,l1,edge,lr")
+
+    assert main(["prepare", str(src), str(shards), "--model", str(run / "model")]) == 0  # the trained VAE
+    shard = load_file(shards / "talk.safetensors")
+    assert torch.equal(shard["pixels"], crops_only["pixels"])
+    assert shard["latents"].shape == (40, 4, 8, 8) and shard["pixels"].shape == (40, 3, 32, 32)
+    assert shard["audio_keyframe"].shape == (40, 2, 40) and shard["present"].all()
+    stamp = (shards / "talk.safetensors").stat().st_mtime_ns
+    assert main(["prepare", str(src), str(shards), "--model", str(run / "model")]) == 0  # resumes: nothing redone
+    assert (shards / "talk.safetensors").stat().st_mtime_ns == stamp
+
     for stage in ("keyframe", "interpolation"):
         assert main(["train", stage, "--config", str(tmp_path / "train.yaml")]) == 0
     assert (run / "model" / "keysync.json").is_file()
@@ -43,4 +55,3 @@ def test_prepare_then_train_and_resume(tmp_path, capsys):
     (tmp_path / "train.yaml").write_text(yaml.safe_dump(config))
     assert main(["train", "interpolation", "--config", str(tmp_path / "train.yaml")]) == 0
     assert "resumed" in capsys.readouterr().out
-    assert main(["train", "vae", "--config", str(tmp_path / "train.yaml")]) == 1

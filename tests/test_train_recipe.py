@@ -117,3 +117,47 @@ def test_resumed_run_continues_the_same_loss_curve(tmp_path, stage):
     assert whole[3] != pytest.approx(whole[0], rel=1e-3)  # the curve moves: resuming from scratch would differ
     rows = (tmp_path / "b" / stage / "log.csv").read_text().splitlines()
     assert rows[0].startswith("step,loss") and len(rows) == 7
+
+
+def smooth_frames(n=4, size=32, seed=0):
+    """Frames with smooth colour ramps and one soft blob: in [-1, 1], (1, n, 3, size, size)."""
+    g = torch.Generator().manual_seed(seed)
+    y, x = torch.meshgrid(torch.linspace(-1, 1, size), torch.linspace(-1, 1, size), indexing="ij")
+    frames = []
+    for t in range(n):
+        colour = torch.rand(3, 1, 1, generator=g) * 1.2 - 0.6
+        blob = torch.exp(-((x - 0.1 * t) ** 2 + y**2) * 8)
+        frames.append((colour + 0.3 * x + 0.3 * blob).clamp(-1, 1))
+    return torch.stack(frames)[None]
+
+
+def test_rgb_skip_vae_starts_as_a_thumbnail_codec():
+    from keysync.models.vae import KeySyncVAE
+
+    vae = KeySyncVAE(block_out_channels=(32, 32), layers_per_block=1, sample_size=32, rgb_skip=True,
+                     down_block_types=("DownEncoderBlock2D",) * 2)
+    pixels = smooth_frames()[0]
+    with torch.no_grad():
+        z = vae.encode(pixels).latent_dist.mode()
+        assert torch.allclose(z[:, :3], torch.nn.functional.avg_pool2d(pixels, 2))
+        decoded = vae.decode(z, num_frames=4).sample
+    assert (decoded - pixels).abs().mean() < 0.02  # bilinear upsampling of the thumbnail, before any training
+    plain = KeySyncVAE(block_out_channels=(32, 32), layers_per_block=1, sample_size=32, down_block_types=("DownEncoderBlock2D",) * 2)
+    with torch.no_grad():
+        assert (plain.decode(plain.encode(pixels).latent_dist.mode(), num_frames=4).sample - pixels).abs().mean() > 0.1
+
+
+def test_vae_stage_learns_and_calibrates_its_latent_scale():
+    from keysync.train.recipe import calibrate_latent_scale
+
+    model = micro()
+    model.vae.requires_grad_(True)
+    batch = {"pixels": smooth_frames(seed=1)}
+    recipe = Recipe(lr=2e-3, warmup_steps=1)
+    optimizer, schedule = make_optimizer(model.vae, recipe)
+    losses = [training_step(model, "vae", batch, optimizer, schedule, recipe)["loss"] for _ in range(25)]
+    assert sum(losses[-3:]) < 0.7 * sum(losses[:3])
+    scale = calibrate_latent_scale(model.vae.eval(), batch["pixels"][0])
+    assert model.vae.config.scaling_factor == scale
+    with torch.no_grad():
+        assert abs(float(model.vae.encode_frames(batch["pixels"][0]).std()) - 1) < 1e-3

@@ -10,7 +10,8 @@ its output when it knows them (only the built-in baselines do), which the landma
 Built in: ``copy`` returns the source frames unchanged (full leakage, perfect identity) and ``oracle``
 re-renders the source clip with the mouth the driving audio asks for (perfect sync, no leakage). Others
 are found by name in ``METHODS`` (``register_method``) or given as ``package.module:factory``; a factory
-takes keyword options and returns the method. Issue 7's small KeySync model registers as ``keysync``.
+takes keyword options and returns the method. ``keysync`` runs a KeySync model folder (default: the shipped
+small model).
 """
 
 from __future__ import annotations
@@ -86,17 +87,16 @@ class OracleMethod:
 
 
 class KeySyncMethod:
-    """KeySync itself: ``keysync dub`` with a model folder, on the clip's own video file."""
+    """KeySync itself: ``keysync dub`` with a model folder (default: the shipped small model), on the clip's
+    own video file."""
 
     name = "keysync"
 
     def __init__(self, model: str | None = None, steps: int = 10, seed: int = 0):
-        from ..errors import KeySyncError
+        from ..models.model import shipped_model_dir
         from ..pipeline.dub import DubOptions, KeySyncPipeline
 
-        if model is None:
-            raise KeySyncError("no KeySync model ships with the package yet; pass --model DIR (a model folder)")
-        self.pipeline = KeySyncPipeline.from_pretrained(model)
+        self.pipeline = KeySyncPipeline.from_pretrained(model or shipped_model_dir())
         self.options = DubOptions(steps=steps, seed=seed, progress=False, crf=10)
 
     def __call__(self, task: LipSyncTask) -> MethodOutput:

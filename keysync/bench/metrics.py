@@ -137,6 +137,24 @@ def ssim(a: np.ndarray, b: np.ndarray, region: np.ndarray) -> float:
     return float(np.concatenate(values).mean())
 
 
+def high_frequency_ratio(output: np.ndarray, source: np.ndarray, region: np.ndarray) -> float:
+    """High-frequency energy of the output over that of the source, inside ``region``: the mean squared
+    Laplacian of the grey image (3x3), pooled over all frames. Above 1 the output is noisier or grainier
+    than the source; below 1 it is smoother."""
+    import cv2
+
+    if not region.any():
+        return float("nan")
+    energy = []
+    for frames in (output, source):
+        total = 0.0
+        for frame, r in zip(frames, region):
+            grey = cv2.cvtColor(frame, cv2.COLOR_RGB2GRAY).astype(np.float64)
+            total += float((cv2.Laplacian(grey, cv2.CV_64F, ksize=1)[r] ** 2).sum())
+        energy.append(total)
+    return energy[0] / energy[1] if energy[1] > 0 else float("nan")
+
+
 def edge_jitter(output: np.ndarray, source: np.ndarray, region: np.ndarray, band: int = 2) -> float:
     """Mean frame-to-frame change (8-bit levels) of the output-minus-source difference on a band of
     ``band`` pixels either side of the regenerated region's border: a flickering paste seam."""

@@ -36,6 +36,17 @@ def register(subparsers) -> None:
     p.add_argument("--overwrite", action="store_true", help="replace an existing output folder")
     p.set_defaults(func=run_convert)
 
+    e = subparsers.add_parser(
+        "export",
+        help="copy a model folder at another precision (how the shipped small model is made from a training run)",
+    )
+    e.add_argument("model", help="model folder, e.g. runs/small/model")
+    e.add_argument("-o", "--output", required=True, help="model folder to write")
+    e.add_argument("--dtype", choices=["float32", "float16", "bfloat16"], default="float16", help="stored precision (default float16)")
+    e.add_argument("--note", help="a line stored in keysync.json (what the model is, how it was trained)")
+    e.add_argument("--overwrite", action="store_true", help="replace an existing output folder")
+    e.set_defaults(func=run_export)
+
     d = subparsers.add_parser(
         "download",
         help="fetch the released KeySync weights, HuBERT, WavLM and the SVD VAE, and convert them",
@@ -74,4 +85,17 @@ def _download(args: argparse.Namespace) -> int:
     from .download import download
 
     download(args.folder, trust_pickle=args.trust_pickle, overwrite=args.overwrite)
+    return 0
+
+
+def run_export(args: argparse.Namespace) -> int:
+    import torch
+
+    from .model import KeySyncModel
+
+    model = KeySyncModel.from_pretrained(args.model)
+    if args.note:
+        model.info["note"] = args.note
+    model.save_pretrained(args.output, overwrite=args.overwrite, dtype=getattr(torch, args.dtype))
+    print(f"wrote {args.output} ({args.dtype})")
     return 0

@@ -30,6 +30,16 @@ from .vae import KeySyncVAE
 WEIGHTS = "model.safetensors"
 INDEX = "keysync.json"
 COMPONENTS = ("keyframe", "interpolation", "vae")
+# The small model trained on the synthetic world and shipped in the package (training/small/README.md).
+SHIPPED_MODEL = Path(__file__).parent / "weights" / "small"
+
+
+def shipped_model_dir() -> Path:
+    if not (SHIPPED_MODEL / INDEX).is_file():
+        raise KeySyncError(f"the shipped small model is missing from {SHIPPED_MODEL}; reinstall keysync or pass --model DIR")
+    return SHIPPED_MODEL
+
+
 # A VAE converted without the SVD encoder can decode but not encode; these keys may then be absent.
 ENCODER_PREFIXES = ("encoder.", "quant_conv.")
 

@@ -41,12 +41,12 @@ from .sampling import FrameData, LatentDubber, SamplingOptions
 @dataclass
 class DubOptions:
     steps: int = 10
-    guidance: tuple[float, float] = (5.0, 2.0)  # (audio, reference)
+    guidance: tuple[float, float] | None = None  # (audio, reference); None: the model folder's, else (5, 2)
     seed: int = 0
     clips_per_call: int = 2
     batches_per_window: int = 1
     decode_frames: int = 14
-    mask: str = "box"
+    mask: str | None = None  # None: the mask the model was trained with (box, the paper's, unless it says otherwise)
     face_index: int | None = None
     ref_frame: int | None = None  # a source frame index; None = chosen automatically
     occluders: str | None = None  # .npy of (frames, H, W) masks in frame pixels, 1 = occluder in front of the face
@@ -144,9 +144,7 @@ class KeySyncPipeline:
     """``KeySyncPipeline.from_pretrained(DIR)(video, audio, output)`` dubs ``video`` with ``audio``."""
 
     def __init__(self, model: KeySyncModel, device="cpu", dtype=torch.float32, encoder_dir: str | None = None, note: str = ""):
-        model.to(device)
-        if dtype != torch.float32:
-            model.to(dtype)
+        model.to(device, dtype)  # a folder may hold fp16 weights (the shipped small model): compute in dtype
         self.model = model.eval()
         model.vae.check_encoder()  # fail now, not after tracking the whole video
         self.device, self.dtype, self.note = torch.device(device), dtype, note
@@ -206,9 +204,12 @@ class KeySyncPipeline:
                 candidates = np.asarray(clear) if clear else candidates
             ref = choose_reference(target, candidates)
 
+        mask_kind = opts.mask or self.model.info.get("mask", "box")
+        guidance = opts.guidance or tuple(self.model.info.get("guidance", (5.0, 2.0)))
+
         def mask_for(i: int) -> np.ndarray:
             occluder = None if occluders is None else cut_crop(np.asarray(occluders[i], np.float32), boxes[i])
-            return build_mask(opts.mask, boxes[i].to_crop(target.landmarks[fill[i]]), size, occluder)
+            return build_mask(mask_kind, boxes[i].to_crop(target.landmarks[fill[i]]), size, occluder)
 
         def encode(indices: list[int], crops: dict[int, np.ndarray]):
             pixels = torch.from_numpy(np.stack([crops[i] for i in indices])).permute(0, 3, 1, 2)
@@ -225,7 +226,7 @@ class KeySyncPipeline:
             feats["keyframe"][ref_model][None], feats["interpolation"][ref_model][None],
         )
 
-        dubber = LatentDubber(self.model, SamplingOptions(opts.steps, Guidance(*opts.guidance), opts.clips_per_call, opts.seed))
+        dubber = LatentDubber(self.model, SamplingOptions(opts.steps, Guidance(*guidance), opts.clips_per_call, opts.seed))
         reader, writing = FrameFetcher(video, tracked.times), FrameFetcher(video, tracked.times)
         dilate, blur = opts.feather
         written = 0

@@ -15,6 +15,11 @@ A training config is YAML (or JSON)::
     mixed_precision: "no"   # fp16 / bf16 on GPUs
     gradient_checkpointing: false
     freeze_temporal: false  # true when fine-tuning from SVD weights (the official recipe)
+    mask: box               # the mask trained with: box (the paper's), or heart/mouth/full for ablations
+    kl_weight: 1.0e-6       # vae only; also edge_weight (l1 on image gradients)
+
+Stages in order: ``vae`` (on the shards' crops), then ``keyframe`` and ``interpolation`` (on their latents:
+run ``keysync prepare`` again with the run's model folder after training the VAE).
 """
 
 from __future__ import annotations
@@ -22,15 +27,19 @@ from __future__ import annotations
 import argparse
 
 STAGES = ("keyframe", "interpolation", "vae")
-RECIPE_KEYS = ("p_mean", "p_std", "drop_reference", "drop_audio", "pixel_loss_weight", "lr", "weight_decay", "warmup_steps")
+RECIPE_KEYS = (
+    "p_mean", "p_std", "drop_reference", "drop_audio", "pixel_loss_weight", "lr", "weight_decay", "warmup_steps", "kl_weight", "edge_weight",
+)
 
 
 def register(subparsers) -> None:
     p = subparsers.add_parser("prepare", help="turn a folder of talking-face videos into training shards")
     p.add_argument("src", help="folder of .mp4 videos (a .wav with the same name is used as its audio)")
     p.add_argument("out", help="shard folder (an interrupted run resumes)")
-    p.add_argument("--model", required=True, help="model folder or preset whose VAE, crop size and audio features to use")
-    p.add_argument("--random-weights", action="store_true", help="use the preset's random VAE (plumbing tests only)")
+    p.add_argument(
+        "--model", required=True,
+        help="model folder (crops at its size and latents from its VAE) or preset name (crops only, to train a VAE on)",
+    )
     p.add_argument("--backend", default="mediapipe", help="face landmark back end")
     p.set_defaults(func=run_prepare)
 
@@ -40,33 +49,31 @@ def register(subparsers) -> None:
     t.set_defaults(func=run_train)
 
 
-def _load_model(name: str, random_weights: bool):
-    from ..models import KeySyncModel
-
-    return KeySyncModel.from_preset(name) if random_weights else KeySyncModel.from_pretrained(name)
-
-
 def run_prepare(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from ..models import PRESETS, KeySyncModel
     from .data import prepare
 
-    shards = prepare(args.src, args.out, _load_model(args.model, args.random_weights), args.backend)
-    print(f"{len(shards)} shards in {args.out}")
+    untrained = args.model in PRESETS and not Path(args.model).is_dir()
+    model = KeySyncModel.from_preset(args.model) if untrained else KeySyncModel.from_pretrained(args.model)
+    shards = prepare(args.src, args.out, model, args.backend, latents=not untrained)
+    print(f"{len(shards)} shards in {args.out}" + (" (crops only: no latents until a VAE is trained)" if untrained else ""))
     return 0
 
 
 def run_train(args: argparse.Namespace) -> int:
     from pathlib import Path
 
+    import torch
     import yaml
 
     from ..errors import KeySyncError
     from ..models import PRESETS, KeySyncModel
-    from .data import ClipSampler
+    from .data import ClipSampler, vae_fingerprint
     from .recipe import Recipe
     from .trainer import TrainConfig, train
 
-    if args.stage == "vae":
-        raise KeySyncError("training the VAE is not implemented yet; train keyframe or interpolation")
     try:
         cfg = yaml.safe_load(Path(args.config).read_text())
     except (OSError, yaml.YAMLError) as err:
@@ -88,8 +95,23 @@ def run_train(args: argparse.Namespace) -> int:
         mixed_precision=cfg.get("mixed_precision", "no"), gradient_checkpointing=bool(cfg.get("gradient_checkpointing", False)),
         freeze_temporal=bool(cfg.get("freeze_temporal", False)), recipe=recipe,
     )
-    sampler = ClipSampler(cfg["data"], args.stage, batch_size=int(cfg.get("batch_size", 1)), seed=config.seed)
+    sampler = ClipSampler(
+        cfg["data"], args.stage, batch_size=int(cfg.get("batch_size", 1)), seed=config.seed, mask=cfg.get("mask", "box"),
+        vae=vae_fingerprint(model.vae),
+    )
     losses = train(model, config, sampler)
+    if args.stage == "vae":
+        from .recipe import calibrate_latent_scale
+
+        frames = torch.cat([sampler(-1 - k)["pixels"].flatten(0, 1) for k in range(64)])
+        print(f"latent scaling factor {calibrate_latent_scale(model.vae, frames):.4f}")
+    if trained.is_dir():  # stages may train side by side into one run: keep what the others saved since
+        current = KeySyncModel.from_pretrained(trained)
+        setattr(current, args.stage, getattr(model, args.stage))
+        current.info.update({k: v for k, v in model.info.items() if k not in current.info})
+        model = current
+    if args.stage != "vae":
+        model.info["mask"] = cfg.get("mask", "box")
     model.save_pretrained(trained, overwrite=True)
     print(f"trained {len(losses)} steps; model folder {trained}")
     return 0

@@ -1,13 +1,18 @@
 """Training data: ``keysync prepare`` turns talking-face videos into shards; ``ClipSampler`` draws clips.
 
-One shard per video (``NAME.safetensors``), at the model's 25 fps and crop size: VAE latents (mode of
-the posterior), box masks at latent resolution, crops as uint8 pixels (for the pixel loss), landmarks
-in crop pixels, a present flag, and both stages' audio features. Shards are written atomically and an
-existing shard is skipped, so an interrupted ``prepare`` resumes where it stopped.
+One shard per video (``NAME.safetensors``), at the model's 25 fps and crop size: crops as uint8 pixels,
+landmarks in crop pixels, a present flag, both stages' audio features, occluder masks in crop pixels
+when ``NAME.npz`` beside the video has them, and, when the model has a trained VAE, its latents (mode of
+the posterior). Masks are drawn from the landmarks when clips are sampled, so one
+set of shards serves every mask kind. Shards are written atomically and an existing shard is skipped, so
+an interrupted ``prepare`` resumes where it stopped; a shard whose latents are missing or came from
+another VAE gets new latents from its stored crops (no re-tracking), which is how latents are added after
+``keysync train vae``.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import tempfile
@@ -24,6 +29,7 @@ from ..models import KeySyncModel
 
 CLIP = 14
 KEYFRAME_STRIDE = 13
+VAE_FRAMES = 4  # consecutive frames per VAE training clip: the temporal decoder sees motion
 
 
 def _audio_for(video: Path) -> Path:
@@ -31,10 +37,19 @@ def _audio_for(video: Path) -> Path:
     return wav if wav.is_file() else video
 
 
+def _occluders_for(video: Path) -> np.ndarray | None:
+    """Per-frame occluder masks (frames, H, W), 1 = in front of the face, from ``NAME.npz`` beside the video
+    when it has them (``keysync synth`` writes them): kept out of the mask, as at inference."""
+    path = video.with_suffix(".npz")
+    if not path.is_file():
+        return None
+    with np.load(path) as data:
+        return data["occluder"] if "occluder" in data.files else None
+
+
 def prepare_video(video: Path, model: KeySyncModel, features: dict, backend) -> dict[str, torch.Tensor]:
     """One video -> the tensors of its shard."""
     from ..faces.crops import cut_crop, plan_crops
-    from ..faces.masks import build_mask, latent_mask
     from ..faces.tracking import select_target, track_faces
     from ..media.audio import fit_audio_to_frames, load_audio
     from ..media.frames import plan_model_frames
@@ -46,38 +61,72 @@ def prepare_video(video: Path, model: KeySyncModel, features: dict, backend) -> 
     target = select_target(tracked)
     if not target.present.any():
         raise KeySyncError(f"no face found in {video}")
-    size, factor = model.crop_size, model.vae.downsample_factor
+    size = model.crop_size
     boxes = plan_crops(target, tracked.times, size=size)
     fill = nearest_present(target.present)
     plan = plan_model_frames(tracked.times)
     sources = plan.source_index
     fetcher = FrameFetcher(video, tracked.times)
-    crops, masks, landmarks = [], [], []
+    occluders = _occluders_for(video)
+    crops, landmarks, covered = [], [], []
     for s in sources:
         box = boxes[fill[s]]
         crops.append(cut_crop(fetcher.fetch(int(s)), box))
-        lm = box.to_crop(target.landmarks[fill[s]])
-        landmarks.append(lm)
-        masks.append(latent_mask(build_mask("box", lm, size), factor))
+        landmarks.append(box.to_crop(target.landmarks[fill[s]]))
+        if occluders is not None:
+            covered.append(cut_crop(occluders[s].astype(np.float32), box) > 0.5)
     pixels = torch.from_numpy(np.stack(crops)).permute(0, 3, 1, 2).contiguous()
-    with torch.no_grad():
-        latents = torch.cat([model.vae.encode_frames(p.float() / 127.5 - 1) for p in pixels.split(16)])
     wave = fit_audio_to_frames(load_audio(_audio_for(video)), len(sources), plan.start).reshape(-1)
     out = {
-        "latents": latents.float(),
-        "masks": torch.from_numpy(np.stack(masks))[:, None].to(torch.uint8),
         "pixels": pixels,
         "landmarks": torch.from_numpy(np.stack(landmarks)).float(),
         "present": torch.from_numpy(target.present[sources]).to(torch.uint8),
     }
+    if occluders is not None:
+        out["occluders"] = torch.from_numpy(np.stack(covered)).to(torch.uint8)
     for stage, extractor in features.items():
         out[f"audio_{stage}"] = extractor(wave, frames=len(sources)).float()
     assert len(wave) == len(sources) * SAMPLES_PER_FRAME
     return out
 
 
-def prepare(src: str | Path, out: str | Path, model: KeySyncModel, backend_name: str = "mediapipe", progress: bool = True) -> list[Path]:
-    """Write a shard for every ``*.mp4`` under ``src`` that has none yet; returns the shard paths."""
+def vae_fingerprint(vae) -> str:
+    """A short hash of the VAE's weights: which VAE a shard's latents came from."""
+    digest = hashlib.sha256()
+    for name, tensor in sorted(vae.state_dict().items()):
+        digest.update(name.encode())
+        digest.update(tensor.detach().cpu().float().numpy().tobytes())
+    return digest.hexdigest()[:16]
+
+
+def encode_latents(vae, pixels: torch.Tensor) -> torch.Tensor:
+    """(N, 3, H, W) uint8 crops -> (N, 4, h, w) float32 scaled latents (posterior mode)."""
+    with torch.no_grad():
+        return torch.cat([vae.encode_frames(p.float() / 127.5 - 1) for p in pixels.split(16)]).float()
+
+
+def _write_shard(path: Path, tensors: dict, metadata: dict) -> None:
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=".partial", dir=path.parent)
+    os.close(fd)
+    try:
+        save_file({k: v.contiguous() for k, v in tensors.items()}, tmp, metadata=metadata)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def prepare(
+    src: str | Path, out: str | Path, model: KeySyncModel, backend_name: str = "mediapipe", progress: bool = True,
+    latents: bool = True,
+) -> list[Path]:
+    """Write a shard for every ``*.mp4`` under ``src`` that has none yet; returns the shard paths.
+
+    ``latents=False`` (a model without a trained VAE yet) writes crops only; with ``latents=True``
+    existing shards without latents from this VAE get them.
+    """
+    from safetensors import safe_open
+
     from ..faces.backends import load_backend
 
     src, out = Path(src), Path(out)
@@ -85,24 +134,33 @@ def prepare(src: str | Path, out: str | Path, model: KeySyncModel, backend_name:
     if not videos:
         raise KeySyncError(f"no .mp4 videos under {src}; give a folder of talking-face videos")
     out.mkdir(parents=True, exist_ok=True)
-    (out / "prepare.json").write_text(json.dumps({"crop_size": model.crop_size, "audio": model.audio}, indent=2))
+    info = out / "prepare.json"
+    settings = {"crop_size": model.crop_size, "audio": model.audio}
+    if info.is_file() and json.loads(info.read_text()) != settings:
+        raise KeySyncError(f"{out} was prepared for another crop size or audio features; use a new folder")
+    info.write_text(json.dumps(settings, indent=2))
     features = {s: build_features(spec) for s, spec in model.audio.items()}
-    backend = load_backend(backend_name)
+    fingerprint = vae_fingerprint(model.vae) if latents else None
+    if latents:
+        model.vae.check_encoder()
+    backend = None
     shards = []
     for video in tqdm(videos, desc="prepare", unit="video", disable=not progress):
         shard = out / (str(video.relative_to(src).with_suffix("")).replace(os.sep, "__") + ".safetensors")
         shards.append(shard)
         if shard.exists():
-            continue
-        tensors = prepare_video(video, model, features, backend)
-        fd, tmp = tempfile.mkstemp(prefix=f".{shard.stem}.", suffix=".partial", dir=out)
-        os.close(fd)
-        try:
-            save_file({k: v.contiguous() for k, v in tensors.items()}, tmp, metadata={"source": str(video)})
-            os.replace(tmp, shard)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+            with safe_open(shard, "pt") as f:
+                metadata = f.metadata() or {}
+            if not latents or metadata.get("vae") == fingerprint:
+                continue
+            tensors = load_file(shard)
+        else:
+            backend = backend or load_backend(backend_name)
+            tensors, metadata = prepare_video(video, model, features, backend), {"source": str(video)}
+        if latents:
+            tensors["latents"] = encode_latents(model.vae, tensors["pixels"])
+            metadata["vae"] = fingerprint
+        _write_shard(shard, tensors, metadata)
     return shards
 
 
@@ -110,26 +168,55 @@ class ClipSampler:
     """``sampler(step)`` -> a training batch of ``batch_size`` clips, the same for the same step.
 
     keyframe clips: 14 frames 13 apart (frames closer together for shards too short for that);
-    interpolation clips: 14 consecutive frames. Only windows where the face is present throughout.
+    interpolation clips: 14 consecutive frames; vae clips: ``VAE_FRAMES`` consecutive frames (pixels only).
+    Only windows where the face is present throughout. ``mask``: the mask kind to train with (``box``, the
+    paper's; ``mouth`` for its ablation), drawn from the stored landmarks at latent resolution.
     """
 
-    def __init__(self, folder: str | Path, stage: str, batch_size: int = 1, seed: int = 0):
-        self.shards = [load_file(p) for p in sorted(Path(folder).glob("*.safetensors"))]
+    def __init__(
+        self, folder: str | Path, stage: str, batch_size: int = 1, seed: int = 0, mask: str = "box", vae: str | None = None
+    ):
+        """``vae``: the fingerprint (``vae_fingerprint``) the shards' latents must come from."""
+        from safetensors import safe_open
+
+        from ..faces.masks import build_masks, latent_mask
+
+        paths = sorted(Path(folder).glob("*.safetensors"))
+        self.shards = [load_file(p) for p in paths]
         if not self.shards:
             raise KeySyncError(f"no shards in {folder}; make them with `keysync prepare`")
+        if stage != "vae" and any("latents" not in s for s in self.shards):
+            raise KeySyncError(
+                f"shards in {folder} have no latents; train the VAE first, then run `keysync prepare` again "
+                "with the trained model folder (it adds the latents)"
+            )
+        for path in paths if stage != "vae" and vae else []:
+            with safe_open(path, "pt") as f:
+                if (f.metadata() or {}).get("vae") != vae:
+                    raise KeySyncError(
+                        f"{path.name}'s latents come from another VAE than the model's; run `keysync prepare` "
+                        "again with the model folder being trained (it re-encodes the stored crops)"
+                    )
+        if stage != "vae":
+            for shard in self.shards:
+                size, latent = shard["pixels"].shape[-1], shard["latents"].shape[-1]
+                occluders = shard["occluders"].numpy() if "occluders" in shard else None
+                masks = build_masks(mask, shard["landmarks"].numpy(), size, occluders)
+                shard["masks"] = torch.from_numpy(latent_mask(masks, size // latent))[:, None]
         self.stage, self.batch_size, self.seed = stage, batch_size, seed
+        self.length = VAE_FRAMES if stage == "vae" else CLIP
         self.windows = [(i, idx) for i, shard in enumerate(self.shards) for idx in self._windows(shard)]
         if not self.windows:
-            raise KeySyncError(f"no usable {CLIP}-frame clip in {folder} (clips too short or faces missing)")
+            raise KeySyncError(f"no usable {self.length}-frame clip in {folder} (clips too short or faces missing)")
 
     def _windows(self, shard) -> list[np.ndarray]:
-        frames = len(shard["latents"])
-        if frames < CLIP:
+        frames, length = len(shard["pixels"]), self.length
+        if frames < length:
             return []
-        stride = min(KEYFRAME_STRIDE, (frames - 1) // (CLIP - 1)) if self.stage == "keyframe" else 1
+        stride = min(KEYFRAME_STRIDE, (frames - 1) // (length - 1)) if self.stage == "keyframe" else 1
         present = shard["present"].bool().numpy()
-        starts = range(0, frames - stride * (CLIP - 1))
-        out = [s + stride * np.arange(CLIP) for s in starts]
+        starts = range(0, frames - stride * (length - 1))
+        out = [s + stride * np.arange(length) for s in starts]
         return [w for w in out if present[w].all()]
 
     def __call__(self, step: int) -> dict[str, torch.Tensor]:
@@ -140,15 +227,12 @@ class ClipSampler:
             shard_index, frames = self.windows[p]
             shard = self.shards[shard_index]
             idx = torch.from_numpy(frames)
-            latents = shard["latents"][idx]
-            cond = latents[0] if self.stage == "keyframe" else torch.stack([latents[0], latents[-1]], dim=1)
-            clips.append(
-                dict(
-                    latents=latents,
-                    masks=shard["masks"][idx].float(),
-                    audio=shard[f"audio_{self.stage}"][idx][None],
-                    cond=cond[None],
-                    pixels=shard["pixels"][idx].float() / 127.5 - 1,
-                )
-            )
+            clip = {"pixels": shard["pixels"][idx].float() / 127.5 - 1}
+            if self.stage == "vae":
+                clip["pixels"] = clip["pixels"][None]
+            else:
+                latents = shard["latents"][idx]
+                cond = latents[0] if self.stage == "keyframe" else torch.stack([latents[0], latents[-1]], dim=1)
+                clip.update(latents=latents, masks=shard["masks"][idx], audio=shard[f"audio_{self.stage}"][idx][None], cond=cond[None])
+            clips.append(clip)
         return {k: torch.cat([c[k] for c in clips]) for k in clips[0]}

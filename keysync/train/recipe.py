@@ -28,6 +28,8 @@ class Recipe:
     lr: float = 1e-5  # the official keyframe rate; interpolation used 3e-5
     weight_decay: float = 0.01
     warmup_steps: int = 1000
+    kl_weight: float = 1e-6  # vae only: the KL term, small as in SD/SVD's VAE training
+    edge_weight: float = 1.0  # vae only: l1 on image gradients, against the blur an l1/l2 loss alone gives
 
 
 def sample_sigmas(clips: int, frames: int, recipe: Recipe, generator=None, device=None) -> torch.Tensor:
@@ -73,6 +75,39 @@ def diffusion_loss(
     return loss, parts
 
 
+def vae_loss(vae, batch: dict, recipe: Recipe, generator: torch.Generator | None = None) -> tuple[torch.Tensor, dict]:
+    """Reconstruction loss of the VAE on ``pixels`` (B, T, 3, H, W) in [-1, 1], clips of T consecutive frames
+    decoded as one sequence each (the temporal decoder sees motion): l1 + l1 on image gradients + KL.
+
+    The posterior's mean is decoded, not a sample: the pipeline encodes with the mean, and from scratch a
+    sampled latent starts as mostly noise (unit variance), which slowed training several times over here.
+    """
+    frames = batch["pixels"].shape[1]
+    pixels = batch["pixels"].flatten(0, 1)
+    posterior = vae.encode(pixels).latent_dist
+    z = posterior.mode()
+    decoded = torch.cat([vae.decode(chunk, num_frames=len(chunk)).sample for chunk in z.split(frames)])
+    l1 = (decoded - pixels).abs().mean()
+
+    def grads(x):
+        return x[..., 1:, :] - x[..., :-1, :], x[..., :, 1:] - x[..., :, :-1]
+
+    edge = sum((a - b).abs().mean() for a, b in zip(grads(decoded), grads(pixels)))
+    kl = posterior.kl().mean() / pixels[0].numel()
+    loss = l1 + recipe.edge_weight * edge + recipe.kl_weight * kl
+    return loss, {"l1": l1.detach(), "edge": edge.detach()}
+
+
+def calibrate_latent_scale(vae, pixels: torch.Tensor) -> float:
+    """Set the VAE's ``scaling_factor`` to 1 / std of its latents on ``pixels`` (N, 3, H, W) in [-1, 1], so
+    that scaled latents have unit variance, as EDM's sigma_data = 1 assumes (SD's 0.18215 came the same way)."""
+    with torch.no_grad():
+        z = torch.cat([vae.encode(chunk).latent_dist.mode() for chunk in pixels.split(32)])
+    scale = float(1.0 / z.float().std())
+    vae.register_to_config(scaling_factor=scale)
+    return scale
+
+
 def freeze_temporal_layers(net: KeySyncNet) -> int:
     """Freeze SVD's temporal layers (official names containing ``time_``, except ``time_embed``), as when
     fine-tuning from SVD weights. Returns the number of frozen parameters."""
@@ -99,15 +134,17 @@ def training_step(
     model: KeySyncModel, stage: str, batch: dict, optimizer, schedule, recipe: Recipe, generator=None,
     autocast=contextlib.nullcontext, backward=None,
 ) -> dict:
-    """One optimiser step of ``stage`` ("keyframe" or "interpolation") on ``batch``.
+    """One optimiser step of ``stage`` ("keyframe", "interpolation" or "vae") on ``batch``.
 
     ``autocast`` and ``backward`` let a launcher (accelerate) supply mixed precision and gradient sync.
     """
     net = getattr(model, stage)
     net.train()
-    vae = model.vae if stage == "keyframe" else None
     with autocast():
-        loss, parts = diffusion_loss(net, batch, recipe, generator, vae)
+        if stage == "vae":
+            loss, parts = vae_loss(net, batch, recipe, generator)
+        else:
+            loss, parts = diffusion_loss(net, batch, recipe, generator, model.vae if stage == "keyframe" else None)
     optimizer.zero_grad(set_to_none=True)
     (backward or torch.Tensor.backward)(loss)
     optimizer.step()

@@ -21,7 +21,7 @@ from .recipe import Recipe, freeze_temporal_layers, make_optimizer, training_ste
 
 @dataclass
 class TrainConfig:
-    stage: str  # "keyframe" or "interpolation"
+    stage: str  # "keyframe", "interpolation" or "vae"
     output: str  # run folder: STAGE/checkpoints/ and STAGE/log.csv
     steps: int = 1000
     checkpoint_every: int = 500
@@ -55,7 +55,7 @@ def train(model: KeySyncModel, config: TrainConfig, batches: Callable[[int], dic
     net = getattr(model, config.stage)
     model.vae.requires_grad_(False).eval()
     net.requires_grad_(True)  # a loaded model folder comes frozen for inference
-    if config.freeze_temporal:
+    if config.freeze_temporal and config.stage != "vae":
         freeze_temporal_layers(net)
     if config.gradient_checkpointing:
         net.enable_gradient_checkpointing()
@@ -70,11 +70,12 @@ def train(model: KeySyncModel, config: TrainConfig, batches: Callable[[int], dic
         accelerator.load_state(str(folder))
         log(f"resumed from {folder} at step {start}")
     losses = []
+    parts = ("l1", "edge") if config.stage == "vae" else ("diffusion", "pixel")
     log_path = output / "log.csv"
     with log_path.open("a", newline="") as handle:
         writer = csv.writer(handle)
         if start == 0 and log_path.stat().st_size == 0:
-            writer.writerow(["step", "loss", "diffusion", "pixel", "lr"])
+            writer.writerow(["step", "loss", *parts, "lr"])
         for step in range(start, config.steps):
             batch = {k: v.to(accelerator.device) for k, v in batches(step).items()}
             out = training_step(
@@ -82,9 +83,9 @@ def train(model: KeySyncModel, config: TrainConfig, batches: Callable[[int], dic
                 autocast=accelerator.autocast, backward=accelerator.backward,
             )
             losses.append(out["loss"])
-            writer.writerow([step + 1, out["loss"], float(out["diffusion"]), float(out.get("pixel", float("nan"))), schedule.get_last_lr()[0]])
+            writer.writerow([step + 1, out["loss"], *(float(out.get(p, float("nan"))) for p in parts), schedule.get_last_lr()[0]])
+            handle.flush()
             if (step + 1) % config.checkpoint_every == 0 or step + 1 == config.steps:
-                handle.flush()
                 name = f"step_{step + 1:08d}"
                 accelerator.save_state(str(output / "checkpoints" / name))
                 marker = output / "checkpoints" / "latest.json"
