@@ -216,3 +216,22 @@ def test_folder_without_vae_encoder_refuses_to_encode(tmp_path, tiny_ckpts):
         loaded.vae.encode_frames(torch.zeros(1, 3, 32, 32))
     decoded = loaded.vae.decode_frames(torch.zeros(2, 4, 16, 16), frames_per_call=2)  # decoding still works
     assert decoded.shape == (2, 3, 32, 32)
+
+
+def test_export_writes_fp16_that_loads_and_runs_in_float32(tmp_path, capsys):
+    from safetensors.torch import load_file
+
+    from keysync.cli import main
+    from keysync.pipeline.dub import KeySyncPipeline
+
+    from .micro import micro_model
+
+    micro_model().save_pretrained(tmp_path / "fp32")
+    assert main(["export", str(tmp_path / "fp32"), "-o", str(tmp_path / "fp16"), "--note", "a test model"]) == 0
+    stored = load_file(tmp_path / "fp16" / "keyframe" / "model.safetensors")
+    assert {v.dtype for v in stored.values()} == {torch.float16}
+    pipe = KeySyncPipeline.from_pretrained(tmp_path / "fp16")
+    assert {p.dtype for p in pipe.model.keyframe.parameters()} == {torch.float32}
+    assert pipe.model.info["note"] == "a test model"
+    assert main(["export", str(tmp_path / "fp32"), "-o", str(tmp_path / "fp16")]) == 1  # exists: not replaced
+    assert "already exists" in capsys.readouterr().err

@@ -55,3 +55,32 @@ def test_prepare_then_train_and_resume(tmp_path, capsys):
     (tmp_path / "train.yaml").write_text(yaml.safe_dump(config))
     assert main(["train", "interpolation", "--config", str(tmp_path / "train.yaml")]) == 0
     assert "resumed" in capsys.readouterr().out
+
+
+def test_sampler_draws_the_configured_mask_minus_occluders(tmp_path):
+    from safetensors.torch import save_file
+
+    from keysync.synth.dataset import plan_dataset, render_clip
+    from keysync.synth.visemes import mouth_track
+    from keysync.train.data import ClipSampler
+
+    spec = plan_dataset(1, 0, 64, 64, only_split="test")[0]
+    frames, landmarks, _ = render_clip(spec, mouth_track([], 14, spec.fps, spec.identity.articulation))
+    occluders = np.zeros((14, 64, 64), np.uint8)
+    occluders[:, 48:, :] = 1  # something in front of the chin
+    shard = {
+        "pixels": torch.from_numpy(frames).permute(0, 3, 1, 2).contiguous(),
+        "landmarks": torch.from_numpy(landmarks).float(),
+        "present": torch.ones(14, dtype=torch.uint8),
+        "latents": torch.zeros(14, 4, 16, 16),
+        "audio_keyframe": torch.zeros(14, 2, 8),
+        "audio_interpolation": torch.zeros(14, 2, 8),
+    }
+    save_file(shard, tmp_path / "plain.safetensors")
+    box = ClipSampler(tmp_path, "interpolation", mask="box")(0)["masks"]
+    mouth = ClipSampler(tmp_path, "interpolation", mask="mouth")(0)["masks"]
+    assert box.shape == (14, 1, 16, 16) and 0 < mouth.sum() < box.sum()
+    assert (mouth <= box).all()  # the mouth box lies inside the lower-face box
+    save_file({**shard, "occluders": torch.from_numpy(occluders)}, tmp_path / "plain.safetensors")
+    covered = ClipSampler(tmp_path, "interpolation", mask="box")(0)["masks"]
+    assert covered[:, :, 12:].sum() == 0 and torch.equal(covered[:, :, :12], box[:, :, :12])

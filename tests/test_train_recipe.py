@@ -161,3 +161,12 @@ def test_vae_stage_learns_and_calibrates_its_latent_scale():
     assert model.vae.config.scaling_factor == scale
     with torch.no_grad():
         assert abs(float(model.vae.encode_frames(batch["pixels"][0]).std()) - 1) < 1e-3
+
+
+def test_lip_weight_scales_the_loss_on_the_lips_only():
+    model = micro()
+    batch = batch_for("interpolation", clips=1, latent=8, feat=40, pixels=32)
+    off = diffusion_loss(model.interpolation, batch, Recipe(), torch.Generator().manual_seed(3))[0]
+    on_nowhere = diffusion_loss(model.interpolation, {**batch, "lips": torch.zeros(14, 1, 8, 8)}, Recipe(lip_weight=3.0), torch.Generator().manual_seed(3))[0]
+    on_everywhere = diffusion_loss(model.interpolation, {**batch, "lips": torch.ones(14, 1, 8, 8)}, Recipe(lip_weight=3.0), torch.Generator().manual_seed(3))[0]
+    assert torch.allclose(on_nowhere, off) and torch.allclose(on_everywhere, 4 * off, rtol=1e-5)

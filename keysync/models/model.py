@@ -93,7 +93,9 @@ class KeySyncModel:
 
     def to(self, *args, **kwargs) -> "KeySyncModel":
         for module in self.components().values():
-            module.to(*args, **kwargs)
+            # nn.Module.to: diffusers' override warns about fp32-only modules on every dtype change, and
+            # these networks have none
+            torch.nn.Module.to(module, *args, **kwargs)
         return self
 
     def eval(self) -> "KeySyncModel":

@@ -20,7 +20,11 @@ def register(subparsers) -> None:
     p.add_argument("video", help="the video to dub (any resolution, frame rate and length)")
     p.add_argument("audio", help="the new speech (any audio or video file)")
     p.add_argument("-o", "--output", required=True, help="output video (.mp4)")
-    p.add_argument("--model", required=True, help="model folder (from keysync convert), or a preset name with --random-weights")
+    p.add_argument(
+        "--model",
+        help="model folder (from keysync convert), or a preset name with --random-weights; default: the small model "
+        "shipped in the package, trained on synthetic faces only",
+    )
     p.add_argument("--random-weights", action="store_true", help="build the preset with random weights: tests the plumbing only, the output is noise")
     p.add_argument("--steps", type=int, default=10, help="sampling steps (>= 10; 10 is the official schedule)")
     p.add_argument("--guidance", type=_pair, metavar="A,R", help="audio and reference guidance scales (default: the model folder's, else 5,2)")
@@ -41,6 +45,7 @@ def register(subparsers) -> None:
 
 
 def run_dub(args: argparse.Namespace) -> int:
+    import sys
     from pathlib import Path
 
     import torch
@@ -57,6 +62,14 @@ def run_dub(args: argparse.Namespace) -> int:
         raise KeySyncError(f"--steps {args.steps}: the schedule needs at least 10 steps")
     if args.batch_size < 1:
         raise KeySyncError("--batch-size must be at least 1")
+    if args.model is None:
+        if args.random_weights:
+            raise KeySyncError("--random-weights needs --model PRESET (e.g. small)")
+        from ..models.model import shipped_model_dir
+
+        args.model = shipped_model_dir()
+        print("using the small model shipped with keysync (trained on synthetic faces only; for real footage "
+              "convert the released KeySync weights and pass --model)", file=sys.stderr)
     pipe = KeySyncPipeline.from_pretrained(
         args.model, device=args.device, dtype=getattr(torch, args.dtype), random_weights=args.random_weights
     )

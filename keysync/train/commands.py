@@ -17,6 +17,7 @@ A training config is YAML (or JSON)::
     freeze_temporal: false  # true when fine-tuning from SVD weights (the official recipe)
     mask: box               # the mask trained with: box (the paper's), or heart/mouth/full for ablations
     kl_weight: 1.0e-6       # vae only; also edge_weight (l1 on image gradients)
+    lip_weight: 0.0         # extra loss weight on the lips (not in the official recipe; see Recipe)
 
 Stages in order: ``vae`` (on the shards' crops), then ``keyframe`` and ``interpolation`` (on their latents:
 run ``keysync prepare`` again with the run's model folder after training the VAE).
@@ -28,7 +29,7 @@ import argparse
 
 STAGES = ("keyframe", "interpolation", "vae")
 RECIPE_KEYS = (
-    "p_mean", "p_std", "drop_reference", "drop_audio", "pixel_loss_weight", "lr", "weight_decay", "warmup_steps", "kl_weight", "edge_weight",
+    "p_mean", "p_std", "drop_reference", "drop_audio", "pixel_loss_weight", "lr", "weight_decay", "warmup_steps", "kl_weight", "edge_weight", "lip_weight",
 )
 
 

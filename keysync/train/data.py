@@ -164,6 +164,19 @@ def prepare(
     return shards
 
 
+def lip_boxes(landmarks: np.ndarray, size: int, latent: int, margin: float = 0.3) -> np.ndarray:
+    """(T, latent, latent) float32: 1 on the latent pixels that overlap the lips' box (points 48-67, widened
+    by ``margin`` of its size on each side), for ``Recipe.lip_weight``."""
+    scale = latent / size
+    out = np.zeros((len(landmarks), latent, latent), np.float32)
+    for t, lm in enumerate(landmarks):
+        lo, hi = lm[48:68].min(axis=0), lm[48:68].max(axis=0)
+        pad = margin * (hi - lo)
+        (x0, y0), (x1, y1) = np.floor((lo - pad) * scale).astype(int), np.ceil((hi + pad) * scale).astype(int)
+        out[t, max(y0, 0) : max(y1, 0), max(x0, 0) : max(x1, 0)] = 1
+    return out
+
+
 class ClipSampler:
     """``sampler(step)`` -> a training batch of ``batch_size`` clips, the same for the same step.
 
@@ -203,6 +216,7 @@ class ClipSampler:
                 occluders = shard["occluders"].numpy() if "occluders" in shard else None
                 masks = build_masks(mask, shard["landmarks"].numpy(), size, occluders)
                 shard["masks"] = torch.from_numpy(latent_mask(masks, size // latent))[:, None]
+                shard["lips"] = torch.from_numpy(lip_boxes(shard["landmarks"].numpy(), size, latent))[:, None]
         self.stage, self.batch_size, self.seed = stage, batch_size, seed
         self.length = VAE_FRAMES if stage == "vae" else CLIP
         self.windows = [(i, idx) for i, shard in enumerate(self.shards) for idx in self._windows(shard)]
@@ -233,6 +247,6 @@ class ClipSampler:
             else:
                 latents = shard["latents"][idx]
                 cond = latents[0] if self.stage == "keyframe" else torch.stack([latents[0], latents[-1]], dim=1)
-                clip.update(latents=latents, masks=shard["masks"][idx], audio=shard[f"audio_{self.stage}"][idx][None], cond=cond[None])
+                clip.update(latents=latents, masks=shard["masks"][idx], lips=shard["lips"][idx] * shard["masks"][idx], audio=shard[f"audio_{self.stage}"][idx][None], cond=cond[None])
             clips.append(clip)
         return {k: torch.cat([c[k] for c in clips]) for k in clips[0]}

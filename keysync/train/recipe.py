@@ -30,6 +30,10 @@ class Recipe:
     warmup_steps: int = 1000
     kl_weight: float = 1e-6  # vae only: the KL term, small as in SD/SVD's VAE training
     edge_weight: float = 1.0  # vae only: l1 on image gradients, against the blur an l1/l2 loss alone gives
+    # Not in the official recipe (0 = off): extra loss weight on the lips' latent pixels (``lips`` in the
+    # batch). The lips are a few percent of the masked region, so from scratch the loss is mostly the static
+    # lower face and lip motion is learned late; the shipped small model's second phase uses it.
+    lip_weight: float = 0.0
 
 
 def sample_sigmas(clips: int, frames: int, recipe: Recipe, generator=None, device=None) -> torch.Tensor:
@@ -61,7 +65,10 @@ def diffusion_loss(
     cond = Conditioning(concat=concat, context=context, known=x0, mask=masks)
     denoised = MaskedDenoiser(net)(x_noisy, sigma, cond)
     weight = (sigma**2 + 1) / sigma**2
-    loss = (weight * ((denoised - x0) ** 2).mean(dim=(1, 2, 3))).mean()
+    error = (denoised - x0) ** 2
+    if recipe.lip_weight > 0 and "lips" in batch:
+        error = error * (1 + recipe.lip_weight * batch["lips"])
+    loss = (weight * error.mean(dim=(1, 2, 3))).mean()
     parts = {"diffusion": loss.detach()}
     if vae is not None and recipe.pixel_loss_weight > 0 and "pixels" in batch:
         # One random frame index, the same for every clip, decoded each as its own 1-frame sequence
