@@ -95,9 +95,7 @@ def test_landmark_only_metrics_with_a_face_front_end():
     assert mar[0] < mar[1] < mar[2]
 
 
-def test_keysync_method_needs_a_model_folder(tmp_path, capsys):
-    assert main(["bench", "--method", "keysync", "--quick", "--out", str(tmp_path / "b")]) == 1
-    assert "pass --model DIR" in capsys.readouterr().err
+def test_keysync_method_model_errors(tmp_path, capsys):
     assert main(["bench", "--method", "copy", "--model", str(tmp_path), "--out", str(tmp_path / "b")]) == 1
     assert "--model only applies" in capsys.readouterr().err
     assert main(["bench", "--method", "keysync", "--model", str(tmp_path), "--out", str(tmp_path / "b")]) == 1

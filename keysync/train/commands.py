@@ -89,6 +89,7 @@ def run_train(args: argparse.Namespace) -> int:
         model = KeySyncModel.from_preset(cfg["model"], seed=cfg.get("seed", 0))
     else:
         model = KeySyncModel.from_pretrained(cfg["model"])
+    model.to(dtype=torch.float32)  # a folder may hold fp16 weights (the shipped model): train in float32
     recipe = Recipe(**{k: cfg[k] for k in RECIPE_KEYS if k in cfg})
     config = TrainConfig(
         stage=args.stage, output=cfg["output"], steps=int(cfg.get("steps", 1000)),
