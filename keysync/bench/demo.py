@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 
 DEMO_SIZE = 256
+CAPTION = 22  # pixels of the caption strip above each column
 LABELS = ("source", "dubbed (KeySync small)", "target")
 
 
@@ -22,13 +23,12 @@ def side_by_side(columns: list[np.ndarray], labels=LABELS) -> np.ndarray:
     """(T, H, W*len, 3) frames with a caption strip on top of each column."""
     import cv2
 
-    strip = 22
     out = []
     for frames, label in zip(columns, labels):
         t, h, w = frames.shape[:3]
-        caption = np.full((strip, w, 3), 24, np.uint8)
+        caption = np.full((CAPTION, w, 3), 24, np.uint8)
         cv2.putText(caption, label, (6, 15), cv2.FONT_HERSHEY_SIMPLEX, 0.45, (235, 235, 235), 1, cv2.LINE_AA)
-        out.append(np.concatenate([np.broadcast_to(caption, (t, strip, w, 3)), frames], axis=1))
+        out.append(np.concatenate([np.broadcast_to(caption, (t, CAPTION, w, 3)), frames], axis=1))
     return np.concatenate(out, axis=2)
 
 
@@ -64,7 +64,7 @@ def run_demo(out_dir: Path, model: str | None, seed: int, steps: int, overwrite:
         dubbed = read_mp4_frames(dubbed_path)[:frames]
         target_mouth = mouth_track(drive.phonemes, frames, spec.fps, spec.identity.articulation)
         target_frames = render_clip(spec, target_mouth)[0]
-        with VideoWriter(pair_path, 3 * DEMO_SIZE, DEMO_SIZE + 22, rate=spec.fps, audio=drive.audio, overwrite=overwrite) as writer:
+        with VideoWriter(pair_path, 3 * DEMO_SIZE, DEMO_SIZE + CAPTION, rate=spec.fps, audio=drive.audio, overwrite=overwrite) as writer:
             for image in side_by_side([source_frames, dubbed, target_frames]):
                 writer.write(image)
         metrics, _ = score(MethodOutput(dubbed), source_frames, truth, target_mouth, drive.audio, "cross", LoadedReader())

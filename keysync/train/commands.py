@@ -99,7 +99,7 @@ def run_train(args: argparse.Namespace) -> int:
     )
     sampler = ClipSampler(
         cfg["data"], args.stage, batch_size=int(cfg.get("batch_size", 1)), seed=config.seed, mask=cfg.get("mask", "box"),
-        vae=vae_fingerprint(model.vae),
+        vae=None if args.stage == "vae" else vae_fingerprint(model.vae),
     )
     losses = train(model, config, sampler)
     if args.stage == "vae":
