@@ -5,7 +5,7 @@ import pytest
 import torch
 from transformers import HubertConfig, HubertModel
 
-from keysync.audio import SAMPLES_PER_FRAME, LogMelFeatures, SpeechEncoderFeatures, num_frames
+from keysync.audio import SAMPLES_PER_FRAME, LogMelFeatures, SpeechEncoderFeatures, frame_windows, num_frames
 
 
 @pytest.mark.parametrize("samples", [1, 639, 640, 641, 16000 * 3 + 123])
@@ -22,6 +22,15 @@ def test_logmel_rows_are_aligned_to_frames():
     feats = LogMelFeatures()(wave).flatten(0, 1).mean(-1)
     assert int(feats.argmax()) == 2 * f
     assert torch.all(feats[: 2 * f - 1] == feats[0]) and torch.all(feats[2 * f + 2 :] == feats[0])
+
+
+def test_frame_windows_gather_neighbours_in_time_order_and_repeat_the_edges():
+    feats = torch.arange(5.0)[:, None, None].expand(5, 2, 3)  # frame f's rows hold f
+    windows = frame_windows(feats, 2)
+    assert windows.shape == (5, 10, 3)
+    assert windows[2, ::2, 0].tolist() == [0, 1, 2, 3, 4]
+    assert windows[0, ::2, 0].tolist() == [0, 0, 0, 1, 2] and windows[4, ::2, 0].tolist() == [2, 3, 4, 4, 4]
+    assert torch.equal(frame_windows(feats, 0), feats)
 
 
 def local_encoder():

@@ -3,6 +3,7 @@
 import pytest
 import torch
 
+from keysync.audio import frame_windows
 from keysync.models import KeySyncModel
 from keysync.train import Recipe, diffusion_loss, freeze_temporal_layers, make_optimizer, sample_sigmas, training_step
 
@@ -170,3 +171,22 @@ def test_lip_weight_scales_the_loss_on_the_lips_only():
     on_nowhere = diffusion_loss(model.interpolation, {**batch, "lips": torch.zeros(14, 1, 8, 8)}, Recipe(lip_weight=3.0), torch.Generator().manual_seed(3))[0]
     on_everywhere = diffusion_loss(model.interpolation, {**batch, "lips": torch.ones(14, 1, 8, 8)}, Recipe(lip_weight=3.0), torch.Generator().manual_seed(3))[0]
     assert torch.allclose(on_nowhere, off) and torch.allclose(on_everywhere, 4 * off, rtol=1e-5)
+
+
+def test_widening_the_audio_window_keeps_the_output_then_lets_neighbours_in():
+    net = micro().keyframe
+    feats = torch.randn(20, 2, 40)
+    before = net.embed_audio(feats[None, 3:17])
+    net.widen_audio_window(2)
+    windows = frame_windows(feats, 2)
+    assert net.config.audio_window == 2 and net.audio_proj.in_features == 5 * 40
+    assert torch.allclose(net.embed_audio(windows[None, 3:17]), before, atol=1e-6)
+    louder = windows.clone()
+    louder[:, 8:] += 1  # the frame two ahead
+    assert torch.allclose(net.embed_audio(louder[None, 3:17]), before, atol=1e-6)  # its weights start at zero
+    batch = batch_for("keyframe", clips=1, latent=8, feat=40, pixels=32)
+    batch["audio"] = windows[None, 3:17]
+    diffusion_loss(net, batch, Recipe(drop_audio=0.0), torch.Generator().manual_seed(0))[0].backward()
+    assert net.audio_proj.weight.grad[:, 4 * 40 :].abs().sum() > 0  # ... and they learn
+    with pytest.raises(ValueError, match="narrow"):
+        net.widen_audio_window(1)

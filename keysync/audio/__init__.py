@@ -7,7 +7,8 @@ from .features import (
     LogMelFeatures,
     SpeechEncoderFeatures,
     build_features,
+    frame_windows,
     num_frames,
 )
 
-__all__ = ["FPS", "SAMPLES_PER_FRAME", "SAMPLE_RATE", "LogMelFeatures", "SpeechEncoderFeatures", "build_features", "num_frames"]
+__all__ = ["FPS", "SAMPLES_PER_FRAME", "SAMPLE_RATE", "LogMelFeatures", "SpeechEncoderFeatures", "build_features", "frame_windows", "num_frames"]

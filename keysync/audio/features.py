@@ -131,3 +131,18 @@ def build_features(spec: dict, device: str | torch.device = "cpu", encoder_dir: 
             source = os.path.join(encoder_dir, kind)
         return SpeechEncoderFeatures.from_pretrained(source, normalize=bool(spec.get("normalize")), device=device, name=kind)
     raise KeySyncError(f"unknown audio encoder {kind!r} in the model folder; expected logmel, hubert or wavlm")
+
+
+def frame_windows(features: torch.Tensor, each_side: int) -> torch.Tensor:
+    """(N, 2, F) per-frame features -> (N, 2 (2k+1), F): each frame's rows, then its k neighbours' on each
+    side in time order (edges repeat the first/last frame), for networks with ``audio_window`` k > 0.
+
+    Lips move ahead of and behind the sound they make; one 40 ms frame of audio cannot tell them. Windows
+    are cut from the whole stream, before keyframes pick frames far apart.
+    """
+    if each_side == 0:
+        return features
+    n = features.shape[0]
+    offsets = torch.arange(-each_side, each_side + 1, device=features.device)
+    index = (torch.arange(n, device=features.device)[:, None] + offsets).clamp(0, n - 1)
+    return features[index].flatten(1, 2)

@@ -41,7 +41,10 @@ class KeySyncNet(ModelMixin, ConfigMixin):
         context_dim: int = 1024,
         audio_feature_dim: int = 768,
         frames_per_clip: int = 14,
+        audio_window: int = 0,
     ):
+        """``audio_window`` k: each frame's audio token sees k frames of audio on each side (0, the official
+        setting: its own frame only); the features come in as ``keysync.audio.frame_windows`` makes them."""
         super().__init__()
         if kind not in KINDS:
             raise ValueError(f"kind must be one of {KINDS}, got {kind!r}")
@@ -69,15 +72,35 @@ class KeySyncNet(ModelMixin, ConfigMixin):
         )
         # diffusers' sinusoidal projection for SVD's fps/motion ids; KeySync feeds audio tokens instead.
         del self.unet.add_time_proj
-        self.audio_proj = nn.Linear(audio_feature_dim, context_dim)
+        self.audio_proj = nn.Linear(audio_feature_dim * (2 * audio_window + 1), context_dim)
         if kind == "interpolation":
             self.learned_mask = nn.Parameter(torch.zeros(latent_channels, latent_size, latent_size))
 
     # --- conditioning -------------------------------------------------------------------------------
 
     def embed_audio(self, features: torch.Tensor) -> torch.Tensor:
-        """(B, T, 2, F) audio features, two rows per video frame -> (B, T, context_dim) tokens."""
-        return self.audio_proj(features.mean(dim=2))
+        """(B, T, 2 (2k+1), F) audio features, two rows per video frame of the window -> (B, T, context_dim)
+        tokens: each frame's two rows averaged (the official merge), the window's frames concatenated."""
+        b, t, rows, f = features.shape
+        return self.audio_proj(features.reshape(b, t, rows // 2, 2, f).mean(dim=3).flatten(2))
+
+    def widen_audio_window(self, each_side: int) -> None:
+        """Grow ``audio_window`` to ``each_side`` without changing the output: the new neighbours' weights
+        start at zero, so a trained network continues training from where it was."""
+        old = self.config.audio_window
+        if each_side < old:
+            raise ValueError(f"cannot narrow the audio window from {old} to {each_side} frames each side")
+        if each_side == old:
+            return
+        f = self.config.audio_feature_dim
+        proj = nn.Linear(f * (2 * each_side + 1), self.audio_proj.out_features).to(self.audio_proj.weight)
+        with torch.no_grad():
+            proj.weight.zero_()
+            shift = (each_side - old) * f
+            proj.weight[:, shift : shift + self.audio_proj.in_features] = self.audio_proj.weight
+            proj.bias.copy_(self.audio_proj.bias)
+        self.audio_proj = proj
+        self.register_to_config(audio_window=each_side)
 
     @staticmethod
     def embed_frames(latents: torch.Tensor) -> torch.Tensor:

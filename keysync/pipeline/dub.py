@@ -19,7 +19,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from ..audio import SAMPLES_PER_FRAME, build_features
+from ..audio import SAMPLES_PER_FRAME, build_features, frame_windows
 from ..diffusion import Guidance
 from ..errors import KeySyncError
 from ..faces.backends import load_backend
@@ -190,7 +190,10 @@ class KeySyncPipeline:
         start = float(tracked.times[0])  # model frame 0 is shown at the first frame's timestamp
         speech = fit_audio_to_frames(wave, timeline.num_model_frames, start).reshape(-1)
         soundtrack = np.pad(speech, (int(round(start * 16000)), 0))  # the writer's audio starts at time 0
-        feats = {s: f(speech, frames=plan.padded_frames) for s, f in self.features.items()}
+        feats = {
+            s: frame_windows(f(speech, frames=plan.padded_frames), getattr(self.model, s).config.audio_window)
+            for s, f in self.features.items()
+        }
 
         occluders = load_occluders(opts.occluders, len(target.present), info) if opts.occluders else None
         if opts.ref_frame is not None:

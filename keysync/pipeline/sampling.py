@@ -23,8 +23,8 @@ class FrameData:
     start: int
     latents: torch.Tensor  # (n, 4, h, w) scaled source latents
     masks: torch.Tensor  # (n, 1, h, w), 1 = regenerate
-    keyframe_audio: torch.Tensor  # (n, 2, D_k)
-    interpolation_audio: torch.Tensor  # (n, 2, D_i)
+    keyframe_audio: torch.Tensor  # (n, 2 (2k+1), D_k): see keysync.audio.frame_windows
+    interpolation_audio: torch.Tensor  # (n, 2 (2k+1), D_i)
 
     def take(self, name: str, frames: list[int]) -> torch.Tensor:
         tensor = getattr(self, name)
@@ -98,7 +98,7 @@ class LatentDubber:
         known = gather("latents")
         cond = Conditioning(
             concat=net.embed_frames(anchor.latents[:1].expand(len(slots), -1, -1, -1)),
-            context=net.embed_audio(gather("keyframe_audio").reshape(len(slots), CLIP, 2, -1)),
+            context=net.embed_audio(gather("keyframe_audio").unflatten(0, (len(slots), CLIP))),
             known=known,
             mask=gather("masks"),
         )
@@ -116,7 +116,7 @@ class LatentDubber:
         known = data.take("latents", frames)
         cond = Conditioning(
             concat=net.embed_frames(ends),
-            context=net.embed_audio(data.take("interpolation_audio", frames).reshape(len(window.segments), CLIP, 2, -1)),
+            context=net.embed_audio(data.take("interpolation_audio", frames).unflatten(0, (len(window.segments), CLIP))),
             known=known,
             mask=data.take("masks", frames),
         )

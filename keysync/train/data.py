@@ -23,7 +23,7 @@ import torch
 from safetensors.torch import load_file, save_file
 from tqdm.auto import tqdm
 
-from ..audio import SAMPLES_PER_FRAME, build_features
+from ..audio import SAMPLES_PER_FRAME, build_features, frame_windows
 from ..errors import KeySyncError
 from ..models import KeySyncModel
 
@@ -184,10 +184,12 @@ class ClipSampler:
     interpolation clips: 14 consecutive frames; vae clips: ``VAE_FRAMES`` consecutive frames (pixels only).
     Only windows where the face is present throughout. ``mask``: the mask kind to train with (``box``, the
     paper's; ``mouth`` for its ablation), drawn from the stored landmarks at latent resolution.
+    ``audio_window``: the network's (``KeySyncNet.audio_window``), frames of audio on each side of a frame.
     """
 
     def __init__(
-        self, folder: str | Path, stage: str, batch_size: int = 1, seed: int = 0, mask: str = "box", vae: str | None = None
+        self, folder: str | Path, stage: str, batch_size: int = 1, seed: int = 0, mask: str = "box", vae: str | None = None,
+        audio_window: int = 0,
     ):
         """``vae``: the fingerprint (``vae_fingerprint``) the shards' latents must come from."""
         from safetensors import safe_open
@@ -217,6 +219,7 @@ class ClipSampler:
                 masks = build_masks(mask, shard["landmarks"].numpy(), size, occluders)
                 shard["masks"] = torch.from_numpy(latent_mask(masks, size // latent))[:, None]
                 shard["lips"] = torch.from_numpy(lip_boxes(shard["landmarks"].numpy(), size, latent))[:, None]
+                shard[f"audio_{stage}"] = frame_windows(shard[f"audio_{stage}"], audio_window)
         self.stage, self.batch_size, self.seed = stage, batch_size, seed
         self.length = VAE_FRAMES if stage == "vae" else CLIP
         self.windows = [(i, idx) for i, shard in enumerate(self.shards) for idx in self._windows(shard)]
