@@ -8,6 +8,7 @@ import yaml
 from safetensors.torch import load_file
 
 from keysync.cli import main
+from keysync.media.video import probe_video
 from keysync.models import KeySyncModel
 from keysync.train.data import prepare
 
@@ -30,7 +31,7 @@ def test_prepare_then_train_and_resume(tmp_path, capsys):
     assert "latents" not in crops_only and crops_only["pixels"].shape == (40, 3, 32, 32)
     run = tmp_path / "run"
     config = {"model": str(tmp_path / "model"), "data": str(shards), "output": str(run), "steps": 2,
-              "checkpoint_every": 2, "lr": 1e-3, "warmup_steps": 1}
+              "checkpoint_every": 2, "lr": 1e-3, "warmup_steps": 1, "sample_every": 2, "audio_window": 1}
     (tmp_path / "train.yaml").write_text(yaml.safe_dump(config))
     assert main(["train", "keyframe", "--config", str(tmp_path / "train.yaml")]) == 1
     assert "train the VAE first" in capsys.readouterr().err
@@ -49,6 +50,11 @@ def test_prepare_then_train_and_resume(tmp_path, capsys):
     for stage in ("keyframe", "interpolation"):
         assert main(["train", stage, "--config", str(tmp_path / "train.yaml")]) == 0
     assert (run / "model" / "keysync.json").is_file()
+    trained = KeySyncModel.from_pretrained(run / "model")
+    assert trained.keyframe.config.audio_window == 1 and trained.interpolation.audio_proj.in_features == 3 * 40
+    for stage in ("vae", "keyframe", "interpolation"):  # sample videos: truth | output, zoomed x4
+        info = probe_video(run / stage / "samples" / "step_00000002.mp4")
+        assert (info.width, info.height, info.frame_count) == (256, 128, 4 if stage == "vae" else 14)
     marker = json.loads((run / "interpolation" / "checkpoints" / "latest.json").read_text())
     assert marker["step"] == 2
     config["steps"] = 3

@@ -8,6 +8,7 @@ A training config is YAML (or JSON)::
                             # each trained stage (train keyframe, then interpolation, into one folder)
     steps: 1000
     checkpoint_every: 100
+    sample_every: 0         # every N steps, STAGE/samples/step_N.mp4: one fixed clip's truth | output
     batch_size: 1
     seed: 0
     lr: 1.0e-5
@@ -18,6 +19,8 @@ A training config is YAML (or JSON)::
     mask: box               # the mask trained with: box (the paper's), or heart/mouth/full for ablations
     kl_weight: 1.0e-6       # vae only; also edge_weight (l1 on image gradients)
     lip_weight: 0.0         # extra loss weight on the lips (not in the official recipe; see Recipe)
+    audio_window: 0         # keyframe/interpolation: frames of audio each side of a frame (official: 0);
+                            # a loaded network with a narrower window is widened, its output unchanged
 
 Stages in order: ``vae`` (on the shards' crops), then ``keyframe`` and ``interpolation`` (on their latents:
 run ``keysync prepare`` again with the run's model folder after training the VAE).
@@ -90,18 +93,25 @@ def run_train(args: argparse.Namespace) -> int:
     else:
         model = KeySyncModel.from_pretrained(cfg["model"])
     model.to(dtype=torch.float32)  # a folder may hold fp16 weights (the shipped model): train in float32
+    if args.stage != "vae" and "audio_window" in cfg:
+        getattr(model, args.stage).widen_audio_window(int(cfg["audio_window"]))
     recipe = Recipe(**{k: cfg[k] for k in RECIPE_KEYS if k in cfg})
     config = TrainConfig(
         stage=args.stage, output=cfg["output"], steps=int(cfg.get("steps", 1000)),
         checkpoint_every=int(cfg.get("checkpoint_every", 500)), seed=int(cfg.get("seed", 0)),
         mixed_precision=cfg.get("mixed_precision", "no"), gradient_checkpointing=bool(cfg.get("gradient_checkpointing", False)),
-        freeze_temporal=bool(cfg.get("freeze_temporal", False)), recipe=recipe,
+        freeze_temporal=bool(cfg.get("freeze_temporal", False)), sample_every=int(cfg.get("sample_every", 0)), recipe=recipe,
     )
     sampler = ClipSampler(
         cfg["data"], args.stage, batch_size=int(cfg.get("batch_size", 1)), seed=config.seed, mask=cfg.get("mask", "box"),
         vae=None if args.stage == "vae" else vae_fingerprint(model.vae),
+        audio_window=0 if args.stage == "vae" else getattr(model, args.stage).config.audio_window,
     )
     losses = train(model, config, sampler)
+    from accelerate import PartialState
+
+    if not PartialState().is_main_process:  # several processes (accelerate launch): one writes the model
+        return 0
     if args.stage == "vae":
         from .recipe import calibrate_latent_scale
 

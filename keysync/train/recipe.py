@@ -139,11 +139,12 @@ def make_optimizer(net: KeySyncNet, recipe: Recipe):
 
 def training_step(
     model: KeySyncModel, stage: str, batch: dict, optimizer, schedule, recipe: Recipe, generator=None,
-    autocast=contextlib.nullcontext, backward=None,
+    autocast=contextlib.nullcontext, backward=None, reduce_gradients=None,
 ) -> dict:
     """One optimiser step of ``stage`` ("keyframe", "interpolation" or "vae") on ``batch``.
 
-    ``autocast`` and ``backward`` let a launcher (accelerate) supply mixed precision and gradient sync.
+    ``autocast`` and ``backward`` let a launcher (accelerate) supply mixed precision and loss scaling;
+    ``reduce_gradients(params)``, called between backward and the step, averages gradients across processes.
     """
     net = getattr(model, stage)
     net.train()
@@ -154,6 +155,8 @@ def training_step(
             loss, parts = diffusion_loss(net, batch, recipe, generator, model.vae if stage == "keyframe" else None)
     optimizer.zero_grad(set_to_none=True)
     (backward or torch.Tensor.backward)(loss)
+    if reduce_gradients is not None:
+        reduce_gradients([p for p in net.parameters() if p.requires_grad])
     optimizer.step()
     schedule.step()
     return {"loss": float(loss.detach()) if not loss.is_meta else float("nan"), **parts}

@@ -1,12 +1,15 @@
 """The training loop on accelerate: one CPU to many GPUs, mixed precision, checkpoints and exact resume.
 
 Every step draws its randomness (noise levels, noise, dropout, the pixel-loss frame) from a generator
-seeded by (seed, step), and ``batches(step)`` gives the step's data, so a run resumed from a checkpoint
-continues the very same loss curve as one that never stopped.
+seeded by (seed, draw), and ``batches(draw)`` gives the draw's data, with draw = step x processes + rank,
+so a run resumed from a checkpoint continues the very same loss curve as one that never stopped, and each
+process trains on its own clips. Gradients are averaged across processes explicitly after each backward,
+because the losses call the networks' own methods, which a DDP wrapper's forward would not see.
 """
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import json
 from collections.abc import Callable
@@ -17,6 +20,9 @@ import torch
 
 from ..models import KeySyncModel
 from .recipe import Recipe, freeze_temporal_layers, make_optimizer, training_step
+from .samples import write_sample
+
+SAMPLE_CLIP = -1_000_000  # the draw of the clip that sample videos show: one no training step draws
 
 
 @dataclass
@@ -29,6 +35,7 @@ class TrainConfig:
     mixed_precision: str = "no"  # "no", "fp16", "bf16"
     gradient_checkpointing: bool = False
     freeze_temporal: bool = False  # fine-tuning from SVD weights: keep its temporal layers
+    sample_every: int = 0  # write STAGE/samples/step_N.mp4 (truth | output on one fixed clip) every N steps; 0: never
     recipe: Recipe = field(default_factory=Recipe)
 
 
@@ -51,6 +58,8 @@ def train(model: KeySyncModel, config: TrainConfig, batches: Callable[[int], dic
 
     output = Path(config.output) / config.stage
     (output / "checkpoints").mkdir(parents=True, exist_ok=True)
+    if config.sample_every:
+        (output / "samples").mkdir(exist_ok=True)
     accelerator = Accelerator(mixed_precision=config.mixed_precision, cpu=not torch.cuda.is_available())
     net = getattr(model, config.stage)
     model.vae.requires_grad_(False).eval()
@@ -60,10 +69,16 @@ def train(model: KeySyncModel, config: TrainConfig, batches: Callable[[int], dic
     if config.gradient_checkpointing:
         net.enable_gradient_checkpointing()
     optimizer, schedule = make_optimizer(net, config.recipe)
-    # The loss runs the network through KeySyncNet's own methods, not a DDP wrapper, so across several
-    # processes gradients are not yet synchronised: one device per run until that is wired up.
+    # Across processes, prepare wraps the network in DDP, which broadcasts rank 0's weights; the losses call
+    # the unwrapped network, so DDP's own gradient hooks stay idle and reduce_gradients does the averaging.
     net, optimizer, schedule = accelerator.prepare(net, optimizer, schedule)
     model.vae.to(accelerator.device)
+    world, rank = accelerator.num_processes, accelerator.process_index
+
+    def reduce_gradients(params):
+        for p in params:
+            if p.grad is not None:
+                p.grad = accelerator.reduce(p.grad, reduction="mean")
 
     folder, start = latest_checkpoint(output)
     if folder is not None:
@@ -72,26 +87,37 @@ def train(model: KeySyncModel, config: TrainConfig, batches: Callable[[int], dic
     losses = []
     parts = ("l1", "edge") if config.stage == "vae" else ("diffusion", "pixel")
     log_path = output / "log.csv"
-    with log_path.open("a", newline="") as handle:
-        writer = csv.writer(handle)
-        if start == 0 and log_path.stat().st_size == 0:
+    main = accelerator.is_main_process
+    with log_path.open("a", newline="") if main else contextlib.nullcontext() as handle:
+        writer = csv.writer(handle) if main else None
+        if main and start == 0 and log_path.stat().st_size == 0:
             writer.writerow(["step", "loss", *parts, "lr"])
         for step in range(start, config.steps):
-            batch = {k: v.to(accelerator.device) for k, v in batches(step).items()}
+            draw = step * world + rank
+            batch = {k: v.to(accelerator.device) for k, v in batches(draw).items()}
             out = training_step(
-                model, config.stage, batch, optimizer, schedule, config.recipe, _step_generator(config.seed, step),
+                model, config.stage, batch, optimizer, schedule, config.recipe, _step_generator(config.seed, draw),
                 autocast=accelerator.autocast, backward=accelerator.backward,
+                reduce_gradients=reduce_gradients if world > 1 else None,
             )
+            if world > 1:  # log the mean over processes
+                out = {k: float(accelerator.reduce(torch.tensor(v, device=accelerator.device), reduction="mean")) for k, v in out.items()}
             losses.append(out["loss"])
-            writer.writerow([step + 1, out["loss"], *(float(out.get(p, float("nan"))) for p in parts), schedule.get_last_lr()[0]])
-            handle.flush()
+            if main:
+                writer.writerow([step + 1, out["loss"], *(float(out.get(p, float("nan"))) for p in parts), schedule.get_last_lr()[0]])
+                handle.flush()
+            if main and config.sample_every and (step + 1) % config.sample_every == 0:
+                sample = {k: v.to(accelerator.device) for k, v in batches(SAMPLE_CLIP).items()}
+                write_sample(model, config.stage, sample, output / "samples" / f"step_{step + 1:08d}.mp4", seed=config.seed)
             if (step + 1) % config.checkpoint_every == 0 or step + 1 == config.steps:
                 name = f"step_{step + 1:08d}"
                 accelerator.save_state(str(output / "checkpoints" / name))
-                marker = output / "checkpoints" / "latest.json"
-                tmp = marker.with_suffix(".tmp")
-                tmp.write_text(json.dumps({"folder": name, "step": step + 1, "config": _describe(config)}))
-                tmp.replace(marker)
+                if main:
+                    marker = output / "checkpoints" / "latest.json"
+                    tmp = marker.with_suffix(".tmp")
+                    tmp.write_text(json.dumps({"folder": name, "step": step + 1, "config": _describe(config)}))
+                    tmp.replace(marker)
+                accelerator.wait_for_everyone()
     return losses
 
 
