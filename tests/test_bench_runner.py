@@ -100,4 +100,15 @@ def test_keysync_method_model_errors(tmp_path, capsys):
     assert "--model only applies" in capsys.readouterr().err
     assert main(["bench", "--method", "keysync", "--model", str(tmp_path), "--out", str(tmp_path / "b")]) == 1
     assert "not a KeySync model folder" in capsys.readouterr().err
+    assert main(["bench", "--method", "copy", "--guidance", "2,1", "--out", str(tmp_path / "b")]) == 1
+    assert "--guidance only applies" in capsys.readouterr().err
+    assert main(["bench", "--method", "copy", "--split", "val", "--out", str(tmp_path / "b")]) == 1
+    assert "--split needs --data" in capsys.readouterr().err
     assert not (tmp_path / "b").exists()
+
+
+def test_val_split_of_a_dataset(bench_runs, tmp_path, capsys):
+    root, _ = bench_runs
+    data = ["--data", str(root / "copy" / "data"), "--clips", "2"]
+    assert main(["bench", "--method", "copy", "--split", "val", "--out", str(tmp_path / "v"), *data]) == 1
+    assert "fewer than 2 speech clips in its val split" in capsys.readouterr().err

@@ -227,11 +227,11 @@ def test_export_writes_fp16_that_loads_and_runs_in_float32(tmp_path, capsys):
     from .micro import micro_model
 
     micro_model().save_pretrained(tmp_path / "fp32")
-    assert main(["export", str(tmp_path / "fp32"), "-o", str(tmp_path / "fp16"), "--note", "a test model"]) == 0
+    assert main(["export", str(tmp_path / "fp32"), "-o", str(tmp_path / "fp16"), "--note", "a test model", "--guidance", "2,1.5"]) == 0
     stored = load_file(tmp_path / "fp16" / "keyframe" / "model.safetensors")
     assert {v.dtype for v in stored.values()} == {torch.float16}
     pipe = KeySyncPipeline.from_pretrained(tmp_path / "fp16")
     assert {p.dtype for p in pipe.model.keyframe.parameters()} == {torch.float32}
-    assert pipe.model.info["note"] == "a test model"
+    assert pipe.model.info["note"] == "a test model" and pipe.model.info["guidance"] == [2.0, 1.5]
     assert main(["export", str(tmp_path / "fp32"), "-o", str(tmp_path / "fp16")]) == 1  # exists: not replaced
     assert "already exists" in capsys.readouterr().err

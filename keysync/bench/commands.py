@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from ..pipeline.commands import parse_guidance
+
 
 def register(subparsers) -> None:
     p = subparsers.add_parser(
@@ -19,6 +21,8 @@ def register(subparsers) -> None:
     p.add_argument("--model", help="with --method keysync: the model folder to evaluate (default: the shipped small model)")
     p.add_argument("--out", default=None, help="results folder (default: keysync-bench/METHOD)")
     p.add_argument("--data", default=None, help="use the test split of this `keysync synth` dataset instead of rendering one")
+    p.add_argument("--split", default="test", choices=["test", "val"], help="with --data: the split to score (val to tune settings on, test to report)")
+    p.add_argument("--guidance", type=parse_guidance, metavar="A,R", help="with --method keysync: audio and reference guidance scales (default: the model folder's)")
     p.add_argument("--clips", type=int, default=None, help="source clips (default 20; 3 with --quick)")
     p.add_argument("--quick", action="store_true", help="a few clips: a fast smoke run")
     p.add_argument("--seed", type=int, default=0, help="seed of the rendered test clips (default 0)")
@@ -92,7 +96,12 @@ def run_bench(args: argparse.Namespace) -> int:
         raise KeySyncError(f"--modes {args.modes}: choose from {', '.join(MODES)}")
     if args.model and args.method in ("copy", "oracle"):
         raise KeySyncError("--model only applies to --method keysync (or a method of your own)")
-    method = get_method(args.method, **({"model": args.model} if args.model else {}))
+    if args.guidance and args.method != "keysync":
+        raise KeySyncError("--guidance only applies to --method keysync")
+    if args.split != "test" and not args.data:
+        raise KeySyncError("--split needs --data (a `keysync synth` dataset); rendered benchmark clips are all test clips")
+    options = {k: v for k, v in (("model", args.model), ("guidance", args.guidance)) if v}
+    method = get_method(args.method, **options)
     out = Path(args.out or f"keysync-bench/{method.name}")
     json_path = Path(args.json) if args.json else None
     for path in [out / "summary.csv", json_path]:
@@ -104,7 +113,7 @@ def run_bench(args: argparse.Namespace) -> int:
     if args.size < 64 or args.size % 2:
         raise KeySyncError("--size must be an even number of pixels, at least 64")
     if args.data:
-        records = speech_clips(Path(args.data), n_clips)
+        records = speech_clips(Path(args.data), n_clips, args.split)
     else:
         records = benchmark_data(out / "data", n_clips, args.seed, args.size)
     backend = None

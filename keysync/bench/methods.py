@@ -92,12 +92,12 @@ class KeySyncMethod:
 
     name = "keysync"
 
-    def __init__(self, model: str | None = None, steps: int = 10, seed: int = 0):
+    def __init__(self, model: str | None = None, steps: int = 10, seed: int = 0, guidance: tuple[float, float] | None = None):
         from ..models.model import shipped_model_dir
         from ..pipeline.dub import DubOptions, KeySyncPipeline
 
         self.pipeline = KeySyncPipeline.from_pretrained(model or shipped_model_dir())
-        self.options = DubOptions(steps=steps, seed=seed, progress=False, crf=10)
+        self.options = DubOptions(steps=steps, seed=seed, progress=False, crf=10, guidance=guidance)
 
     def __call__(self, task: LipSyncTask) -> MethodOutput:
         import tempfile

@@ -46,13 +46,13 @@ def benchmark_data(folder: Path, n_clips: int, seed: int, size: int) -> list[Cli
     return load_split(folder, "test")
 
 
-def speech_clips(data_dir: Path, limit: int | None) -> list[ClipRecord]:
-    """The test split's speech clips of an existing dataset (``keysync synth``)."""
+def speech_clips(data_dir: Path, limit: int | None, split: str = "test") -> list[ClipRecord]:
+    """The speech clips of an existing dataset's (``keysync synth``) test split, or val to tune on."""
     from ..errors import KeySyncError
 
-    records = [r for r in load_split(data_dir, "test") if r.spec().sound == "speech"]
+    records = [r for r in load_split(data_dir, split) if r.spec().sound == "speech"]
     if len(records) < 2:
-        raise KeySyncError(f"{data_dir} has fewer than 2 speech clips in its test split; write a larger dataset")
+        raise KeySyncError(f"{data_dir} has fewer than 2 speech clips in its {split} split; write a larger dataset")
     return records[:limit] if limit else records
 
 

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from ..pipeline.commands import parse_guidance
+
 
 def register(subparsers) -> None:
     p = subparsers.add_parser(
@@ -44,6 +46,10 @@ def register(subparsers) -> None:
     e.add_argument("-o", "--output", required=True, help="model folder to write")
     e.add_argument("--dtype", choices=["float32", "float16", "bfloat16"], default="float16", help="stored precision (default float16)")
     e.add_argument("--note", help="a line stored in keysync.json (what the model is, how it was trained)")
+    e.add_argument(
+        "--guidance", metavar="A,R", type=parse_guidance,
+        help="default audio and reference guidance scales stored in keysync.json (dub and bench use them unless told otherwise)",
+    )
     e.add_argument("--overwrite", action="store_true", help="replace an existing output folder")
     e.set_defaults(func=run_export)
 
@@ -96,6 +102,8 @@ def run_export(args: argparse.Namespace) -> int:
     model = KeySyncModel.from_pretrained(args.model)
     if args.note:
         model.info["note"] = args.note
+    if args.guidance:
+        model.info["guidance"] = list(args.guidance)
     model.save_pretrained(args.output, overwrite=args.overwrite, dtype=getattr(torch, args.dtype))
     print(f"wrote {args.output} ({args.dtype})")
     return 0

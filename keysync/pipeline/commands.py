@@ -7,7 +7,7 @@ import argparse
 from .plan import LONG_AUDIO, SHORT_AUDIO
 
 
-def _pair(text: str) -> tuple[float, float]:
+def parse_guidance(text: str) -> tuple[float, float]:
     try:
         audio, ref = (float(v) for v in text.split(","))
     except ValueError:
@@ -27,7 +27,7 @@ def register(subparsers) -> None:
     )
     p.add_argument("--random-weights", action="store_true", help="build the preset with random weights: tests the plumbing only, the output is noise")
     p.add_argument("--steps", type=int, default=10, help="sampling steps (>= 10; 10 is the official schedule)")
-    p.add_argument("--guidance", type=_pair, metavar="A,R", help="audio and reference guidance scales (default: the model folder's, else 5,2)")
+    p.add_argument("--guidance", type=parse_guidance, metavar="A,R", help="audio and reference guidance scales (default: the model folder's, else 5,2)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1, ...")
     p.add_argument("--dtype", choices=["float32", "float16", "bfloat16"], default="float32")
