@@ -1,11 +1,14 @@
 """Planning and two-stage sampling on latents (random weights: these test the plumbing, not quality)."""
 
+import argparse
 import resource
 
 import pytest
 import torch
 
+from keysync.diffusion import Guidance, stage_guidance
 from keysync.models import KeySyncModel
+from keysync.pipeline.commands import parse_guidance
 from keysync.pipeline.plan import CLIP, STEP, plan_frames
 from keysync.pipeline.sampling import FrameData, LatentDubber, SamplingOptions
 
@@ -86,6 +89,32 @@ def test_sampling_is_seeded_and_independent_of_batching(tiny):
     c = run(tiny, plan, data, SamplingOptions(clips_per_call=3, seed=4))
     assert torch.allclose(a, b, atol=1e-5)
     assert not torch.allclose(a, c, atol=1e-3)
+
+
+def test_interpolation_guidance_changes_only_the_frames_between_keyframes(tiny):
+    plan = plan_frames(30)
+    data = frame_data(plan)
+    same = run(tiny, plan, data, SamplingOptions(guidance=Guidance(2, 1), seed=1))
+    other = run(tiny, plan, data, SamplingOptions(guidance=Guidance(2, 1), interpolation_guidance=Guidance(6, 1), seed=1))
+    keyframes = [k for k in plan.keyframes if k < 30]
+    between = [f for f in range(30) if f not in keyframes]
+    assert torch.equal(same[keyframes], other[keyframes])
+    assert (same[between] - other[between]).abs().max() > 1e-3
+
+
+def test_stage_guidance_takes_two_or_four_scales():
+    assert stage_guidance((5, 2)) == (Guidance(5, 2), Guidance(5, 2))
+    assert stage_guidance([2, 1, 6, 1]) == (Guidance(2, 1), Guidance(6, 1))
+    with pytest.raises(ValueError, match="2 or 4"):
+        stage_guidance((5,))
+
+
+def test_guidance_option_parses_two_or_four_numbers():
+    assert parse_guidance("5,2") == (5.0, 2.0)
+    assert parse_guidance("2,1,6,1.5") == (2.0, 1.0, 6.0, 1.5)
+    for bad in ("2,1,6", "a,b", ""):
+        with pytest.raises(argparse.ArgumentTypeError, match="AUDIO,REF"):
+            parse_guidance(bad)
 
 
 def test_windows_stream_across_boundaries(tiny):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from ..pipeline.commands import parse_guidance
+from ..pipeline.commands import GUIDANCE_HELP, parse_guidance
 
 
 def register(subparsers) -> None:
@@ -22,7 +22,7 @@ def register(subparsers) -> None:
     p.add_argument("--out", default=None, help="results folder (default: keysync-bench/METHOD)")
     p.add_argument("--data", default=None, help="use the test split of this `keysync synth` dataset instead of rendering one")
     p.add_argument("--split", default="test", choices=["test", "val"], help="with --data: the split to score (val to tune settings on, test to report)")
-    p.add_argument("--guidance", type=parse_guidance, metavar="A,R", help="with --method keysync: audio and reference guidance scales (default: the model folder's)")
+    p.add_argument("--guidance", type=parse_guidance, metavar="A,R", help="with --method keysync: " + GUIDANCE_HELP + " (default: the model folder's)")
     p.add_argument("--clips", type=int, default=None, help="source clips (default 20; 3 with --quick)")
     p.add_argument("--quick", action="store_true", help="a few clips: a fast smoke run")
     p.add_argument("--seed", type=int, default=0, help="seed of the rendered test clips (default 0)")

@@ -92,7 +92,7 @@ class KeySyncMethod:
 
     name = "keysync"
 
-    def __init__(self, model: str | None = None, steps: int = 10, seed: int = 0, guidance: tuple[float, float] | None = None):
+    def __init__(self, model: str | None = None, steps: int = 10, seed: int = 0, guidance: tuple[float, ...] | None = None):
         from ..models.model import shipped_model_dir
         from ..pipeline.dub import DubOptions, KeySyncPipeline
 

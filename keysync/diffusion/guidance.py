@@ -37,3 +37,14 @@ class Guidance:
 
     def __call__(self, denoiser, x: torch.Tensor, sigma: torch.Tensor, cond: Conditioning) -> torch.Tensor:
         return self.combine(denoiser(*self.stack(x, sigma, cond)))
+
+
+def stage_guidance(scales) -> tuple[Guidance, Guidance]:
+    """(keyframe, interpolation) guidance from ``(audio, ref)`` for both stages, or from
+    ``(keyframe audio, keyframe ref, interpolation audio, interpolation ref)``."""
+    scales = tuple(float(v) for v in scales)
+    if len(scales) == 2:
+        return Guidance(*scales), Guidance(*scales)
+    if len(scales) == 4:
+        return Guidance(*scales[:2]), Guidance(*scales[2:])
+    raise ValueError(f"guidance needs 2 or 4 scales, got {len(scales)}")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from ..pipeline.commands import parse_guidance
+from ..pipeline.commands import GUIDANCE_HELP, parse_guidance
 
 
 def register(subparsers) -> None:
@@ -48,7 +48,7 @@ def register(subparsers) -> None:
     e.add_argument("--note", help="a line stored in keysync.json (what the model is, how it was trained)")
     e.add_argument(
         "--guidance", metavar="A,R", type=parse_guidance,
-        help="default audio and reference guidance scales stored in keysync.json (dub and bench use them unless told otherwise)",
+        help="default " + GUIDANCE_HELP + ", stored in keysync.json (dub and bench use them unless told otherwise)",
     )
     e.add_argument("--overwrite", action="store_true", help="replace an existing output folder")
     e.set_defaults(func=run_export)

@@ -7,12 +7,21 @@ import argparse
 from .plan import LONG_AUDIO, SHORT_AUDIO
 
 
-def parse_guidance(text: str) -> tuple[float, float]:
+GUIDANCE_HELP = (
+    "audio and reference guidance scales, for both stages (A,R) or for the keyframes then the interpolation "
+    "(A,R,A,R)"
+)
+
+
+def parse_guidance(text: str) -> tuple[float, ...]:
+    """'A,R' (both stages) or 'A,R,A,R' (keyframes, then interpolation)."""
     try:
-        audio, ref = (float(v) for v in text.split(","))
+        scales = tuple(float(v) for v in text.split(","))
     except ValueError:
-        raise argparse.ArgumentTypeError(f"expected two numbers 'AUDIO,REF' such as 5,2, got {text!r}") from None
-    return audio, ref
+        scales = ()
+    if len(scales) not in (2, 4):
+        raise argparse.ArgumentTypeError(f"expected 'AUDIO,REF' such as 5,2 (or 4 numbers, keyframes then interpolation), got {text!r}")
+    return scales
 
 
 def register(subparsers) -> None:
@@ -27,7 +36,7 @@ def register(subparsers) -> None:
     )
     p.add_argument("--random-weights", action="store_true", help="build the preset with random weights: tests the plumbing only, the output is noise")
     p.add_argument("--steps", type=int, default=10, help="sampling steps (>= 10; 10 is the official schedule)")
-    p.add_argument("--guidance", type=parse_guidance, metavar="A,R", help="audio and reference guidance scales (default: the model folder's, else 5,2)")
+    p.add_argument("--guidance", type=parse_guidance, metavar="A,R", help=GUIDANCE_HELP + " (default: the model folder's, else 5,2)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1, ...")
     p.add_argument("--dtype", choices=["float32", "float16", "bfloat16"], default="float32")

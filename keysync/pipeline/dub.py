@@ -20,7 +20,7 @@ import torch
 from tqdm.auto import tqdm
 
 from ..audio import SAMPLES_PER_FRAME, build_features, frame_windows
-from ..diffusion import Guidance
+from ..diffusion import stage_guidance
 from ..errors import KeySyncError
 from ..faces.backends import load_backend
 from ..faces.crops import cut_crop, plan_crops
@@ -41,7 +41,7 @@ from .sampling import FrameData, LatentDubber, SamplingOptions
 @dataclass
 class DubOptions:
     steps: int = 10
-    guidance: tuple[float, float] | None = None  # (audio, reference); None: the model folder's, else (5, 2)
+    guidance: tuple[float, ...] | None = None  # (audio, reference), or keyframe's then interpolation's; None: the model folder's, else (5, 2)
     seed: int = 0
     clips_per_call: int = 2
     batches_per_window: int = 1
@@ -208,7 +208,10 @@ class KeySyncPipeline:
             ref = choose_reference(target, candidates)
 
         mask_kind = opts.mask or self.model.info.get("mask", "box")
-        guidance = opts.guidance or tuple(self.model.info.get("guidance", (5.0, 2.0)))
+        try:
+            keyframe_guidance, interpolation_guidance = stage_guidance(opts.guidance or self.model.info.get("guidance", (5.0, 2.0)))
+        except (TypeError, ValueError) as err:
+            raise KeySyncError(f"bad guidance scales ({err}); pass --guidance A,R or fix the model folder's keysync.json") from None
 
         def mask_for(i: int) -> np.ndarray:
             occluder = None if occluders is None else cut_crop(np.asarray(occluders[i], np.float32), boxes[i])
@@ -229,7 +232,7 @@ class KeySyncPipeline:
             feats["keyframe"][ref_model][None], feats["interpolation"][ref_model][None],
         )
 
-        dubber = LatentDubber(self.model, SamplingOptions(opts.steps, Guidance(*guidance), opts.clips_per_call, opts.seed))
+        dubber = LatentDubber(self.model, SamplingOptions(opts.steps, keyframe_guidance, interpolation_guidance, opts.clips_per_call, opts.seed))
         reader, writing = FrameFetcher(video, tracked.times), FrameFetcher(video, tracked.times)
         dilate, blur = opts.feather
         written = 0

@@ -37,7 +37,8 @@ class FrameData:
 @dataclass
 class SamplingOptions:
     steps: int = 10
-    guidance: Guidance = field(default_factory=Guidance)
+    guidance: Guidance = field(default_factory=Guidance)  # keyframes
+    interpolation_guidance: Guidance | None = None  # None: the same as the keyframes'
     clips_per_call: int = 2  # keyframe batches / interpolation segments per network call (x3 for guidance); results differ by float rounding at most
     seed: int = 0
 
@@ -56,10 +57,9 @@ class LatentDubber:
             return torch.empty(shape, device="meta", dtype=like.dtype)
         return torch.randn(shape, generator=generator).to(like.device, like.dtype)
 
-    def _sample(self, net, noise: torch.Tensor, cond: Conditioning) -> torch.Tensor:
+    def _sample(self, net, noise: torch.Tensor, cond: Conditioning, guide: Guidance) -> torch.Tensor:
         """Sample ``cond``'s clips in groups of ``clips_per_call`` (each its own sampling run)."""
         denoiser = MaskedDenoiser(net)
-        guide = self.options.guidance
         step = self.options.clips_per_call
         clips = cond.context.shape[0]
         out = []
@@ -102,7 +102,7 @@ class LatentDubber:
             known=known,
             mask=gather("masks"),
         )
-        out = self._sample(net, self._noise(len(slots), known, generator), cond)
+        out = self._sample(net, self._noise(len(slots), known, generator), cond, self.options.guidance)
         result = {}
         for b, batch in enumerate(window.batches):
             for j, frame in enumerate(batch.keyframes):
@@ -120,7 +120,7 @@ class LatentDubber:
             known=known,
             mask=data.take("masks", frames),
         )
-        out = self._sample(net, self._noise(len(window.segments), known, generator), cond)
+        out = self._sample(net, self._noise(len(window.segments), known, generator), cond, self.options.interpolation_guidance or self.options.guidance)
         out = out.reshape(len(window.segments), CLIP, *out.shape[1:])
         out[:, 0], out[:, -1] = ends[:, :, 0], ends[:, :, 1]
         # Segments share their boundary keyframe: keep each segment's first 13 frames, plus the very last.
