@@ -71,6 +71,9 @@ def main() -> int:
             for method in ("copy", "oracle", "keysync"):
                 rows[method], seconds[method] = bench(method, args.data, args.clips, tmp / method, args.model if method == "keysync" else None)
             (RESULTS / "small_model.json").write_text(json.dumps(rows, indent=2) + "\n")
+            from keysync.models.model import INDEX, SHIPPED_MODEL
+
+            guidance = json.loads((Path(args.model or SHIPPED_MODEL) / INDEX).read_text()).get("guidance", [5.0, 2.0])
             verdicts = []
             for mode, key, op, target in TARGETS:
                 value = rows["keysync"].get(mode, {}).get(key, float("nan"))
@@ -82,7 +85,8 @@ def main() -> int:
                 f"`python benchmarks/small_model_bench.py --data {args.data} --clips {args.clips}`: {args.clips} held-out "
                 f"speech clips (identities and sentences no model saw in training), 256x256, each dubbed in three modes. "
                 f"Machine: {os.cpu_count()} CPU cores, load {load:.1f} at the start. keysync: {args.model or 'the shipped model'}, "
-                f"10 sampling steps; bench wall time {seconds['keysync']:.0f} s for {3 * args.clips} dubs.",
+                f"10 sampling steps, guidance {','.join(f'{g:g}' for g in guidance)} (audio, reference; keyframes then interpolation "
+                f"where 4); bench wall time {seconds['keysync']:.0f} s for {3 * args.clips} dubs.",
                 "",
                 *table(rows),
                 "",
