@@ -21,6 +21,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from keysync.models.model import INDEX, SHIPPED_MODEL
+
 RESULTS = Path(__file__).resolve().parent / "results"
 # issue 7, must show 1: (mode, metric, comparison, target)
 TARGETS = (
@@ -71,8 +73,6 @@ def main() -> int:
             for method in ("copy", "oracle", "keysync"):
                 rows[method], seconds[method] = bench(method, args.data, args.clips, tmp / method, args.model if method == "keysync" else None)
             (RESULTS / "small_model.json").write_text(json.dumps(rows, indent=2) + "\n")
-            from keysync.models.model import INDEX, SHIPPED_MODEL
-
             guidance = json.loads((Path(args.model or SHIPPED_MODEL) / INDEX).read_text()).get("guidance", [5.0, 2.0])
             verdicts = []
             for mode, key, op, target in TARGETS:
