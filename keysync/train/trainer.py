@@ -84,6 +84,8 @@ def train(model: KeySyncModel, config: TrainConfig, batches: Callable[[int], dic
     if folder is not None:
         accelerator.load_state(str(folder))
         log(f"resumed from {folder} at step {start}")
+        if accelerator.is_main_process:
+            _drop_log_rows_after(output / "log.csv", start)
     losses = []
     parts = ("l1", "edge") if config.stage == "vae" else ("diffusion", "pixel")
     log_path = output / "log.csv"
@@ -119,6 +121,18 @@ def train(model: KeySyncModel, config: TrainConfig, batches: Callable[[int], dic
                     tmp.replace(marker)
                 accelerator.wait_for_everyone()
     return losses
+
+
+def _drop_log_rows_after(log_path: Path, step: int) -> None:
+    """A run killed between checkpoints logged steps it will redo: drop them, so each step is logged once."""
+    if not log_path.is_file():
+        return
+    lines = log_path.read_text().splitlines(keepends=True)
+    kept = [line for line in lines[1:] if int(line.split(",", 1)[0]) <= step]
+    if len(kept) < len(lines) - 1:
+        tmp = log_path.with_suffix(".tmp")
+        tmp.write_text("".join(lines[:1] + kept))
+        tmp.replace(log_path)
 
 
 def _describe(config: TrainConfig) -> dict:
