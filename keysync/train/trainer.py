@@ -80,16 +80,16 @@ def train(model: KeySyncModel, config: TrainConfig, batches: Callable[[int], dic
             if p.grad is not None:
                 p.grad = accelerator.reduce(p.grad, reduction="mean")
 
+    log_path = output / "log.csv"
+    main = accelerator.is_main_process
     folder, start = latest_checkpoint(output)
     if folder is not None:
         accelerator.load_state(str(folder))
         log(f"resumed from {folder} at step {start}")
-        if accelerator.is_main_process:
-            _drop_log_rows_after(output / "log.csv", start)
+        if main:
+            _drop_log_rows_after(log_path, start)
     losses = []
     parts = ("l1", "edge") if config.stage == "vae" else ("diffusion", "pixel")
-    log_path = output / "log.csv"
-    main = accelerator.is_main_process
     with log_path.open("a", newline="") if main else contextlib.nullcontext() as handle:
         writer = csv.writer(handle) if main else None
         if main and start == 0 and log_path.stat().st_size == 0:
