@@ -112,3 +112,18 @@ def test_val_split_of_a_dataset(bench_runs, tmp_path, capsys):
     data = ["--data", str(root / "copy" / "data"), "--clips", "2"]
     assert main(["bench", "--method", "copy", "--split", "val", "--out", str(tmp_path / "v"), *data]) == 1
     assert "fewer than 2 speech clips in its val split" in capsys.readouterr().err
+
+
+def test_autoencode_bounds_the_shipped_model(bench_runs, tmp_path):
+    """The autoencode baseline keeps the source's mouth (high sync in reconstruction, full leakage in
+    silence) and loses only what the crop and the VAE lose: the upper face and the outside stay."""
+    root, _ = bench_runs
+    data = ["--data", str(root / "copy" / "data"), "--clips", "2"]
+    out = tmp_path / "auto.json"
+    assert main(["bench", "--method", "autoencode", "--modes", "reconstruction,silent", "--out", str(tmp_path / "a"), "--json", str(out), *data]) == 0
+    r = json.loads(out.read_text())
+    assert r["reconstruction"]["sync_corr"] > 0.8
+    assert r["silent"]["lipleak"] > 0.5  # the source still speaks: nothing was regenerated
+    assert 0.8 < r["reconstruction"]["ssim_mask"] < 0.99  # through the VAE, not a copy
+    assert r["reconstruction"]["psnr_outside"] > 40
+    assert main(["bench", "--method", "autoencode", "--guidance", "2,1", "--out", str(tmp_path / "b"), *data]) == 1

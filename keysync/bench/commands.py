@@ -17,8 +17,8 @@ def register(subparsers) -> None:
             "(returns the source) and oracle (re-renders the source with the right mouth)."
         ),
     )
-    p.add_argument("--method", default="copy", help="copy, oracle, another registered name, or package.module:factory")
-    p.add_argument("--model", help="with --method keysync: the model folder to evaluate (default: the shipped small model)")
+    p.add_argument("--method", default="copy", help="copy, oracle, keysync, autoencode (keysync's crop and VAE without diffusion: its ceiling), another registered name, or package.module:factory")
+    p.add_argument("--model", help="with --method keysync or autoencode: the model folder to evaluate (default: the shipped small model)")
     p.add_argument("--out", default=None, help="results folder (default: keysync-bench/METHOD)")
     p.add_argument("--data", default=None, help="use the test split of this `keysync synth` dataset instead of rendering one")
     p.add_argument("--split", default="test", choices=["test", "val"], help="with --data: the split to score (val to tune settings on, test to report)")

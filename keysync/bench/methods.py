@@ -11,7 +11,8 @@ Built in: ``copy`` returns the source frames unchanged (full leakage, perfect id
 re-renders the source clip with the mouth the driving audio asks for (perfect sync, no leakage). Others
 are found by name in ``METHODS`` (``register_method``) or given as ``package.module:factory``; a factory
 takes keyword options and returns the method. ``keysync`` runs a KeySync model folder (default: the shipped
-small model).
+small model); ``autoencode`` runs the same pipeline with the source's own latents instead of sampled ones,
+the ceiling that model's face crop and VAE allow.
 """
 
 from __future__ import annotations
@@ -110,7 +111,23 @@ class KeySyncMethod:
         return MethodOutput(frames[: task.n_frames])
 
 
-METHODS: dict[str, Callable[..., LipSyncMethod]] = {"copy": CopyMethod, "oracle": OracleMethod, "keysync": KeySyncMethod}
+class AutoencodeMethod(KeySyncMethod):
+    """``keysync`` without diffusion: each face crop goes through the model's VAE and is pasted back. It
+    keeps the source's mouth, so only its identity and sharpness scores mean anything: they bound what a
+    model with this crop size and VAE can reach (and the mouth reader's sync on such faces)."""
+
+    name = "autoencode"
+
+    def __init__(self, model: str | None = None, seed: int = 0):
+        from ..pipeline.sampling import SourceLatents
+
+        super().__init__(model, seed=seed)
+        self.pipeline.dubber_class = SourceLatents
+
+
+METHODS: dict[str, Callable[..., LipSyncMethod]] = {
+    "copy": CopyMethod, "oracle": OracleMethod, "keysync": KeySyncMethod, "autoencode": AutoencodeMethod,
+}
 
 
 def register_method(name: str, factory: Callable[..., LipSyncMethod]) -> None:

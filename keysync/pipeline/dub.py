@@ -143,6 +143,8 @@ def load_occluders(path: str, frames: int, info) -> np.ndarray:
 class KeySyncPipeline:
     """``KeySyncPipeline.from_pretrained(DIR)(video, audio, output)`` dubs ``video`` with ``audio``."""
 
+    dubber_class = LatentDubber  # makes the output latents; the autoencode baseline swaps in SourceLatents
+
     def __init__(self, model: KeySyncModel, device="cpu", dtype=torch.float32, encoder_dir: str | None = None, note: str = ""):
         model.to(device, dtype)  # a folder may hold fp16 weights (the shipped small model): compute in dtype
         self.model = model.eval()
@@ -232,7 +234,7 @@ class KeySyncPipeline:
             feats["keyframe"][ref_model][None], feats["interpolation"][ref_model][None],
         )
 
-        dubber = LatentDubber(self.model, SamplingOptions(opts.steps, keyframe_guidance, interpolation_guidance, opts.clips_per_call, opts.seed))
+        dubber = self.dubber_class(self.model, SamplingOptions(opts.steps, keyframe_guidance, interpolation_guidance, opts.clips_per_call, opts.seed))
         reader, writing = FrameFetcher(video, tracked.times), FrameFetcher(video, tracked.times)
         dilate, blur = opts.feather
         written = 0

@@ -125,3 +125,14 @@ class LatentDubber:
         out[:, 0], out[:, -1] = ends[:, :, 0], ends[:, :, 1]
         # Segments share their boundary keyframe: keep each segment's first 13 frames, plus the very last.
         return torch.cat([out[:, :STEP].flatten(0, 1), out[-1, -1:]])
+
+
+class SourceLatents(LatentDubber):
+    """No diffusion: every frame keeps its source latent. Dubbing with it shows what the face crop, the
+    VAE and the paste alone lose: the best any model with this VAE can do (``keysync bench --method
+    autoencode``)."""
+
+    def window(self, plan: Plan, index: int, data: FrameData, anchor: FrameData, previous_keyframe: torch.Tensor | None):
+        window = plan.windows[index]
+        first = window.segments[0]
+        return data.latents[window.first_frame - first : window.stop_frame - first], None
