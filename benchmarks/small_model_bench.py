@@ -3,8 +3,9 @@
     python benchmarks/small_model_bench.py --data data/synth --clips 10
     python benchmarks/small_model_bench.py --data data/synth --clips 10 --ablation BOX_DIR MOUTH_DIR --steps-note "2000 steps each"
 
-Runs `keysync bench` for copy, oracle, autoencode (the model's crop and VAE alone) and keysync (the shipped model, or --model) on the test split's
-speech clips (identities and sentences no model saw in training), and writes
+Runs `keysync bench` for copy, oracle, autoencode (the model's crop and VAE alone) and keysync (the
+shipped model, or --model) on the test split's speech clips (identities and sentences no model saw in
+training), and writes
 benchmarks/results/small_model.{json,md} (the table in the README, with issue 7's targets) and
 small_model_per_clip.csv. With --ablation, also scores two model folders trained alike except for the mask
 (cross and silent modes: the leakage metrics) and writes benchmarks/results/mask_ablation.{json,md}.
