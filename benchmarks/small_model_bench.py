@@ -5,10 +5,10 @@
 
 Runs `keysync bench` for copy, oracle, autoencode (the model's crop and VAE alone) and keysync (the
 shipped model, or --model) on the test split's speech clips (identities and sentences no model saw in
-training), and writes
-benchmarks/results/small_model.{json,md} (the table in the README, with issue 7's targets) and
-small_model_per_clip.csv. With --ablation, also scores two model folders trained alike except for the mask
-(cross and silent modes: the leakage metrics) and writes benchmarks/results/mask_ablation.{json,md}.
+training), and writes benchmarks/results/small_model.{json,md} (the table in the README, with issue 7's
+targets) and small_model_per_clip.csv. With --ablation, also scores two model folders trained alike
+except for the mask (cross and silent modes: the leakage metrics) and writes
+benchmarks/results/mask_ablation.{json,md}.
 """
 
 from __future__ import annotations
