@@ -89,7 +89,8 @@ def main() -> int:
                 "# The small KeySync model on the synthetic test split",
                 "",
                 f"`python benchmarks/small_model_bench.py --data {args.data} --clips {args.clips}`: {args.clips} held-out "
-                f"speech clips (identities and sentences no model saw in training), 256x256, each dubbed in three modes. "
+                f"speech clips (identities and sentences no model saw in training; taken one face at a time, so as many faces "
+                f"as the split has up to {args.clips}), 256x256, each dubbed in three modes. "
                 f"Machine: {os.cpu_count()} CPU cores, load {load:.1f} at the start. keysync: {args.model or 'the shipped model'}, "
                 f"10 sampling steps, guidance {','.join(f'{g:g}' for g in guidance)} (audio, reference; keyframes then interpolation "
                 f"where 4); bench wall time {seconds['keysync']:.0f} s for {3 * args.clips} dubs.",

@@ -7,7 +7,9 @@ import numpy as np
 import pytest
 
 from keysync.bench.methods import CopyMethod, LipSyncTask, MethodOutput, get_method, register_method
+from keysync.bench.runner import spread_over_identities
 from keysync.cli import main
+from keysync.synth.dataset import load_split
 
 
 @pytest.fixture(scope="module")
@@ -105,6 +107,22 @@ def test_keysync_method_model_errors(tmp_path, capsys):
     assert main(["bench", "--method", "copy", "--split", "val", "--out", str(tmp_path / "b")]) == 1
     assert "--split needs --data" in capsys.readouterr().err
     assert not (tmp_path / "b").exists()
+
+
+def test_clips_are_spread_over_identities(bench_runs):
+    root, _ = bench_runs
+    rendered = load_split(root / "copy" / "data", "test")
+    assert len({r.spec().identity_id for r in rendered}) == len(rendered) == 2  # the bench's own: a face each
+
+    class Clip:
+        def __init__(self, name, identity):
+            self.name, self.identity_id = name, identity
+
+        def spec(self):
+            return self
+
+    split = [Clip(f"c{i}", face) for i, face in enumerate("AAAABBBBCC")]  # a synth split: 4 clips per face
+    assert [c.name for c in spread_over_identities(split)] == ["c0", "c4", "c8", "c1", "c5", "c9", "c2", "c6", "c3", "c7"]
 
 
 def test_val_split_of_a_dataset(bench_runs, tmp_path, capsys):

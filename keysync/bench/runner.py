@@ -35,25 +35,38 @@ SUMMARY_METRICS = (
 
 
 def benchmark_data(folder: Path, n_clips: int, seed: int, size: int) -> list[ClipRecord]:
-    """Held-out speech clips for the benchmark: rendered once into ``folder`` and reused while the
-    request (clips, seed, size) is the same."""
-    request = {"clips": n_clips, "seed": seed, "size": size}
+    """Held-out speech clips for the benchmark, each with its own face: rendered once into ``folder`` and
+    reused while the request (clips, seed, size) is the same."""
+    request = {"clips": n_clips, "seed": seed, "size": size, "clips_per_identity": 1}
     stamp = folder / "request.json"
     if not (stamp.is_file() and json.loads(stamp.read_text()) == request):
-        specs = plan_dataset(n_clips, seed, size, size, sound_mix=(1.0, 0.0, 0.0, 0.0), only_split="test")
+        specs = plan_dataset(n_clips, seed, size, size, clips_per_identity=1, sound_mix=(1.0, 0.0, 0.0, 0.0), only_split="test")
         write_dataset(folder, specs, seed, overwrite=True)
         stamp.write_text(json.dumps(request) + "\n")
     return load_split(folder, "test")
 
 
 def speech_clips(data_dir: Path, limit: int | None, split: str = "test") -> list[ClipRecord]:
-    """The speech clips of an existing dataset's (``keysync synth``) test split, or val to tune on."""
+    """The speech clips of an existing dataset's (``keysync synth``) test split, or val to tune on, taken
+    one identity at a time (``spread_over_identities``)."""
     from ..errors import KeySyncError
 
     records = [r for r in load_split(data_dir, split) if r.spec().sound == "speech"]
     if len(records) < 2:
         raise KeySyncError(f"{data_dir} has fewer than 2 speech clips in its {split} split; write a larger dataset")
+    records = spread_over_identities(records)
     return records[:limit] if limit else records
+
+
+def spread_over_identities(records: list[ClipRecord]) -> list[ClipRecord]:
+    """The records round-robin over their identities (each identity's clips in name order). A split holds
+    several clips per face and scores vary more between faces than between clips, so the first few
+    clips should show as many faces as they can."""
+    by_identity: dict[str, list[ClipRecord]] = {}
+    for record in records:
+        by_identity.setdefault(record.spec().identity_id, []).append(record)
+    queues = list(by_identity.values())
+    return [q[k] for k in range(max(map(len, queues))) for q in queues if k < len(q)]
 
 
 @dataclass
