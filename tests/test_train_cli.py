@@ -3,6 +3,7 @@
 import json
 
 import numpy as np
+import pytest
 import torch
 import yaml
 from safetensors.torch import load_file
@@ -90,3 +91,26 @@ def test_sampler_draws_the_configured_mask_minus_occluders(tmp_path):
     save_file({**shard, "occluders": torch.from_numpy(occluders)}, tmp_path / "plain.safetensors")
     covered = ClipSampler(tmp_path, "interpolation", mask="box")(0)["masks"]
     assert covered[:, :, 12:].sum() == 0 and torch.equal(covered[:, :, :12], box[:, :, :12])
+
+
+def test_init_networks_starts_a_wider_vae_model_from_trained_networks(tmp_path):
+    """`init_networks`: the small-128 model starts from the 64 px model's networks, widened to 8 channels."""
+    from keysync.errors import KeySyncError
+    from keysync.train.commands import init_network
+
+    micro_model().save_pretrained(tmp_path / "narrow")
+    trained = KeySyncModel.from_pretrained(tmp_path / "narrow").interpolation.eval()
+    model = micro_model(latent_channels=8)
+    init_network(model, "interpolation", str(tmp_path / "narrow"))
+    net = model.interpolation.eval()
+    assert net.config.latent_channels == 8 and model.keyframe.config.latent_channels == 8
+    x, ends = torch.randn(14, 8, 8, 8), torch.randn(1, 8, 2, 8, 8)
+    context, c_noise = torch.randn(1, 14, 32), torch.zeros(14)
+    with torch.no_grad():
+        old = trained(x[:, :4], c_noise, trained.embed_frames(ends[:, :4]), context)
+        new = net(x, c_noise, net.embed_frames(ends), context)
+    assert torch.allclose(new[:, :4], old, atol=1e-5)
+    big = micro_model()
+    big.keyframe.register_to_config(latent_size=16)
+    with pytest.raises(KeySyncError, match="same latent size"):
+        init_network(big, "keyframe", str(tmp_path / "narrow"))

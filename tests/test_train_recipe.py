@@ -10,7 +10,7 @@ from keysync.train import Recipe, diffusion_loss, freeze_temporal_layers, make_o
 from .micro import micro_model
 
 
-def batch_for(stage, clips=1, latent=64, feat=768, pixels=512, device="cpu", seed=0):
+def batch_for(stage, clips=1, latent=64, feat=768, pixels=512, device="cpu", seed=0, channels=4):
     g = torch.Generator().manual_seed(seed)
 
     def make(*shape):
@@ -18,8 +18,8 @@ def batch_for(stage, clips=1, latent=64, feat=768, pixels=512, device="cpu", see
 
     masks = torch.zeros(clips * 14, 1, latent, latent, device=device)
     masks[:, :, latent // 2 :] = 1
-    cond = make(clips, 4, latent, latent) if stage == "keyframe" else make(clips, 4, 2, latent, latent)
-    return dict(latents=make(clips * 14, 4, latent, latent), masks=masks, audio=make(clips, 14, 2, feat), cond=cond,
+    cond = make(clips, channels, latent, latent) if stage == "keyframe" else make(clips, channels, 2, latent, latent)
+    return dict(latents=make(clips * 14, channels, latent, latent), masks=masks, audio=make(clips, 14, 2, feat), cond=cond,
                 pixels=make(clips * 14, 3, pixels, pixels))
 
 
@@ -150,6 +150,17 @@ def test_rgb_skip_vae_starts_as_a_thumbnail_codec():
         assert (plain.decode(plain.encode(pixels).latent_dist.mode(), num_frames=4).sample - pixels).abs().mean() > 0.1
 
 
+def test_small_128_preset_doubles_the_crop_and_keeps_the_networks_latents():
+    small, wide = KeySyncModel.from_preset("small"), KeySyncModel.from_preset("small-128")
+    assert (small.crop_size, wide.crop_size) == (64, 128)
+    assert wide.keyframe.config.latent_size == small.keyframe.config.latent_size == 16
+    pixels = torch.nn.functional.interpolate(smooth_frames()[0], size=128, mode="bilinear")
+    with torch.no_grad():
+        z = wide.vae.encode(pixels).latent_dist.mode()
+    assert z.shape == (4, 8, 16, 16)  # 8 channels: more detail per latent pixel
+    assert torch.allclose(z[:, :3], torch.nn.functional.avg_pool2d(pixels, 8))  # the same 16x16 image as small's
+
+
 def test_vae_stage_learns_and_calibrates_its_latent_scale():
     from keysync.train.recipe import calibrate_latent_scale
 
@@ -192,3 +203,24 @@ def test_widening_the_audio_window_keeps_the_output_then_lets_neighbours_in():
     assert net.audio_proj.weight.grad[:, 4 * 40 :].abs().sum() > 0  # ... and they learn
     with pytest.raises(ValueError, match="narrow"):
         net.widen_audio_window(1)
+
+
+@pytest.mark.parametrize("stage", ["keyframe", "interpolation"])
+def test_widening_the_latent_channels_keeps_the_output_then_lets_the_new_ones_learn(stage):
+    """A network trained on a 4-channel VAE starts a model whose VAE has 8 (the small-128 preset)."""
+    net = getattr(micro(), stage).eval()
+    narrow, wide = batch_for(stage, latent=8, feat=40, pixels=32), batch_for(stage, latent=8, feat=40, pixels=32, seed=1, channels=8)
+    for key in ("latents", "cond"):
+        wide[key][:, :4] = narrow[key]
+    x, c_noise, context = narrow["latents"], torch.full((14,), 0.3), net.embed_audio(narrow["audio"])
+    with torch.no_grad():
+        before = net(x, c_noise, net.embed_frames(narrow["cond"]), context)
+        net.widen_latent_channels(8)
+        after = net(wide["latents"], c_noise, net.embed_frames(wide["cond"]), context)
+    assert net.config.latent_channels == 8 and after.shape == (14, 8, 8, 8)
+    assert torch.allclose(after[:, :4], before, atol=1e-5)  # the new inputs start unheard
+    assert after[:, 4:].abs().max() == 0  # and the new outputs silent
+    diffusion_loss(net.train(), wide, Recipe(), torch.Generator().manual_seed(0))[0].backward()
+    assert net.unet.conv_out.weight.grad[4:].abs().sum() > 0 and net.unet.conv_in.weight.grad[:, 4:8].abs().sum() > 0
+    with pytest.raises(ValueError, match="narrow"):
+        net.widen_latent_channels(4)

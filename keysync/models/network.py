@@ -102,6 +102,37 @@ class KeySyncNet(ModelMixin, ConfigMixin):
         self.audio_proj = proj
         self.register_to_config(audio_window=each_side)
 
+    def widen_latent_channels(self, channels: int) -> None:
+        """Grow ``latent_channels`` to ``channels`` (a VAE with more latent channels) keeping what the
+        network does on the old ones: weights from and to the new channels start at zero."""
+        old = self.config.latent_channels
+        if channels < old:
+            raise ValueError(f"cannot narrow the latent channels from {old} to {channels}")
+        if channels == old:
+            return
+        unet, flag = self.unet, int(self.config.kind == "interpolation")
+        # conv_in sees [noisy latent, conditioning latent, the interpolation's end-frame flag]: (from, to, n)
+        groups = [(0, 0, old), (old, channels, old)] + [(2 * old, 2 * channels, 1)] * flag
+        conv_in = nn.Conv2d(2 * channels + flag, unet.conv_in.out_channels, unet.conv_in.kernel_size, padding=unet.conv_in.padding)
+        conv_out = nn.Conv2d(unet.conv_out.in_channels, channels, unet.conv_out.kernel_size, padding=unet.conv_out.padding)
+        conv_in, conv_out = conv_in.to(unet.conv_in.weight), conv_out.to(unet.conv_out.weight)
+        with torch.no_grad():
+            for module in (conv_in, conv_out):
+                module.weight.zero_()
+                module.bias.zero_()
+            for src, dst, n in groups:
+                conv_in.weight[:, dst : dst + n] = unet.conv_in.weight[:, src : src + n]
+            conv_in.bias.copy_(unet.conv_in.bias)
+            conv_out.weight[:old] = unet.conv_out.weight
+            conv_out.bias[:old] = unet.conv_out.bias
+        unet.conv_in, unet.conv_out = conv_in, conv_out
+        unet.register_to_config(in_channels=conv_in.in_channels, out_channels=channels)
+        if flag:
+            grown = torch.zeros(channels, *self.learned_mask.shape[1:]).to(self.learned_mask)
+            grown[:old] = self.learned_mask.detach()
+            self.learned_mask = nn.Parameter(grown)
+        self.register_to_config(latent_channels=channels)
+
     @staticmethod
     def embed_frames(latents: torch.Tensor) -> torch.Tensor:
         """Scaled conditioning latents -> the unscaled ``concat`` input.

@@ -21,6 +21,8 @@ A training config is YAML (or JSON)::
     lip_weight: 0.0         # extra loss weight on the lips (not in the official recipe; see Recipe)
     audio_window: 0         # keyframe/interpolation: frames of audio each side of a frame (official: 0);
                             # a loaded network with a narrower window is widened, its output unchanged
+    init_networks: FOLDER   # keyframe/interpolation: start the stage's network from this model folder's,
+                            # widened to the VAE's latent channels (new channels start at zero)
 
 Stages in order: ``vae`` (on the shards' crops), then ``keyframe`` and ``interpolation`` (on their latents:
 run ``keysync prepare`` again with the run's model folder after training the VAE).
@@ -66,6 +68,23 @@ def run_prepare(args: argparse.Namespace) -> int:
     return 0
 
 
+def init_network(model, stage: str, folder: str) -> None:
+    """Replace ``model``'s ``stage`` network with ``folder``'s, widened to the model's latent channels (a
+    network trained on another VAE of the same latent size starts the new one)."""
+    from ..errors import KeySyncError
+    from ..models import KeySyncModel
+
+    net = getattr(KeySyncModel.from_pretrained(folder), stage)
+    size = getattr(model, stage).config.latent_size
+    if net.config.latent_size != size:
+        raise KeySyncError(
+            f"init_networks {folder}: its {stage} network works on {net.config.latent_size}x{net.config.latent_size} "
+            f"latents, this model's on {size}x{size}; pick a folder of the same latent size"
+        )
+    net.widen_latent_channels(model.vae.config.latent_channels)
+    setattr(model, stage, net)
+
+
 def run_train(args: argparse.Namespace) -> int:
     from pathlib import Path
 
@@ -92,6 +111,8 @@ def run_train(args: argparse.Namespace) -> int:
         model = KeySyncModel.from_preset(cfg["model"], seed=cfg.get("seed", 0))
     else:
         model = KeySyncModel.from_pretrained(cfg["model"])
+    if args.stage != "vae" and cfg.get("init_networks"):
+        init_network(model, args.stage, cfg["init_networks"])
     model.to(dtype=torch.float32)  # a folder may hold fp16 weights (the shipped model): train in float32
     if args.stage != "vae" and "audio_window" in cfg:
         getattr(model, args.stage).widen_audio_window(int(cfg["audio_window"]))
