@@ -195,3 +195,13 @@ def test_middle_second_without_a_face_passes_through(tmp_path, pipe, monkeypatch
     assert set(boxes_masks) == set(range(25)) | set(range(50, 75))  # dubbed exactly where the face is
     for i in range(25, 50):
         assert np.array_equal(written[i][1], decoded[i])
+
+
+def test_a_model_with_more_latent_channels_dubs(tmp_path, monkeypatch):
+    """The small-128 layout (8 latent channels) runs end to end; the face is regenerated, the rest kept."""
+    video = write_clip(tmp_path / "in.mp4", moving_frames(astronaut(), 320, 240, 10, photo_height=220), rate=25)
+    audio = write_wav(tmp_path / "s.mp4", tone(0.4))
+    written, boxes_masks = record_writes_and_pastes(monkeypatch)
+    KeySyncPipeline(micro_model(latent_channels=8))(video, audio, tmp_path / "o.mp4", DubOptions(progress=False))
+    assert len(written) == 10 and boxes_masks
+    outside_paste_region_unchanged(written, video, boxes_masks)
