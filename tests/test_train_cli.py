@@ -114,3 +114,6 @@ def test_init_networks_starts_a_wider_vae_model_from_trained_networks(tmp_path):
     big.keyframe.register_to_config(latent_size=16)
     with pytest.raises(KeySyncError, match="same latent size"):
         init_network(big, "keyframe", str(tmp_path / "narrow"))
+    model.save_pretrained(tmp_path / "wide")
+    with pytest.raises(KeySyncError, match="narrow the latent channels from 8 to 4"):
+        init_network(micro_model(), "keyframe", str(tmp_path / "wide"))

@@ -81,7 +81,10 @@ def init_network(model, stage: str, folder: str) -> None:
             f"init_networks {folder}: its {stage} network works on {net.config.latent_size}x{net.config.latent_size} "
             f"latents, this model's on {size}x{size}; pick a folder of the same latent size"
         )
-    net.widen_latent_channels(model.vae.config.latent_channels)
+    try:
+        net.widen_latent_channels(model.vae.config.latent_channels)
+    except ValueError as err:
+        raise KeySyncError(f"init_networks {folder}: {err} (this model's VAE); pick a folder with at most as many") from None
     setattr(model, stage, net)
 
 
