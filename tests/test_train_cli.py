@@ -32,12 +32,14 @@ def test_prepare_then_train_and_resume(tmp_path, capsys):
     assert "latents" not in crops_only and crops_only["pixels"].shape == (40, 3, 32, 32)
     run = tmp_path / "run"
     config = {"model": str(tmp_path / "model"), "data": str(shards), "output": str(run), "steps": 2,
-              "checkpoint_every": 2, "lr": 1e-3, "warmup_steps": 1, "sample_every": 2, "audio_window": 1}
+              "checkpoint_every": 2, "lr": 1e-3, "warmup_steps": 1, "sample_every": 2, "audio_window": 1,
+              "latent_scale": 1.5}
     (tmp_path / "train.yaml").write_text(yaml.safe_dump(config))
     assert main(["train", "keyframe", "--config", str(tmp_path / "train.yaml")]) == 1
     assert "train the VAE first" in capsys.readouterr().err
     assert main(["train", "vae", "--config", str(tmp_path / "train.yaml")]) == 0
     assert (run / "vae" / "log.csv").read_text().startswith("step,loss,l1,edge,lr")
+    assert KeySyncModel.from_pretrained(run / "model").vae.config.scaling_factor == 1.5  # kept, not calibrated
 
     assert main(["prepare", str(src), str(shards), "--model", str(run / "model")]) == 0  # the trained VAE
     shard = load_file(shards / "talk.safetensors")

@@ -177,6 +177,31 @@ def test_vae_stage_learns_and_calibrates_its_latent_scale():
         assert abs(float(model.vae.encode_frames(batch["pixels"][0]).std()) - 1) < 1e-3
 
 
+def test_a_kept_latent_scale_gives_each_learned_channel_unit_variance_and_the_same_codec():
+    from keysync.models.vae import KeySyncVAE
+    from keysync.train.recipe import calibrate_latent_scale
+
+    torch.manual_seed(0)
+    vae = KeySyncVAE(block_out_channels=(32, 32), layers_per_block=1, sample_size=32, rgb_skip=True, latent_channels=8,
+                     down_block_types=("DownEncoderBlock2D",) * 2).eval()
+    torch.nn.init.normal_(vae.decoder.time_conv_out.weight, std=0.1)  # a decoder that reads the learned channels
+    pixels = smooth_frames(seed=2)[0]
+    with torch.no_grad():
+        before = vae.encode(pixels).latent_dist
+        decoded = vae.decode(before.mode(), num_frames=4).sample
+    assert calibrate_latent_scale(vae, pixels, scale=2.5) == 2.5 == vae.config.scaling_factor
+    with torch.no_grad():
+        after = vae.encode(pixels).latent_dist
+        scaled = vae.encode_frames(pixels)
+        assert torch.allclose(vae.decode(after.mode(), num_frames=4).sample, decoded, atol=1e-5)
+    assert torch.equal(after.mode()[:, :3], before.mode()[:, :3])  # the thumbnail, as another VAE scaled 2.5 gives it
+    assert torch.allclose(scaled[:, 3:].std(dim=(0, 2, 3)), torch.ones(5), atol=1e-4)
+    ratio = after.mode()[:, 3:] / before.mode()[:, 3:]
+    assert torch.allclose(after.std[:, 3:] / before.std[:, 3:], ratio, rtol=1e-3)  # the posterior scales as a whole
+    with pytest.raises(ValueError, match="thumbnail"):
+        vae.rescale_latent_channels(torch.full((8,), 2.0))
+
+
 def test_lip_weight_scales_the_loss_on_the_lips_only():
     model = micro()
     batch = batch_for("interpolation", clips=1, latent=8, feat=40, pixels=32)

@@ -90,6 +90,22 @@ class KeySyncVAE(AutoencoderKLTemporalDecoder):
             sample = sample + F.interpolate(z[:, :3], scale_factor=self.downsample_factor, mode="bilinear", align_corners=False)
         return DecoderOutput(sample=sample) if return_dict else (sample,)
 
+    @torch.no_grad()
+    def rescale_latent_channels(self, gains: torch.Tensor) -> None:
+        """Multiply latent channel k by ``gains[k]`` without changing what the VAE computes: the gain is
+        folded into ``quant_conv`` (mean and log-variance) and undone in the decoder's ``conv_in``. Lets
+        a trained VAE give its channels unit variance one by one, which one ``scaling_factor`` cannot."""
+        gains = gains.to(self.quant_conv.weight)
+        n = self.config.latent_channels
+        if gains.shape != (n,) or not bool((gains > 0).all()):
+            raise ValueError(f"need {n} positive gains, one per latent channel; got shape {tuple(gains.shape)}")
+        if self.config.rgb_skip and not bool((gains[:3] == 1).all()):
+            raise ValueError("the first three channels are the thumbnail the decoder adds back: keep their gain 1")
+        self.quant_conv.weight[:n] *= gains.view(-1, 1, 1, 1)
+        self.quant_conv.bias[:n] *= gains
+        self.quant_conv.bias[n:] += 2 * gains.log()  # log-variance: std scales with the mean
+        self.decoder.conv_in.weight /= gains.view(1, -1, 1, 1)
+
     def encode_frames(self, pixels: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
         """(N, 3, H, W) pixels in [-1, 1] -> (N, 4, H/f, W/f) scaled latents.
 

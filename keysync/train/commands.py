@@ -18,6 +18,8 @@ A training config is YAML (or JSON)::
     freeze_temporal: false  # true when fine-tuning from SVD weights (the official recipe)
     mask: box               # the mask trained with: box (the paper's), or heart/mouth/full for ablations
     kl_weight: 1.0e-6       # vae only; also edge_weight (l1 on image gradients)
+    latent_scale: 2.7229    # vae only: keep this scaling factor instead of calibrating one (rgb_skip VAEs
+                            # then give each learned channel unit variance; see calibrate_latent_scale)
     lip_weight: 0.0         # extra loss weight on the lips (not in the official recipe; see Recipe)
     audio_window: 0         # keyframe/interpolation: frames of audio each side of a frame (official: 0);
                             # a loaded network with a narrower window is widened, its output unchanged
@@ -140,7 +142,8 @@ def run_train(args: argparse.Namespace) -> int:
         from .recipe import calibrate_latent_scale
 
         frames = torch.cat([sampler(-1 - k)["pixels"].flatten(0, 1) for k in range(64)])
-        print(f"latent scaling factor {calibrate_latent_scale(model.vae, frames):.4f}")
+        scale = calibrate_latent_scale(model.vae, frames, cfg.get("latent_scale"))
+        print(f"latent scaling factor {scale:.4f}")
     if trained.is_dir():  # stages may train side by side into one run: keep what the others saved since
         current = KeySyncModel.from_pretrained(trained)
         setattr(current, args.stage, getattr(model, args.stage))

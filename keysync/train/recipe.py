@@ -105,14 +105,25 @@ def vae_loss(vae, batch: dict, recipe: Recipe, generator: torch.Generator | None
     return loss, {"l1": l1.detach(), "edge": edge.detach()}
 
 
-def calibrate_latent_scale(vae, pixels: torch.Tensor) -> float:
+def calibrate_latent_scale(vae, pixels: torch.Tensor, scale: float | None = None) -> float:
     """Set the VAE's ``scaling_factor`` to 1 / std of its latents on ``pixels`` (N, 3, H, W) in [-1, 1], so
-    that scaled latents have unit variance, as EDM's sigma_data = 1 assumes (SD's 0.18215 came the same way)."""
+    that scaled latents have unit variance, as EDM's sigma_data = 1 assumes (SD's 0.18215 came the same way).
+
+    A given ``scale`` is kept instead, and (with ``rgb_skip``) the learned channels are rescaled so that
+    each of them still has unit variance once scaled: the thumbnail channels then reach the diffusion
+    networks at the size another VAE with that scale gave them, which networks started from that
+    VAE's (``init_networks``) were trained on.
+    """
     with torch.no_grad():
-        z = torch.cat([vae.encode(chunk).latent_dist.mode() for chunk in pixels.split(32)])
-    scale = float(1.0 / z.float().std())
-    vae.register_to_config(scaling_factor=scale)
-    return scale
+        z = torch.cat([vae.encode(chunk).latent_dist.mode() for chunk in pixels.split(32)]).float()
+    if scale is None:
+        scale = float(1.0 / z.std())
+    elif vae.config.rgb_skip:
+        gains = torch.ones(z.shape[1])
+        gains[3:] = 1.0 / (scale * z[:, 3:].std(dim=(0, 2, 3)))
+        vae.rescale_latent_channels(gains)
+    vae.register_to_config(scaling_factor=float(scale))
+    return float(scale)
 
 
 def freeze_temporal_layers(net: KeySyncNet) -> int:
