@@ -35,6 +35,13 @@ def test_correlations_and_errors():
     assert M.pearson(a, 2 * a + 1) > 0.999
     assert M.pearson(a, -a) < -0.999
     assert np.isnan(M.pearson(a, np.zeros(60)))
+    rng = np.random.default_rng(0)
+    source, other = rng.normal(size=60), rng.normal(size=60)
+    target = 0.6 * source + 0.8 * other  # new speech whose jaw correlates with the source's by chance
+    assert M.pearson(target, source) > 0.4 and abs(M.partial_pearson(target, source, target)) < 1e-9  # perfect dub
+    leaky = target + 0.7 * source + 0.3 * rng.normal(size=60)
+    assert M.partial_pearson(leaky, source, target) > 0.8  # what follows the source beyond the target
+    assert M.partial_pearson(a, -a, np.zeros(60)) == M.pearson(a, -a)  # silence: plain correlation
     assert abs(M.mean_abs(a, a + 0.1) - 0.1) < 1e-9
     assert M.mouth_jitter(np.linspace(0, 1, 20)) < 1e-9
     assert M.mouth_jitter(np.tile([0.0, 1.0], 10)) == 2.0

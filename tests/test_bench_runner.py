@@ -36,6 +36,8 @@ def test_copy_leaks_and_oracle_syncs(bench_runs):
     assert r["oracle"]["cross"]["sync_corr"] >= 0.9
     assert r["oracle"]["reconstruction"]["sync_corr"] >= 0.9
     assert r["oracle"]["cross"]["cross_leak"] < 0.5
+    # beyond what the new speech explains, the copy still follows the source and the oracle does not
+    assert r["copy"]["cross"]["cross_leak_partial"] >= 0.9 and abs(r["oracle"]["cross"]["cross_leak_partial"]) < 0.3
     assert r["oracle"]["silent"]["lipleak_lm"] <= 0.05
     # identity is perfect for copy and very good for the oracle (only the encoding differs)
     assert r["copy"]["cross"]["psnr_outside"] == 100.0

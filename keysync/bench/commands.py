@@ -74,8 +74,8 @@ def run_demo(args: argparse.Namespace) -> int:
     print(
         f"this clip, new speech: sync {m['sync_corr']:.2f} (correlation of the mouth read from the video with the "
         f"mouth the new speech asks for; 1 is perfect), cross-leak {m['cross_leak']:.2f} (correlation with the "
-        f"original mouth; 0 is none), identity SSIM outside the mouth box {m['ssim_outside']:.3f}, "
-        f"upper face {m['ssim_upper']:.3f}"
+        f"original mouth; {m['cross_leak_partial']:.2f} beyond what the new speech explains, 0 is none), identity "
+        f"SSIM outside the mouth box {m['ssim_outside']:.3f}, upper face {m['ssim_upper']:.3f}"
     )
     print(f"done in {time.perf_counter() - start:.0f} s")
     return 0

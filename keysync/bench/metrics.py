@@ -64,6 +64,28 @@ def pearson(a: np.ndarray, b: np.ndarray, valid: np.ndarray | None = None) -> fl
     return float(np.corrcoef(a, b)[0, 1])
 
 
+def partial_pearson(a: np.ndarray, b: np.ndarray, given: np.ndarray, valid: np.ndarray | None = None) -> float:
+    """Correlation of ``a`` and ``b`` once what ``given`` explains linearly is taken out of both (partial
+    correlation). Cross-leak given the target mouth: two speech clips' jaws correlate by chance (both rest
+    in pauses), so a perfect dub correlates with the source as much as the new speech does; this counts
+    only what follows the source beyond that; 0 when ``given`` explains ``a`` or ``b`` entirely. With a
+    constant ``given`` (silence) it is ``pearson``."""
+    a, b, given = (np.asarray(x, np.float64) for x in (a, b, given))
+    if valid is not None:
+        a, b, given = a[valid], b[valid], given[valid]
+    if len(a) < 4 or given.std() < 1e-3:
+        return pearson(a, b)
+    design = np.stack([given, np.ones_like(given)], 1)
+
+    def residual(x):
+        return x - design @ np.linalg.lstsq(design, x, rcond=None)[0]
+
+    rest_a, rest_b = residual(a), residual(b)
+    if min(rest_a.std(), rest_b.std()) < 1e-3 <= min(a.std(), b.std()):
+        return 0.0  # the target explains one of them entirely: nothing left that could follow the other
+    return pearson(rest_a, rest_b)
+
+
 def mean_abs(a: np.ndarray, b: np.ndarray, valid: np.ndarray | None = None) -> float:
     d = np.abs(np.asarray(a, np.float64) - np.asarray(b, np.float64))
     d = d if valid is None else d[valid]

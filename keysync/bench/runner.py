@@ -27,7 +27,7 @@ QUICK_CLIPS = 3
 FULL_CLIPS = 20
 
 SUMMARY_METRICS = (
-    "lipleak", "sync_corr", "sync_mae", "cross_leak",
+    "lipleak", "sync_corr", "sync_mae", "cross_leak", "cross_leak_partial",
     "psnr_outside", "ssim_outside", "psnr_upper", "ssim_upper", "ssim_mask", "hf_ratio",
     "mouth_jitter", "edge_jitter", "occluder_mae",
     "lipleak_lm", "sync_corr_lm", "cross_leak_lm",
@@ -130,6 +130,7 @@ def score(
         "sync_corr": M.pearson(read, target, valid),
         "sync_mae": M.mean_abs(read, target, valid),
         "cross_leak": M.pearson(read, source, valid) if mode != "reconstruction" else float("nan"),
+        "cross_leak_partial": M.partial_pearson(read, source, target, valid) if mode != "reconstruction" else float("nan"),
         "psnr_outside": M.psnr(frames, source_frames, ~regen),
         "ssim_outside": M.ssim(frames, source_frames, ~regen),
         "psnr_upper": M.psnr(frames, source_frames, upper),
@@ -269,7 +270,7 @@ def _plot(path: Path, method_name: str, summary: dict, traces: dict) -> None:
     import matplotlib.pyplot as plt
 
     groups = [
-        ("mouth (0-1)", ("lipleak", "sync_corr", "sync_mae", "cross_leak", "lipleak_lm", "sync_corr_lm", "cross_leak_lm")),
+        ("mouth (0-1)", ("lipleak", "sync_corr", "sync_mae", "cross_leak", "cross_leak_partial", "lipleak_lm", "sync_corr_lm", "cross_leak_lm")),
         ("identity", ("ssim_outside", "ssim_upper")),
         ("PSNR (dB)", ("psnr_outside", "psnr_upper")),
         ("stability / occluder", ("mouth_jitter", "edge_jitter", "occluder_mae")),
