@@ -66,6 +66,25 @@ def test_prepare_then_train_and_resume(tmp_path, capsys):
     assert "resumed" in capsys.readouterr().out
 
 
+def test_prepare_in_several_processes_writes_the_same_shards(tmp_path):
+    src = tmp_path / "videos"
+    src.mkdir()
+    for k, name in enumerate(("a", "b", "c")):
+        frames = 16 + 4 * k
+        speech = (0.3 * np.sin(2 * np.pi * 200 * np.arange(frames * 640) / 16000)).astype(np.float32)
+        write_clip(src / f"{name}.mp4", moving_frames(astronaut(), 240, 240, frames, photo_height=200), rate=25, audio=speech)
+    micro_model().save_pretrained(tmp_path / "model")
+    model = KeySyncModel.from_pretrained(tmp_path / "model")
+    prepare(src, tmp_path / "one", model, progress=False, latents=False)
+    shards = prepare(src, tmp_path / "two", model, progress=False, latents=False, jobs=2)
+    assert [p.name for p in shards] == ["a.safetensors", "b.safetensors", "c.safetensors"]
+    for shard in shards:
+        one, two = load_file(tmp_path / "one" / shard.name), load_file(shard)
+        assert one.keys() == two.keys() and len(one["pixels"]) == len(two["pixels"]) > 0
+        for key in one:
+            assert torch.equal(one[key], two[key]), (shard.name, key)
+
+
 def test_sampler_draws_the_configured_mask_minus_occluders(tmp_path):
     from safetensors.torch import save_file
 

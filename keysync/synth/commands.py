@@ -18,9 +18,10 @@ def register(subparsers) -> None:
     p.add_argument("out_dir", help="dataset folder to create")
     p.add_argument("--clips", type=int, default=100, help="number of clips (default 100)")
     p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
-    p.add_argument("--size", type=int, default=256, help="frame width and height in pixels (default 256; any size)")
+    p.add_argument("--size", type=int, default=256, help="frame width and height in pixels (default 256; any size, byte-identical reruns from 96)")
     p.add_argument("--occluders", type=float, default=0.25, help="share of clips with a hand or microphone (default 0.25)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing dataset folder")
+    p.add_argument("--jobs", type=int, default=1, help="clips rendered at once, one process each (default 1; same files)")
     p.set_defaults(func=run_synth)
 
 
@@ -36,8 +37,10 @@ def run_synth(args: argparse.Namespace) -> int:
         raise KeySyncError("--size must be an even number of pixels, at least 32")
     if not 0 <= args.occluders <= 1:
         raise KeySyncError("--occluders is a share between 0 and 1")
+    if args.jobs < 1:
+        raise KeySyncError("--jobs must be at least 1")
     specs = plan_dataset(args.clips, args.seed, args.size, args.size, occluder_rate=args.occluders)
-    out = write_dataset(Path(args.out_dir), specs, args.seed, overwrite=args.overwrite)
+    out = write_dataset(Path(args.out_dir), specs, args.seed, overwrite=args.overwrite, jobs=args.jobs)
     counts = {s: sum(c.split == s for c in specs) for s in ("train", "val", "test")}
     print(f"wrote {out}: " + ", ".join(f"{n} {s}" for s, n in counts.items()))
     return 0

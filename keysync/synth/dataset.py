@@ -261,8 +261,19 @@ def plan_dataset(
     return specs
 
 
-def write_dataset(out_dir: Path, specs: list[ClipSpec], seed: int, overwrite: bool = False, progress: bool = True) -> Path:
-    """Render and write every clip into ``out_dir`` (built in a temporary folder, moved into place at the end)."""
+def _render_and_write(job: tuple[ClipSpec, Path]) -> None:
+    spec, folder = job
+    write_clip(make_clip(spec), folder / spec.split)
+
+
+def write_dataset(
+    out_dir: Path, specs: list[ClipSpec], seed: int, overwrite: bool = False, progress: bool = True, jobs: int = 1
+) -> Path:
+    """Render and write every clip into ``out_dir`` (built in a temporary folder, moved into place at the end).
+
+    ``jobs`` > 1 renders clips in that many processes; each clip depends only on its spec, so the files are
+    the same."""
+    import multiprocessing
     import shutil
     import tempfile
 
@@ -278,8 +289,17 @@ def write_dataset(out_dir: Path, specs: list[ClipSpec], seed: int, overwrite: bo
     try:
         for split in SPLITS:
             (tmp / split).mkdir()
-        for spec in tqdm(specs, desc="rendering clips", unit="clip", disable=not progress):
-            write_clip(make_clip(spec), tmp / spec.split)
+        work = [(spec, tmp) for spec in specs]
+        bar = tqdm(total=len(specs), desc="rendering clips", unit="clip", disable=not progress)
+        if jobs > 1:
+            with multiprocessing.get_context("spawn").Pool(jobs) as pool:
+                for _ in pool.imap_unordered(_render_and_write, work):
+                    bar.update()
+        else:
+            for job in work:
+                _render_and_write(job)
+                bar.update()
+        bar.close()
         manifest = {
             "format_version": FORMAT_VERSION,
             "seed": seed,

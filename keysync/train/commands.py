@@ -49,6 +49,7 @@ def register(subparsers) -> None:
         help="model folder (crops at its size and latents from its VAE) or preset name (crops only, to train a VAE on)",
     )
     p.add_argument("--backend", default="mediapipe", help="face landmark back end")
+    p.add_argument("--jobs", type=int, default=1, help="videos prepared at once, one process each (default 1)")
     p.set_defaults(func=run_prepare)
 
     t = subparsers.add_parser("train", help="train a stage", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -60,12 +61,15 @@ def register(subparsers) -> None:
 def run_prepare(args: argparse.Namespace) -> int:
     from pathlib import Path
 
+    from ..errors import KeySyncError
     from ..models import PRESETS, KeySyncModel
     from .data import prepare
 
+    if args.jobs < 1:
+        raise KeySyncError("--jobs must be at least 1")
     untrained = args.model in PRESETS and not Path(args.model).is_dir()
     model = KeySyncModel.from_preset(args.model) if untrained else KeySyncModel.from_pretrained(args.model)
-    shards = prepare(args.src, args.out, model, args.backend, latents=not untrained)
+    shards = prepare(args.src, args.out, model, args.backend, latents=not untrained, jobs=args.jobs)
     print(f"{len(shards)} shards in {args.out}" + (" (crops only: no latents until a VAE is trained)" if untrained else ""))
     return 0
 

@@ -116,18 +116,57 @@ def _write_shard(path: Path, tensors: dict, metadata: dict) -> None:
         raise
 
 
+_WORKER: dict = {}
+
+
+def _init_worker(model: KeySyncModel, backend_name: str, latents: bool, threads: int | None) -> None:
+    """Per process: the model, its audio features, its VAE's fingerprint; the landmark back end on first use."""
+    if threads:
+        torch.set_num_threads(threads)
+    _WORKER.clear()
+    _WORKER.update(
+        model=model, backend_name=backend_name, backend=None, latents=latents,
+        features={s: build_features(spec) for s, spec in model.audio.items()},
+        fingerprint=vae_fingerprint(model.vae) if latents else None,
+    )
+
+
+def _prepare_shard(job: tuple[Path, Path]) -> Path:
+    """Write (or add latents to) one video's shard unless it is already complete."""
+    from safetensors import safe_open
+
+    from ..faces.backends import load_backend
+
+    video, shard = job
+    w = _WORKER
+    if shard.exists():
+        with safe_open(shard, "pt") as f:
+            metadata = f.metadata() or {}
+        if not w["latents"] or metadata.get("vae") == w["fingerprint"]:
+            return shard
+        tensors = load_file(shard)
+    else:
+        w["backend"] = w["backend"] or load_backend(w["backend_name"])
+        tensors, metadata = prepare_video(video, w["model"], w["features"], w["backend"]), {"source": str(video)}
+    if w["latents"]:
+        tensors["latents"] = encode_latents(w["model"].vae, tensors["pixels"])
+        metadata["vae"] = w["fingerprint"]
+    _write_shard(shard, tensors, metadata)
+    return shard
+
+
 def prepare(
     src: str | Path, out: str | Path, model: KeySyncModel, backend_name: str = "mediapipe", progress: bool = True,
-    latents: bool = True,
+    latents: bool = True, jobs: int = 1,
 ) -> list[Path]:
     """Write a shard for every ``*.mp4`` under ``src`` that has none yet; returns the shard paths.
 
     ``latents=False`` (a model without a trained VAE yet) writes crops only; with ``latents=True``
-    existing shards without latents from this VAE get them.
+    existing shards without latents from this VAE get them. ``jobs`` > 1 prepares that many videos at once,
+    one process (and one thread) each; the shards hold the same crops and features (latents
+    may differ in float rounding, being computed on one thread).
     """
-    from safetensors import safe_open
-
-    from ..faces.backends import load_backend
+    import multiprocessing
 
     src, out = Path(src), Path(out)
     videos = sorted(src.rglob("*.mp4"))
@@ -139,29 +178,22 @@ def prepare(
     if info.is_file() and json.loads(info.read_text()) != settings:
         raise KeySyncError(f"{out} was prepared for another crop size or audio features; use a new folder")
     info.write_text(json.dumps(settings, indent=2))
-    features = {s: build_features(spec) for s, spec in model.audio.items()}
-    fingerprint = vae_fingerprint(model.vae) if latents else None
     if latents:
         model.vae.check_encoder()
-    backend = None
-    shards = []
-    for video in tqdm(videos, desc="prepare", unit="video", disable=not progress):
-        shard = out / (str(video.relative_to(src).with_suffix("")).replace(os.sep, "__") + ".safetensors")
-        shards.append(shard)
-        if shard.exists():
-            with safe_open(shard, "pt") as f:
-                metadata = f.metadata() or {}
-            if not latents or metadata.get("vae") == fingerprint:
-                continue
-            tensors = load_file(shard)
-        else:
-            backend = backend or load_backend(backend_name)
-            tensors, metadata = prepare_video(video, model, features, backend), {"source": str(video)}
-        if latents:
-            tensors["latents"] = encode_latents(model.vae, tensors["pixels"])
-            metadata["vae"] = fingerprint
-        _write_shard(shard, tensors, metadata)
-    return shards
+    work = [(v, out / (str(v.relative_to(src).with_suffix("")).replace(os.sep, "__") + ".safetensors")) for v in videos]
+    bar = tqdm(total=len(work), desc="prepare", unit="video", disable=not progress)
+    if jobs > 1:
+        setup = (model, backend_name, latents, 1)
+        with multiprocessing.get_context("spawn").Pool(jobs, initializer=_init_worker, initargs=setup) as pool:
+            for _ in pool.imap_unordered(_prepare_shard, work):
+                bar.update()
+    else:
+        _init_worker(model, backend_name, latents, None)
+        for job in work:
+            _prepare_shard(job)
+            bar.update()
+    bar.close()
+    return [shard for _, shard in work]
 
 
 def lip_boxes(landmarks: np.ndarray, size: int, latent: int, margin: float = 0.3) -> np.ndarray:
