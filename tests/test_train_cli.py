@@ -65,6 +65,23 @@ def test_prepare_then_train_and_resume(tmp_path, capsys):
     assert main(["train", "interpolation", "--config", str(tmp_path / "train.yaml")]) == 0
     assert "resumed" in capsys.readouterr().out
 
+    # --export: the stage's latest checkpoint into the model folder, nothing trained
+    model = KeySyncModel.from_pretrained(run / "model")
+    with torch.no_grad():
+        for p in model.keyframe.parameters():
+            p.add_(1.0)  # the folder no longer holds the checkpoint's weights
+    model.save_pretrained(run / "model", overwrite=True)
+    assert main(["train", "keyframe", "--config", str(tmp_path / "train.yaml"), "--export"]) == 0
+    assert "exported step 2" in capsys.readouterr().out
+    saved = load_file(run / "keyframe" / "checkpoints" / "step_00000002" / "model.safetensors")
+    exported = KeySyncModel.from_pretrained(run / "model").keyframe.state_dict()
+    assert saved.keys() == exported.keys() and all(torch.equal(exported[k], saved[k]) for k in saved)
+    assert not (run / "keyframe" / "checkpoints" / "step_00000003").exists()
+    config["output"] = str(tmp_path / "empty-run")
+    (tmp_path / "train.yaml").write_text(yaml.safe_dump(config))
+    assert main(["train", "keyframe", "--config", str(tmp_path / "train.yaml"), "--export"]) == 1
+    assert "no keyframe checkpoint" in capsys.readouterr().err
+
 
 def test_prepare_in_several_processes_writes_the_same_shards(tmp_path):
     src = tmp_path / "videos"

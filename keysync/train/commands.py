@@ -55,6 +55,11 @@ def register(subparsers) -> None:
     t = subparsers.add_parser("train", help="train a stage", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     t.add_argument("stage", choices=STAGES)
     t.add_argument("--config", required=True, help="training config (YAML or JSON)")
+    t.add_argument(
+        "--export", action="store_true",
+        help="train nothing: write the stage's latest checkpoint into the run's model folder (to evaluate or keep a run "
+        "stopped before its last step)",
+    )
     t.set_defaults(func=run_train)
 
 
@@ -104,7 +109,7 @@ def run_train(args: argparse.Namespace) -> int:
     from ..models import PRESETS, KeySyncModel
     from .data import ClipSampler, vae_fingerprint
     from .recipe import Recipe
-    from .trainer import TrainConfig, train
+    from .trainer import TrainConfig, latest_checkpoint, train
 
     try:
         cfg = yaml.safe_load(Path(args.config).read_text())
@@ -114,6 +119,10 @@ def run_train(args: argparse.Namespace) -> int:
     if missing:
         raise KeySyncError(f"config {args.config} lacks {', '.join(missing)}; see `keysync train --help`")
     trained = Path(cfg["output"]) / "model"
+    if args.export:
+        checkpoint, step = latest_checkpoint(Path(cfg["output"]) / args.stage)
+        if checkpoint is None:
+            raise KeySyncError(f"no {args.stage} checkpoint in {cfg['output']} yet; train first, then export")
     if trained.is_dir():  # another stage was trained into this run already: keep it
         model = KeySyncModel.from_pretrained(trained)
     elif cfg["model"] in PRESETS:
@@ -137,7 +146,13 @@ def run_train(args: argparse.Namespace) -> int:
         vae=None if args.stage == "vae" else vae_fingerprint(model.vae),
         audio_window=0 if args.stage == "vae" else getattr(model, args.stage).config.audio_window,
     )
-    losses = train(model, config, sampler)
+    if args.export:
+        from safetensors.torch import load_file
+
+        getattr(model, args.stage).load_state_dict(load_file(checkpoint / "model.safetensors"))
+        done = f"exported step {step}"
+    else:
+        done = f"trained {len(train(model, config, sampler))} steps"
     from accelerate import PartialState
 
     if not PartialState().is_main_process:  # several processes (accelerate launch): one writes the model
@@ -156,5 +171,5 @@ def run_train(args: argparse.Namespace) -> int:
     if args.stage != "vae":
         model.info["mask"] = cfg.get("mask", "box")
     model.save_pretrained(trained, overwrite=True)
-    print(f"trained {len(losses)} steps; model folder {trained}")
+    print(f"{done}; model folder {trained}")
     return 0
