@@ -77,10 +77,24 @@ def test_prepare_then_train_and_resume(tmp_path, capsys):
     exported = KeySyncModel.from_pretrained(run / "model").keyframe.state_dict()
     assert saved.keys() == exported.keys() and all(torch.equal(exported[k], saved[k]) for k in saved)
     assert not (run / "keyframe" / "checkpoints" / "step_00000003").exists()
-    config["output"] = str(tmp_path / "empty-run")
-    (tmp_path / "train.yaml").write_text(yaml.safe_dump(config))
-    assert main(["train", "keyframe", "--config", str(tmp_path / "train.yaml"), "--export"]) == 1
+    empty = f"output={tmp_path / 'empty-run'}"  # --set overrides the config's key
+    assert main(["train", "keyframe", "--config", str(tmp_path / "train.yaml"), "--set", empty, "--export"]) == 1
     assert "no keyframe checkpoint" in capsys.readouterr().err
+
+
+def test_train_config_errors_name_the_key(tmp_path, capsys):
+    config = tmp_path / "train.yaml"
+    config.write_text(yaml.safe_dump({"model": "small", "data": "shards", "output": "run", "step": 3}))
+    assert main(["train", "keyframe", "--config", str(config)]) == 1
+    assert "unknown key step" in capsys.readouterr().err
+    config.write_text(yaml.safe_dump({"model": "small", "data": "shards", "output": "run"}))
+    assert main(["train", "keyframe", "--config", str(config), "--set", "seed"]) == 1
+    assert "--set seed: expected KEY=VALUE" in capsys.readouterr().err
+    assert main(["train", "keyframe", "--config", str(config), "--set", "sed=3"]) == 1
+    assert "unknown key sed" in capsys.readouterr().err
+    config.write_text("- a list\n")
+    assert main(["train", "keyframe", "--config", str(config)]) == 1
+    assert "not a mapping" in capsys.readouterr().err
 
 
 def test_prepare_in_several_processes_writes_the_same_shards(tmp_path):

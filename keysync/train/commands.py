@@ -26,6 +26,10 @@ A training config is YAML (or JSON)::
     init_networks: FOLDER   # keyframe/interpolation: start the stage's network from this model folder's,
                             # widened to the VAE's latent channels (new channels start at zero)
 
+Also the recipe's keys, official values by default (``keysync.train.recipe.Recipe``): p_mean, p_std,
+drop_reference, drop_audio, pixel_loss_weight, weight_decay. Any key can be overridden on the command line
+with ``--set KEY=VALUE``; an unknown key is an error.
+
 Stages in order: ``vae`` (on the shards' crops), then ``keyframe`` and ``interpolation`` (on their latents:
 run ``keysync prepare`` again with the run's model folder after training the VAE).
 """
@@ -37,6 +41,10 @@ import argparse
 STAGES = ("keyframe", "interpolation", "vae")
 RECIPE_KEYS = (
     "p_mean", "p_std", "drop_reference", "drop_audio", "pixel_loss_weight", "lr", "weight_decay", "warmup_steps", "kl_weight", "edge_weight", "lip_weight",
+)
+CONFIG_KEYS = (
+    "model", "data", "output", "steps", "checkpoint_every", "sample_every", "batch_size", "seed", "mixed_precision",
+    "gradient_checkpointing", "freeze_temporal", "mask", "latent_scale", "audio_window", "init_networks", *RECIPE_KEYS,
 )
 
 
@@ -55,6 +63,10 @@ def register(subparsers) -> None:
     t = subparsers.add_parser("train", help="train a stage", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     t.add_argument("stage", choices=STAGES)
     t.add_argument("--config", required=True, help="training config (YAML or JSON)")
+    t.add_argument(
+        "--set", action="append", default=[], metavar="KEY=VALUE",
+        help="override a config key (repeatable; the value is read as YAML), e.g. --set seed=6 --set steps=5000",
+    )
     t.add_argument(
         "--export", action="store_true",
         help="train nothing: write the stage's latest checkpoint into the run's model folder (to evaluate or keep a run "
@@ -115,7 +127,20 @@ def run_train(args: argparse.Namespace) -> int:
         cfg = yaml.safe_load(Path(args.config).read_text())
     except (OSError, yaml.YAMLError) as err:
         raise KeySyncError(f"cannot read config {args.config}: {err}") from err
-    missing = [k for k in ("model", "data", "output") if k not in (cfg or {})]
+    if not isinstance(cfg, dict):
+        raise KeySyncError(f"config {args.config} is not a mapping of keys to values; see `keysync train --help`")
+    for item in args.set:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise KeySyncError(f"--set {item}: expected KEY=VALUE, e.g. --set seed=6")
+        try:
+            cfg[key.strip()] = yaml.safe_load(value)
+        except yaml.YAMLError as err:
+            raise KeySyncError(f"--set {item}: cannot read the value: {err}") from err
+    unknown = sorted(set(cfg) - set(CONFIG_KEYS))
+    if unknown:
+        raise KeySyncError(f"config {args.config}: unknown key {', '.join(unknown)}; the keys are listed by `keysync train --help`")
+    missing = [k for k in ("model", "data", "output") if k not in cfg]
     if missing:
         raise KeySyncError(f"config {args.config} lacks {', '.join(missing)}; see `keysync train --help`")
     trained = Path(cfg["output"]) / "model"
