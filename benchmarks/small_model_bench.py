@@ -34,7 +34,7 @@ TARGETS = (
     ("reconstruction", "ssim_mask", ">=", 0.90),
     ("reconstruction", "hf_ratio", "<=", 1.5),
 )
-KEYS = ("sync_corr", "lipleak", "cross_leak", "cross_leak_partial", "ssim_mask", "hf_ratio", "psnr_outside", "ssim_upper", "mouth_jitter", "edge_jitter")
+KEYS = ("sync_corr", "lipleak", "cross_leak", "cross_leak_partial", "ssim_mask", "hf_ratio", "colour_shift", "psnr_outside", "ssim_upper", "mouth_jitter", "edge_jitter")
 
 
 def bench(method: str, data: str, clips: int, out: Path, model: str | None = None, modes: str | None = None) -> tuple[dict, float]:

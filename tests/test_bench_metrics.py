@@ -66,6 +66,25 @@ def test_identity_regions_and_images():
     assert 20 < M.psnr(img, noisy, everywhere) < 40 and M.ssim(img, noisy, everywhere) < 0.95
 
 
+def test_colour_shift_measures_tint_not_texture():
+    rng = np.random.default_rng(1)
+    src = rng.integers(90, 170, (3, 32, 32, 3)).astype(np.uint8)
+    region = np.zeros((3, 32, 32), bool)
+    region[:, 16:, 8:24] = True
+    assert M.colour_shift(src, src, region) == 0.0
+    shuffled = src.copy()
+    for t in range(3):  # the region's pixels moved around: same colours, other texture
+        shuffled[t][region[t]] = rng.permutation(src[t][region[t]])
+    assert M.colour_shift(shuffled, src, region) < 1e-3
+    tinted = src.copy()
+    tinted[region] = np.clip(tinted[region].astype(int) + [8, 8, -12], 0, 255).astype(np.uint8)  # yellower
+    assert 5 < M.colour_shift(tinted, src, region) < 30
+    outside = src.copy()
+    outside[:, :16] = 0  # changes outside the region do not count
+    assert M.colour_shift(outside, src, region) == 0.0
+    assert np.isnan(M.colour_shift(src, src, np.zeros_like(region)))
+
+
 def test_edges_and_occluders():
     src = np.zeros((3, 32, 32, 3), np.uint8)
     region = np.zeros((3, 32, 32), bool)

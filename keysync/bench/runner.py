@@ -29,7 +29,7 @@ FULL_CLIPS = 20
 SUMMARY_METRICS = (
     "lipleak", "sync_corr", "sync_mae", "cross_leak", "cross_leak_partial",
     "psnr_outside", "ssim_outside", "psnr_upper", "ssim_upper", "ssim_mask", "hf_ratio",
-    "mouth_jitter", "edge_jitter", "occluder_mae",
+    "colour_shift", "mouth_jitter", "edge_jitter", "occluder_mae",
     "lipleak_lm", "sync_corr_lm", "cross_leak_lm",
 )
 
@@ -137,6 +137,7 @@ def score(
         "ssim_upper": M.ssim(frames, source_frames, upper),
         "ssim_mask": M.ssim(frames, source_frames, regen),
         "hf_ratio": M.high_frequency_ratio(frames, source_frames, regen),
+        "colour_shift": M.colour_shift(frames, source_frames, regen),
         "mouth_jitter": M.mouth_jitter(read, valid),
         "edge_jitter": M.edge_jitter(frames, source_frames, regen),
         "occluder_mae": M.occluder_error(frames, source_frames, occluder),
