@@ -273,13 +273,11 @@ def write_dataset(
 
     ``jobs`` > 1 renders clips in that many processes; each clip depends only on its spec, so the files are
     the same."""
-    import multiprocessing
     import shutil
     import tempfile
 
-    from tqdm import tqdm
-
     from ..errors import KeySyncError
+    from ..parallel import run_jobs
 
     out_dir = Path(out_dir)
     if out_dir.exists() and not overwrite:
@@ -289,17 +287,7 @@ def write_dataset(
     try:
         for split in SPLITS:
             (tmp / split).mkdir()
-        work = [(spec, tmp) for spec in specs]
-        bar = tqdm(total=len(specs), desc="rendering clips", unit="clip", disable=not progress)
-        if jobs > 1:
-            with multiprocessing.get_context("spawn").Pool(jobs) as pool:
-                for _ in pool.imap_unordered(_render_and_write, work):
-                    bar.update()
-        else:
-            for job in work:
-                _render_and_write(job)
-                bar.update()
-        bar.close()
+        run_jobs(_render_and_write, [(spec, tmp) for spec in specs], jobs, desc="rendering clips", unit="clip", progress=progress)
         manifest = {
             "format_version": FORMAT_VERSION,
             "seed": seed,

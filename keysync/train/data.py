@@ -21,7 +21,6 @@ from pathlib import Path
 import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
-from tqdm.auto import tqdm
 
 from ..audio import SAMPLES_PER_FRAME, build_features, frame_windows
 from ..errors import KeySyncError
@@ -166,7 +165,7 @@ def prepare(
     one process (and one thread) each; the shards hold the same crops and features (latents
     may differ in float rounding, being computed on one thread).
     """
-    import multiprocessing
+    from ..parallel import run_jobs
 
     src, out = Path(src), Path(out)
     videos = sorted(src.rglob("*.mp4"))
@@ -181,18 +180,11 @@ def prepare(
     if latents:
         model.vae.check_encoder()
     work = [(v, out / (str(v.relative_to(src).with_suffix("")).replace(os.sep, "__") + ".safetensors")) for v in videos]
-    bar = tqdm(total=len(work), desc="prepare", unit="video", disable=not progress)
-    if jobs > 1:
-        setup = (model, backend_name, latents, 1)
-        with multiprocessing.get_context("spawn").Pool(jobs, initializer=_init_worker, initargs=setup) as pool:
-            for _ in pool.imap_unordered(_prepare_shard, work):
-                bar.update()
-    else:
-        _init_worker(model, backend_name, latents, None)
-        for job in work:
-            _prepare_shard(job)
-            bar.update()
-    bar.close()
+    setup = (model, backend_name, latents, 1 if jobs > 1 else None)
+    try:
+        run_jobs(_prepare_shard, work, jobs, desc="prepare", unit="video", progress=progress, initializer=_init_worker, initargs=setup)
+    finally:
+        _WORKER.clear()  # run here (jobs 1): do not keep the model alive
     return [shard for _, shard in work]
 
 
