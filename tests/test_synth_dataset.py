@@ -13,7 +13,6 @@ from keysync.synth.dataset import SPLITS, load_split, plan_dataset
 @pytest.fixture(scope="module")
 def two_runs(tmp_path_factory):
     root = tmp_path_factory.mktemp("synth")
-    # 96 px: on smaller frames the bundled x264 reads uninitialised memory (docs/synthetic-world.md)
     for name, jobs in (("a", "1"), ("b", "2")):
         assert main(["synth", str(root / name), "--clips", "6", "--seed", "3", "--size", "96", "--jobs", jobs]) == 0
     return root / "a", root / "b"

@@ -6,6 +6,8 @@ same frames and samples always give the same bytes (the dataset's reproducibilit
 
 from __future__ import annotations
 
+import contextlib
+import ctypes
 import io
 import os
 import tempfile
@@ -32,6 +34,25 @@ def _atomic(path: Path, write) -> None:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+@contextlib.contextmanager
+def _defined_heap():
+    """While encoding, glibc fills each fresh heap block with a fixed byte (``mallopt(M_PERTURB)``, as the
+    ``MALLOC_PERTURB_`` variable does): the libx264 that PyAV bundles reads some memory it never wrote, which
+    otherwise makes the same frames encode differently from run to run. Elsewhere than glibc: a no-op."""
+    try:
+        libc = ctypes.CDLL(None)
+        mallopt = libc.mallopt
+    except (OSError, AttributeError):
+        yield
+        return
+    M_PERTURB = -6
+    mallopt(M_PERTURB, 0x5A)
+    try:
+        yield
+    finally:
+        mallopt(M_PERTURB, 0)
 
 
 def write_mp4(path: str | Path, frames: np.ndarray, audio: np.ndarray | None = None, fps: int = FPS, crf: int = 16) -> None:
@@ -65,7 +86,8 @@ def write_mp4(path: str | Path, frames: np.ndarray, audio: np.ndarray | None = N
                     container.mux(astream.encode(frame))
                 container.mux(astream.encode())
 
-    _atomic(Path(path), write)
+    with _defined_heap():
+        _atomic(Path(path), write)
 
 
 def read_mp4_frames(path: str | Path) -> np.ndarray:

@@ -18,7 +18,7 @@ def register(subparsers) -> None:
     p.add_argument("out_dir", help="dataset folder to create")
     p.add_argument("--clips", type=int, default=100, help="number of clips (default 100)")
     p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
-    p.add_argument("--size", type=int, default=256, help="frame width and height in pixels (default 256; any size, byte-identical reruns from 96)")
+    p.add_argument("--size", type=int, default=256, help="frame width and height in pixels (default 256; any size)")
     p.add_argument("--occluders", type=float, default=0.25, help="share of clips with a hand or microphone (default 0.25)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing dataset folder")
     p.add_argument("--jobs", type=int, default=1, help="clips rendered at once, one process each (default 1; same files)")
