@@ -81,6 +81,13 @@ def test_prepare_then_train_and_resume(tmp_path, capsys):
     assert main(["train", "keyframe", "--config", str(tmp_path / "train.yaml"), "--set", empty, "--export"]) == 1
     assert "no keyframe checkpoint" in capsys.readouterr().err
 
+    # a later sitting: the run exported fp16, its latents re-encoded from that folder, training continues on them
+    assert main(["export", str(run / "model"), "-o", str(tmp_path / "fp16"), "--dtype", "float16"]) == 0
+    assert main(["prepare", str(src), str(shards), "--model", str(tmp_path / "fp16")]) == 0
+    assert not torch.equal(load_file(shards / "talk.safetensors")["latents"], shard["latents"])  # re-encoded
+    sitting = ["--set", f"model={tmp_path / 'fp16'}", "--set", f"output={tmp_path / 'sitting-2'}"]
+    assert main(["train", "keyframe", "--config", str(tmp_path / "train.yaml"), *sitting]) == 0
+
 
 def test_train_config_errors_name_the_key(tmp_path, capsys):
     config = tmp_path / "train.yaml"

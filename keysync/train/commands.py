@@ -78,6 +78,8 @@ def register(subparsers) -> None:
 def run_prepare(args: argparse.Namespace) -> int:
     from pathlib import Path
 
+    import torch
+
     from ..errors import KeySyncError
     from ..models import PRESETS, KeySyncModel
     from .data import prepare
@@ -85,7 +87,8 @@ def run_prepare(args: argparse.Namespace) -> int:
     if args.jobs < 1:
         raise KeySyncError("--jobs must be at least 1")
     untrained = args.model in PRESETS and not Path(args.model).is_dir()
-    model = KeySyncModel.from_preset(args.model) if untrained else KeySyncModel.from_pretrained(args.model)
+    # float32 as `keysync train` loads it, so an fp16 folder (a committed sitting) encodes and fingerprints alike
+    model = KeySyncModel.from_preset(args.model) if untrained else KeySyncModel.from_pretrained(args.model, dtype=torch.float32)
     shards = prepare(args.src, args.out, model, args.backend, latents=not untrained, jobs=args.jobs)
     print(f"{len(shards)} shards in {args.out}" + (" (crops only: no latents until a VAE is trained)" if untrained else ""))
     return 0
