@@ -31,6 +31,27 @@ def register(subparsers) -> None:
     p.add_argument("--overwrite", action="store_true", help="replace existing output files")
     p.set_defaults(func=run_faces)
 
+    o = subparsers.add_parser(
+        "occluders",
+        help="track an occluder (a hand, a microphone) from clicks on it: masks for keysync dub --occluders",
+        description=(
+            "Click on something in front of the face (--point X,Y in video pixels, on frame --frame) and SAM 2 "
+            "tracks it backward to the first frame and forward to the last. Writes OUTPUT.npy, one mask per "
+            "video frame (1 = occluder), for `keysync dub VIDEO AUDIO --occluders OUTPUT.npy`. Find the pixel "
+            "with `keysync faces VIDEO -o frame.png`; check the result with --preview."
+        ),
+    )
+    o.add_argument("video", help="input video")
+    o.add_argument("-o", "--output", required=True, metavar="MASKS.npy", help="masks to write (frames x height x width, uint8)")
+    o.add_argument("--point", action="append", default=[], metavar="X,Y", help="a pixel on the occluder (repeatable)")
+    o.add_argument("--negative", action="append", default=[], metavar="X,Y", help="a pixel that is not the occluder, e.g. the chin (repeatable)")
+    o.add_argument("--frame", type=int, default=0, help="the frame the points are on (default 0)")
+    o.add_argument("--segmenter", default=None, metavar="DIR_OR_ID", help="SAM 2 model: a local folder or a hub id (default facebook/sam2.1-hiera-tiny)")
+    o.add_argument("--device", default="cpu", help="torch device (cpu, cuda, ...)")
+    o.add_argument("--preview", metavar="PREVIEW.mp4", help="also write the video with the masks drawn in red")
+    o.add_argument("--overwrite", action="store_true", help="replace existing output files")
+    o.set_defaults(func=run_occluders)
+
 
 def _parse_point(text: str | None):
     from ..errors import KeySyncError
@@ -42,6 +63,35 @@ def _parse_point(text: str | None):
         return int(f), float(x), float(y)
     except ValueError:
         raise KeySyncError(f"--point {text!r} is not FRAME,X,Y; give e.g. --point 0,960,540") from None
+
+
+def _parse_xy(text: str, flag: str) -> tuple[float, float]:
+    from ..errors import KeySyncError
+
+    try:
+        x, y = text.split(",")
+        return float(x), float(y)
+    except ValueError:
+        raise KeySyncError(f"{flag} {text!r} is not X,Y; give pixel coordinates, e.g. {flag} 640,420") from None
+
+
+def run_occluders(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from ..media.writer import check_output_path
+    from .occluders import DEFAULT_SEGMENTER, Clicks, load_segmenter, preview_masks, track_occluders
+
+    clicks = Clicks(args.frame, [_parse_xy(p, "--point") for p in args.point], [_parse_xy(p, "--negative") for p in args.negative])
+    check_output_path(args.output, inputs=[args.video], overwrite=args.overwrite)
+    if args.preview:
+        check_output_path(args.preview, inputs=[args.video, args.output], overwrite=args.overwrite)
+    model = load_segmenter(args.segmenter or DEFAULT_SEGMENTER, args.device)
+    out = track_occluders(args.video, args.output, clicks, model, overwrite=args.overwrite)
+    print(f"wrote {out}")
+    if args.preview:
+        preview_masks(args.video, out, Path(args.preview), overwrite=args.overwrite)
+        print(f"wrote {args.preview}")
+    return 0
 
 
 def run_faces(args: argparse.Namespace) -> int:
