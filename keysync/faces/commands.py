@@ -79,10 +79,10 @@ def run_occluders(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from ..media.writer import check_output_path
-    from .occluders import DEFAULT_SEGMENTER, Clicks, load_segmenter, preview_masks, track_occluders
+    from .occluders import DEFAULT_SEGMENTER, Clicks, check_request, load_segmenter, preview_masks, track_occluders
 
     clicks = Clicks(args.frame, [_parse_xy(p, "--point") for p in args.point], [_parse_xy(p, "--negative") for p in args.negative])
-    check_output_path(args.output, inputs=[args.video], overwrite=args.overwrite)
+    check_request(args.video, args.output, clicks, args.overwrite)
     if args.preview:
         check_output_path(args.preview, inputs=[args.video, args.output], overwrite=args.overwrite)
     model = load_segmenter(args.segmenter or DEFAULT_SEGMENTER, args.device)

@@ -107,6 +107,17 @@ class _Tracker:
                 del kept[i]
 
 
+def check_request(video: str | Path, output: str | Path, clicks: Clicks, overwrite: bool = False):
+    """Refuse a bad output path or clicks before any work (the CLI calls it before loading SAM 2); the
+    video's ``VideoInfo``."""
+    output = check_output_path(output, inputs=[video], overwrite=overwrite)
+    if output.suffix != ".npy":
+        raise KeySyncError(f"{output}: occluder masks are written as .npy; give a path ending in .npy")
+    info = probe_video(video)
+    _check_clicks(clicks, info.width, info.height)
+    return info
+
+
 def _check_clicks(clicks: Clicks, width: int, height: int) -> None:
     if not clicks.positive:
         raise KeySyncError("no click on the occluder; give at least one --point X,Y on it")
@@ -125,12 +136,8 @@ def track_occluders(video: str | Path, output: str | Path, clicks: Clicks, model
     """
     from tqdm import tqdm
 
-    output = check_output_path(output, inputs=[video], overwrite=overwrite)
-    if output.suffix != ".npy":
-        raise KeySyncError(f"{output}: occluder masks are written as .npy; give a path ending in .npy")
-    info = probe_video(video)
-    width, height = info.width, info.height
-    _check_clicks(clicks, width, height)
+    info = check_request(video, output, clicks, overwrite)
+    output, width, height = Path(output), info.width, info.height
     tracker = _Tracker(model, height, width)
     plane = height * width
     with tempfile.TemporaryDirectory(dir=output.parent, prefix=f".{output.stem}.") as tmp:
