@@ -50,6 +50,14 @@ def test_sigma_distribution_and_warmup():
         optimizer.step()
         schedule.step()
     assert lrs[0] == pytest.approx(1e-9) and lrs[5] == pytest.approx(5e-4, rel=1e-3) and lrs[12] == pytest.approx(1e-3)
+    optimizer, schedule = make_optimizer(net, Recipe(lr=1e-3, warmup_steps=10, decay_steps=30))
+    lrs = []
+    for _ in range(35):
+        lrs.append(optimizer.param_groups[0]["lr"])
+        optimizer.step()
+        schedule.step()
+    assert lrs[10] == pytest.approx(1e-3) and lrs[20] == pytest.approx(5e-4) and lrs[30] == lrs[34] == pytest.approx(0.0, abs=1e-12)
+    assert all(a >= b for a, b in zip(lrs[10:], lrs[11:]))
 
 
 def micro():

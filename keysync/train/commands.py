@@ -21,6 +21,7 @@ A training config is YAML (or JSON)::
     latent_scale: 2.7229    # vae only: keep this scaling factor instead of calibrating one (rgb_skip VAEs
                             # then give each learned channel unit variance; see calibrate_latent_scale)
     lip_weight: 0.0         # extra loss weight on the lips (not in the official recipe; see Recipe)
+    decay_steps: 0          # 0: constant rate after warm-up (official); N: cosine down to 0 at step N
     audio_window: 0         # keyframe/interpolation: frames of audio each side of a frame (official: 0);
                             # a loaded network with a narrower window is widened, its output unchanged
     init_networks: FOLDER   # keyframe/interpolation: start the stage's network from this model folder's,
@@ -41,6 +42,7 @@ import argparse
 STAGES = ("keyframe", "interpolation", "vae")
 RECIPE_KEYS = (
     "p_mean", "p_std", "drop_reference", "drop_audio", "pixel_loss_weight", "lr", "weight_decay", "warmup_steps", "kl_weight", "edge_weight", "lip_weight",
+    "decay_steps",
 )
 CONFIG_KEYS = (
     "model", "data", "output", "steps", "checkpoint_every", "sample_every", "batch_size", "seed", "mixed_precision",

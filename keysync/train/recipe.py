@@ -9,6 +9,7 @@ conditioning latents (keyframe: (B, 4, h, w) reference; interpolation: (B, 4, 2,
 from __future__ import annotations
 
 import contextlib
+import math
 from dataclasses import dataclass
 
 import torch
@@ -34,6 +35,10 @@ class Recipe:
     # batch). The lips are a few percent of the masked region, so from scratch the loss is mostly the static
     # lower face and lip motion is learned late; the shipped small model's second phase uses it.
     lip_weight: float = 0.0
+    # Not in the official recipe (0 = off, a constant rate after warm-up): the rate falls along a cosine from
+    # ``lr`` at the end of warm-up to 0 at this step. A small model trained at batch 1 and a constant rate
+    # keeps moving with the latest batches; decaying the rate at the end of a run lets it settle.
+    decay_steps: int = 0
 
 
 def sample_sigmas(clips: int, frames: int, recipe: Recipe, generator=None, device=None) -> torch.Tensor:
@@ -140,12 +145,20 @@ def freeze_temporal_layers(net: KeySyncNet) -> int:
 
 
 def make_optimizer(net: KeySyncNet, recipe: Recipe):
-    """AdamW on the trainable parameters, with a linear warm-up from 1e-6 to 1 and then constant."""
+    """AdamW on the trainable parameters, with a linear warm-up from 1e-6 to 1, then constant (or, with
+    ``recipe.decay_steps``, a cosine down to 0 at that step)."""
     params = [p for p in net.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=recipe.lr, weight_decay=recipe.weight_decay)
-    warmup = max(1, recipe.warmup_steps)
-    schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: min(1.0, 1e-6 + (1 - 1e-6) * step / warmup))
-    return optimizer, schedule
+    warmup, decay = max(1, recipe.warmup_steps), recipe.decay_steps
+
+    def factor(step: int) -> float:
+        if step < warmup:
+            return 1e-6 + (1 - 1e-6) * step / warmup
+        if decay <= warmup:
+            return 1.0
+        return 0.5 * (1 + math.cos(math.pi * min(1.0, (step - warmup) / (decay - warmup))))
+
+    return optimizer, torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
 
 
 def training_step(
