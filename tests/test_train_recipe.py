@@ -257,3 +257,34 @@ def test_widening_the_latent_channels_keeps_the_output_then_lets_the_new_ones_le
     assert net.unet.conv_out.weight.grad[4:].abs().sum() > 0 and net.unet.conv_in.weight.grad[:, 4:8].abs().sum() > 0
     with pytest.raises(ValueError, match="narrow"):
         net.widen_latent_channels(4)
+
+
+def test_keyframe_copy_keeps_the_output_then_gives_each_frame_its_nearer_keyframe():
+    """Turning keyframe_copy on for a trained interpolation network changes nothing until it learns to use the
+    new channels; they carry the start keyframe to the first half of the frames and the end one to the rest."""
+    net = micro().interpolation.eval()
+    batch = batch_for("interpolation", latent=8, feat=40, pixels=32)
+    x, c_noise, context = batch["latents"], torch.full((14,), 0.3), net.embed_audio(batch["audio"])
+    concat = net.embed_frames(batch["cond"])
+    with torch.no_grad():
+        before = net(x, c_noise, concat, context)
+        net.add_keyframe_copy()
+        after = net(x, c_noise, concat, context)
+    assert net.config.keyframe_copy and net.unet.conv_in.in_channels == 3 * 4 + 1
+    assert torch.allclose(after, before, atol=1e-6)
+    frames = net.conditioning_frames(concat, 14)
+    start, end = concat[0, :4], concat[0, 4:]
+    assert all(torch.equal(frames[t, 5:], start if t < 7 else end) for t in range(14))
+    assert torch.equal(frames[3, :4], net.learned_mask) and torch.equal(frames[0, :4], start)  # the official channels stay
+    diffusion_loss(net.train(), batch, Recipe(drop_reference=0.0), torch.Generator().manual_seed(0))[0].backward()
+    assert net.unet.conv_in.weight.grad[:, 9:].abs().sum() > 0  # and learns to use them
+    net.eval().widen_latent_channels(8)  # a wider VAE: each input group keeps its weights
+    wide = batch_for("interpolation", latent=8, feat=40, pixels=32, seed=1, channels=8)
+    for key in ("latents", "cond"):
+        wide[key][:, :4] = batch[key]
+    with torch.no_grad():
+        widened = net(wide["latents"], c_noise, net.embed_frames(wide["cond"]), context)
+    assert net.unet.conv_in.in_channels == 3 * 8 + 1
+    assert torch.allclose(widened[:, :4], after, atol=1e-5)  # (backward alone moved no weight)
+    with pytest.raises(ValueError, match="interpolation"):
+        micro().keyframe.add_keyframe_copy()

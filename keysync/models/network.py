@@ -42,9 +42,17 @@ class KeySyncNet(ModelMixin, ConfigMixin):
         audio_feature_dim: int = 768,
         frames_per_clip: int = 14,
         audio_window: int = 0,
+        keyframe_copy: bool = False,
     ):
         """``audio_window`` k: each frame's audio token sees k frames of audio on each side (0, the official
-        setting: its own frame only); the features come in as ``keysync.audio.frame_windows`` makes them."""
+        setting: its own frame only); the features come in as ``keysync.audio.frame_windows`` makes them.
+
+        ``keyframe_copy`` (interpolation only; not official): every frame also gets the latent of its nearer
+        end keyframe on ``latent_channels`` more input channels. Officially the middle frames see only a
+        learned mask token, and the face hidden by the mask (jaw line, neck) has to travel to them from the
+        end frames through the temporal layers; a small network does not manage that and draws a blur there,
+        while with the keyframe beside each frame it copies it as the keyframe network copies its reference.
+        """
         super().__init__()
         if kind not in KINDS:
             raise ValueError(f"kind must be one of {KINDS}, got {kind!r}")
@@ -55,7 +63,9 @@ class KeySyncNet(ModelMixin, ConfigMixin):
             "CrossAttnUpBlockSpatioTemporal" if i in attention_levels else "UpBlockSpatioTemporal"
             for i in reversed(levels)
         ]
-        extra_in = latent_channels if kind == "keyframe" else latent_channels + 1
+        if keyframe_copy and kind != "interpolation":
+            raise ValueError("keyframe_copy is for interpolation networks")
+        extra_in = latent_channels if kind == "keyframe" else 2 * latent_channels + 1 if keyframe_copy else latent_channels + 1
         self.unet = UNetSpatioTemporalConditionModel(
             sample_size=latent_size,
             in_channels=latent_channels + extra_in,
@@ -112,8 +122,10 @@ class KeySyncNet(ModelMixin, ConfigMixin):
             return
         unet, flag = self.unet, int(self.config.kind == "interpolation")
         # conv_in sees [noisy latent, conditioning latent, the interpolation's end-frame flag]: (from, to, n)
-        groups = [(0, 0, old), (old, channels, old)] + [(2 * old, 2 * channels, 1)] * flag
-        conv_in = nn.Conv2d(2 * channels + flag, unet.conv_in.out_channels, unet.conv_in.kernel_size, padding=unet.conv_in.padding)
+        # and with keyframe_copy, the nearer keyframe after the flag
+        copy = int(self.config.keyframe_copy)
+        groups = [(0, 0, old), (old, channels, old)] + [(2 * old, 2 * channels, 1)] * flag + [(2 * old + 1, 2 * channels + 1, old)] * copy
+        conv_in = nn.Conv2d((2 + copy) * channels + flag, unet.conv_in.out_channels, unet.conv_in.kernel_size, padding=unet.conv_in.padding)
         conv_out = nn.Conv2d(unet.conv_out.in_channels, channels, unet.conv_out.kernel_size, padding=unet.conv_out.padding)
         conv_in, conv_out = conv_in.to(unet.conv_in.weight), conv_out.to(unet.conv_out.weight)
         with torch.no_grad():
@@ -132,6 +144,24 @@ class KeySyncNet(ModelMixin, ConfigMixin):
             grown[:old] = self.learned_mask.detach()
             self.learned_mask = nn.Parameter(grown)
         self.register_to_config(latent_channels=channels)
+
+    def add_keyframe_copy(self) -> None:
+        """Turn ``keyframe_copy`` on for a trained interpolation network without changing its output: the
+        weights from the new input channels start at zero."""
+        if self.config.kind != "interpolation":
+            raise ValueError("keyframe_copy is for interpolation networks")
+        if self.config.keyframe_copy:
+            return
+        unet, c = self.unet, self.config.latent_channels
+        old = unet.conv_in
+        conv_in = nn.Conv2d(old.in_channels + c, old.out_channels, old.kernel_size, padding=old.padding).to(old.weight)
+        with torch.no_grad():
+            conv_in.weight.zero_()
+            conv_in.weight[:, : old.in_channels] = old.weight
+            conv_in.bias.copy_(old.bias)
+        unet.conv_in = conv_in
+        unet.register_to_config(in_channels=conv_in.in_channels)
+        self.register_to_config(keyframe_copy=True)
 
     @staticmethod
     def embed_frames(latents: torch.Tensor) -> torch.Tensor:
@@ -158,7 +188,11 @@ class KeySyncNet(ModelMixin, ConfigMixin):
         frames = torch.cat([start, middle, end], dim=1)
         flag = torch.zeros(b, num_frames, 1, h, w, dtype=concat.dtype, device=concat.device)
         flag[:, [0, -1]] = 1
-        return torch.cat([frames, flag], dim=2).flatten(0, 1)
+        parts = [frames, flag]
+        if self.config.keyframe_copy:
+            nearer = torch.arange(num_frames, device=concat.device) >= num_frames / 2  # False: start, True: end
+            parts.append(torch.where(nearer[None, :, None, None, None], end, start))
+        return torch.cat(parts, dim=2).flatten(0, 1)
 
     # --- forward ------------------------------------------------------------------------------------
 

@@ -26,6 +26,8 @@ A training config is YAML (or JSON)::
                             # a loaded network with a narrower window is widened, its output unchanged
     init_networks: FOLDER   # keyframe/interpolation: start the stage's network from this model folder's,
                             # widened to the VAE's latent channels (new channels start at zero)
+    keyframe_copy: false    # interpolation only (not official): give every frame its nearer keyframe too
+                            # (KeySyncNet.keyframe_copy); a loaded network without it gets it, output unchanged
 
 Also the recipe's keys, official values by default (``keysync.train.recipe.Recipe``): p_mean, p_std,
 drop_reference, drop_audio, pixel_loss_weight, weight_decay. Any key can be overridden on the command line
@@ -46,7 +48,8 @@ RECIPE_KEYS = (
 )
 CONFIG_KEYS = (
     "model", "data", "output", "steps", "checkpoint_every", "sample_every", "batch_size", "seed", "mixed_precision",
-    "gradient_checkpointing", "freeze_temporal", "mask", "latent_scale", "audio_window", "init_networks", *RECIPE_KEYS,
+    "gradient_checkpointing", "freeze_temporal", "mask", "latent_scale", "audio_window", "init_networks", "keyframe_copy",
+    *RECIPE_KEYS,
 )
 
 
@@ -164,6 +167,10 @@ def run_train(args: argparse.Namespace) -> int:
     model.to(dtype=torch.float32)  # a folder may hold fp16 weights (the shipped model): train in float32
     if args.stage != "vae" and "audio_window" in cfg:
         getattr(model, args.stage).widen_audio_window(int(cfg["audio_window"]))
+    if cfg.get("keyframe_copy"):
+        if args.stage != "interpolation":
+            raise KeySyncError(f"config {args.config}: keyframe_copy is for the interpolation stage; drop it from the {args.stage} config")
+        model.interpolation.add_keyframe_copy()
     recipe = Recipe(**{k: cfg[k] for k in RECIPE_KEYS if k in cfg})
     config = TrainConfig(
         stage=args.stage, output=cfg["output"], steps=int(cfg.get("steps", 1000)),
