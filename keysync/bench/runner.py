@@ -241,16 +241,16 @@ def run_benchmark(
 def write_results(out_dir: Path, method_name: str, result: BenchResult) -> list[Path]:
     """``per_clip.csv``, ``summary.csv`` and ``plots.png`` in ``out_dir``."""
     summary, rows = result.summary, result.rows
-    from ..synth.clipio import _atomic
+    from ..files import write_atomic
 
     out_dir.mkdir(parents=True, exist_ok=True)
     per_clip = out_dir / "per_clip.csv"
-    _atomic(per_clip, lambda tmp: _write_csv(tmp, list(rows[0].keys()), rows))
+    write_atomic(per_clip, lambda tmp: _write_csv(tmp, list(rows[0].keys()), rows))
     summary_csv = out_dir / "summary.csv"
     summary_rows = [{"method": method_name, "mode": m, **{k: v for k, v in vals.items()}} for m, vals in summary.items()]
-    _atomic(summary_csv, lambda tmp: _write_csv(tmp, ["method", "mode", *SUMMARY_METRICS], summary_rows))
+    write_atomic(summary_csv, lambda tmp: _write_csv(tmp, ["method", "mode", *SUMMARY_METRICS], summary_rows))
     plots = out_dir / "plots.png"
-    _atomic(plots, lambda tmp: _plot(tmp, method_name, summary, result.traces))
+    write_atomic(plots, lambda tmp: _plot(tmp, method_name, summary, result.traces))
     return [per_clip, summary_csv, plots]
 
 

@@ -101,6 +101,7 @@ def run_faces(args: argparse.Namespace) -> int:
     import cv2
 
     from ..errors import KeySyncError
+    from ..files import write_atomic
     from ..media.audio import load_audio
     from ..media.video import probe_video, read_frames
     from ..media.writer import check_output_path
@@ -138,7 +139,7 @@ def run_faces(args: argparse.Namespace) -> int:
     if args.json:
         data = result.to_json()
         data.update(video=str(args.video), fps=float(info.average_rate), target={"selection": how, "tracks": chosen, "frames": [int(i) for i in target.present.nonzero()[0]]})
-        _write_atomic(Path(args.json), json.dumps(data, indent=1).encode())
+        write_atomic(Path(args.json), lambda tmp: tmp.write_text(json.dumps(data, indent=1)))
         print(f"wrote {args.json}")
     if args.output:
         out = Path(args.output)
@@ -158,20 +159,6 @@ def run_faces(args: argparse.Namespace) -> int:
             ok, data = cv2.imencode(out.suffix.lower(), cv2.cvtColor(image, cv2.COLOR_RGB2BGR))
             if not ok:
                 raise KeySyncError(f"could not encode {out}")
-            _write_atomic(out, data.tobytes())
+            write_atomic(out, lambda tmp: tmp.write_bytes(data.tobytes()))
         print(f"wrote {out}")
     return 0
-
-
-def _write_atomic(path, data: bytes) -> None:
-    import os
-    import tempfile
-
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".partial", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        os.unlink(tmp)
-        raise

@@ -11,7 +11,6 @@ transformers' SAM 2 video processor needs torchvision, which keysync does not in
 
 from __future__ import annotations
 
-import os
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,6 +20,7 @@ import numpy as np
 import torch
 
 from ..errors import KeySyncError
+from ..files import write_atomic
 from ..media.video import probe_video, read_frames
 from ..media.writer import check_output_path
 
@@ -174,17 +174,15 @@ def track_occluders(video: str | Path, output: str | Path, clicks: Clicks, model
 
 
 def _write_npy(raw: Path, output: Path, shape: tuple[int, int, int]) -> None:
-    """``raw`` uint8 bytes -> ``output`` .npy of ``shape``, written to a temporary file then renamed."""
-    fd, tmp = tempfile.mkstemp(prefix=f".{output.stem}.", suffix=".partial", dir=output.parent)
-    try:
-        with os.fdopen(fd, "wb") as f, open(raw, "rb") as src:
+    """``raw`` uint8 bytes -> ``output`` .npy of ``shape``, complete or not at all."""
+
+    def write(tmp: Path) -> None:
+        with open(tmp, "wb") as f, open(raw, "rb") as src:
             np.lib.format.write_array_header_1_0(f, {"descr": "|u1", "fortran_order": False, "shape": shape})
             while chunk := src.read(1 << 24):
                 f.write(chunk)
-        os.replace(tmp, output)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+
+    write_atomic(output, write)
 
 
 def preview_masks(video: str | Path, masks: str | Path, output: Path, overwrite: bool = False) -> Path:

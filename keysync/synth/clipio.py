@@ -9,8 +9,6 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import io
-import os
-import tempfile
 import wave
 import zipfile
 from fractions import Fraction
@@ -19,21 +17,9 @@ from pathlib import Path
 import av
 import numpy as np
 
+from ..files import write_atomic
 from .speech import SAMPLE_RATE
 from .visemes import FPS
-
-
-def _atomic(path: Path, write) -> None:
-    """Write via a temporary file in the same folder, moved into place only when complete."""
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".partial", dir=path.parent)
-    os.close(fd)
-    try:
-        write(Path(tmp))
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 @contextlib.contextmanager
@@ -87,7 +73,7 @@ def write_mp4(path: str | Path, frames: np.ndarray, audio: np.ndarray | None = N
                 container.mux(astream.encode())
 
     with _defined_heap():
-        _atomic(Path(path), write)
+        write_atomic(Path(path), write)
 
 
 def read_mp4_frames(path: str | Path) -> np.ndarray:
@@ -109,7 +95,7 @@ def write_wav(path: str | Path, audio: np.ndarray) -> None:
             w.setframerate(SAMPLE_RATE)
             w.writeframes(pcm.tobytes())
 
-    _atomic(Path(path), write)
+    write_atomic(Path(path), write)
 
 
 def read_wav(path: str | Path) -> np.ndarray:
@@ -133,8 +119,8 @@ def write_npz(path: str | Path, **arrays: np.ndarray) -> None:
             for name, data in buffers.items():
                 z.writestr(zipfile.ZipInfo(f"{name}.npy", date_time=(1980, 1, 1, 0, 0, 0)), data, zipfile.ZIP_DEFLATED)
 
-    _atomic(Path(path), write)
+    write_atomic(Path(path), write)
 
 
 def write_text(path: str | Path, text: str) -> None:
-    _atomic(Path(path), lambda tmp: tmp.write_text(text))
+    write_atomic(Path(path), lambda tmp: tmp.write_text(text))

@@ -15,7 +15,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -24,6 +23,7 @@ from safetensors.torch import load_file, save_file
 
 from ..audio import SAMPLES_PER_FRAME, build_features, frame_windows
 from ..errors import KeySyncError
+from ..files import write_atomic
 from ..models import KeySyncModel
 
 CLIP = 14
@@ -105,14 +105,7 @@ def encode_latents(vae, pixels: torch.Tensor) -> torch.Tensor:
 
 
 def _write_shard(path: Path, tensors: dict, metadata: dict) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=".partial", dir=path.parent)
-    os.close(fd)
-    try:
-        save_file({k: v.contiguous() for k, v in tensors.items()}, tmp, metadata=metadata)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    write_atomic(path, lambda tmp: save_file({k: v.contiguous() for k, v in tensors.items()}, tmp, metadata=metadata))
 
 
 _WORKER: dict = {}
