@@ -51,8 +51,9 @@ PRESETS: dict[str, dict] = {
         vae=dict(block_out_channels=(32, 64), layers_per_block=1, sample_size=32),
         audio=_OFFICIAL_AUDIO,
     ),
-    # The CPU model we train and ship: 64 px crops, 16x16 latents (VAE x4), 2-level UNet. Sized so that
-    # a 2-core laptop trains it in about an hour and dubs a few seconds of video in well under a minute.
+    # The first CPU model we trained and shipped: 64 px crops, 16x16 latents (VAE x4), 2-level UNet. Sized
+    # so that a 2-core laptop trains it in about an hour and dubs a few seconds of video in well under a
+    # minute. Its networks started the shipped 128 px model (small-128, below).
     "small": dict(
         net={
             **_OFFICIAL_NET,
@@ -69,7 +70,7 @@ PRESETS: dict[str, dict] = {
         audio=_logmel(80),
     ),
 }
-# The small model's networks at 128 px: the 64 px crop alone caps SSIM in the lower-face box near 0.95
+# The shipped model: the small model's networks at 128 px: the 64 px crop alone caps SSIM in the lower-face box near 0.95
 # (0.99 at 128 px). The VAE downsamples x8, so the UNets keep their 16x16 latents and their cost; the
 # extra detail goes into 8 latent channels, the first three still the averaged image, so the 64 px
 # networks can start it (``KeySyncNet.widen_latent_channels``).

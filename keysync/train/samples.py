@@ -17,7 +17,7 @@ from ..diffusion import Conditioning, MaskedDenoiser, ays_sigmas, sample_euler
 from ..media.writer import VideoWriter
 from ..models import KeySyncModel
 
-ZOOM = 4  # crops are small (64 px for the shipped model): show them bigger
+ZOOM = 4  # crops are small (64 or 128 px for the small models): show them bigger
 
 
 @torch.no_grad()
