@@ -70,8 +70,8 @@ PRESETS: dict[str, dict] = {
         audio=_logmel(80),
     ),
 }
-# The shipped model: the small model's networks at 128 px: the 64 px crop alone caps SSIM in the lower-face box near 0.95
-# (0.99 at 128 px). The VAE downsamples x8, so the UNets keep their 16x16 latents and their cost; the
+# The shipped model: the small model's networks at 128 px. The 64 px crop alone caps SSIM in the
+# lower-face box near 0.95 (0.99 at 128 px). The VAE downsamples x8, so the UNets keep their 16x16 latents and their cost; the
 # extra detail goes into 8 latent channels, the first three still the averaged image, so the 64 px
 # networks can start it (``KeySyncNet.widen_latent_channels``).
 PRESETS["small-128"] = dict(
