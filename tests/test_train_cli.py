@@ -99,6 +99,8 @@ def test_train_config_errors_name_the_key(tmp_path, capsys):
     assert "--set seed: expected KEY=VALUE" in capsys.readouterr().err
     assert main(["train", "keyframe", "--config", str(config), "--set", "sed=3"]) == 1
     assert "unknown key sed" in capsys.readouterr().err
+    assert main(["train", "keyframe", "--config", str(config), "--set", "keyframe_copy=true"]) == 1
+    assert "keyframe_copy is for the interpolation stage" in capsys.readouterr().err
     config.write_text("- a list\n")
     assert main(["train", "keyframe", "--config", str(config)]) == 1
     assert "not a mapping" in capsys.readouterr().err
