@@ -53,7 +53,7 @@ PRESETS: dict[str, dict] = {
     ),
     # The first CPU model we trained and shipped: 64 px crops, 16x16 latents (VAE x4), 2-level UNet. Sized
     # so that a 2-core laptop trains it in about an hour and dubs a few seconds of video in well under a
-    # minute. Its networks started the shipped 128 px model (small-128, below).
+    # minute. The shipped 128 px model (small-128, below) started from its networks.
     "small": dict(
         net={
             **_OFFICIAL_NET,
