@@ -7,7 +7,7 @@ import pytest
 
 from keysync.cli import main
 from keysync.synth.clipio import read_mp4_frames, read_wav
-from keysync.synth.dataset import SPLITS, load_split, plan_dataset
+from keysync.synth.dataset import SPLITS, ClipSpec, load_split, plan_dataset
 
 
 @pytest.fixture(scope="module")
@@ -68,6 +68,21 @@ def test_splits_share_no_identity_and_no_sentence(two_runs):
     assert not ids["train"] & ids["test"] and not looks["train"] & looks["test"]
 
 
+def test_jaw_drop_keeps_every_other_choice_of_the_plan():
+    plain, swinging = plan_dataset(12, 4, 64, 64), plan_dataset(12, 4, 64, 64, jaw_drop=0.66)
+    assert [s.identity.jaw_drop for s in swinging] == [0.66] * 12
+    for a, b in zip(plain, swinging):
+        da, db = a.to_json(), b.to_json()
+        assert da["identity"].pop("jaw_drop") == 0.22
+        db["identity"].pop("jaw_drop")
+        assert da == db
+    # the spec file round-trips the setting, and a spec written before it existed reads as the old world
+    assert ClipSpec.from_json(swinging[0].to_json()).identity.jaw_drop == 0.66
+    old = plain[0].to_json()
+    del old["identity"]["jaw_drop"]
+    assert ClipSpec.from_json(old) == plain[0]
+
+
 def test_existing_output_is_refused(two_runs, capsys):
     a, _ = two_runs
     before = sorted(p.name for p in a.iterdir())
@@ -75,4 +90,6 @@ def test_existing_output_is_refused(two_runs, capsys):
     assert "already exists" in capsys.readouterr().err
     assert sorted(p.name for p in a.iterdir()) == before
     assert main(["synth", str(a.parent / "c"), "--clips", "0"]) == 1
+    assert main(["synth", str(a.parent / "c"), "--jaw-drop", "2"]) == 1
+    assert "--jaw-drop" in capsys.readouterr().err
     assert not (a.parent / "c").exists()

@@ -1,5 +1,7 @@
 """The procedural face renderer: resolution independence, landmarks, anti-aliasing, occluders, variety."""
 
+from dataclasses import replace
+
 import numpy as np
 
 from keysync.synth.render import FaceRenderer, Identity, Motion, Occluder, Pose, Scene
@@ -86,3 +88,15 @@ def test_identities_and_motion_vary_but_are_reproducible():
     eyes = np.array([p.eye_open for p in poses])
     assert xs.std() > 0.002 and np.abs(np.diff(xs)).max() < 0.01  # moves, smoothly
     assert eyes.min() < 0.2 and (eyes > 0.99).mean() > 0.8  # blinks, mostly open
+
+
+def test_jaw_drop_moves_the_chin_further_and_nothing_else():
+    ident, scene, _ = _world(2)
+    travel = {}
+    for drop in (0.22, 0.66):
+        r = FaceRenderer(replace(ident, jaw_drop=drop), scene, 128, 128)
+        _, closed, _ = r.render(POSE, REST)
+        _, opened, _ = r.render(POSE, OPEN)
+        travel[drop] = opened[8, 1] - closed[8, 1]  # the chin's fall
+        assert np.abs(opened[17:48] - closed[17:48]).max() < 1e-4  # brows, nose and eyes stay put
+    assert travel[0.22] > 0.5 and 2.5 < travel[0.66] / travel[0.22] < 3.5

@@ -14,7 +14,7 @@ split only.
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -205,11 +205,14 @@ def plan_dataset(
     sound_mix: tuple[float, float, float, float] = (0.82, 0.06, 0.06, 0.06),
     splits: tuple[float, float, float] = (0.8, 0.1, 0.1),
     only_split: str | None = None,
+    jaw_drop: float = 0.22,
 ) -> list[ClipSpec]:
     """Specs for ``n_clips`` clips split train/val/test, disjoint by identity and sentence.
 
     ``sound_mix``: shares of speech, silence, noise and tones. ``only_split`` makes every clip one split
-    (the benchmark's test set), drawing from that split's own identity and sentence streams.
+    (the benchmark's test set), drawing from that split's own identity and sentence streams. ``jaw_drop``
+    sets every face's chin travel (``Identity.jaw_drop``) without touching any random stream, so a world
+    with a larger jaw swing holds the same people, sentences and scenes.
     """
     if n_clips < 1:
         raise ValueError("n_clips must be at least 1")
@@ -230,7 +233,8 @@ def plan_dataset(
         for k in range(counts[split]):
             if k % clips_per_identity == 0:
                 id_rng = np.random.default_rng([seed, split_no, 1, k // clips_per_identity])
-                identities.append((f"{split}-{k // clips_per_identity:04d}", Identity.sample(id_rng)))
+                identity = replace(Identity.sample(id_rng), jaw_drop=jaw_drop)
+                identities.append((f"{split}-{k // clips_per_identity:04d}", identity))
             identity_id, identity = identities[-1]
             sound = str(rng.choice(["speech", "silence", "noise", "tones"], p=sound_mix))
             duration = None if sound == "speech" else float(rng.uniform(2.0, 3.5))

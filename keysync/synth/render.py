@@ -53,6 +53,7 @@ class Identity:
     lip_thickness: float
     articulation: float  # how far this speaker moves the mouth from rest
     voice: str
+    jaw_drop: float = 0.22  # how far the chin falls (face units) when the jaw opens fully; a world setting, not sampled
 
     @classmethod
     def sample(cls, rng: np.random.Generator) -> Identity:
@@ -209,7 +210,7 @@ def face_points(ident: Identity, mouth: np.ndarray, pose: Pose) -> np.ndarray:
     """The 68 iBUG landmarks in face units as (68, 3) x, y, depth."""
     jaw, width, rnd, teeth, _ = (float(v) for v in mouth)
     pts = np.zeros((68, 3))
-    drop = 0.22 * jaw  # how far the chin falls when the jaw opens
+    drop = ident.jaw_drop * jaw
     # 0-16 jaw line: from the ear at eye level, round the chin, to the other ear
     phi = np.linspace(0, np.pi, 17)
     top, chin = -0.2, ident.face_length - 0.35
