@@ -89,6 +89,31 @@ def test_prepare_then_train_and_resume(tmp_path, capsys):
     assert main(["train", "keyframe", "--config", str(tmp_path / "train.yaml"), *sitting]) == 0
 
 
+def test_freeze_encoder_trains_the_decoder_alone_and_keeps_the_latents(tmp_path, capsys):
+    src = tmp_path / "videos"
+    src.mkdir()
+    speech = (0.3 * np.sin(2 * np.pi * 200 * np.arange(int(0.48 * 16000)) / 16000)).astype(np.float32)
+    write_clip(src / "talk.mp4", moving_frames(astronaut(), 320, 240, 12, photo_height=220), rate=25, audio=speech)
+    micro_model().save_pretrained(tmp_path / "model")
+    model = KeySyncModel.from_pretrained(tmp_path / "model")
+    prepare(src, tmp_path / "shards", model, progress=False, latents=False)
+    before = model.vae
+    config = {"model": str(tmp_path / "model"), "data": str(tmp_path / "shards"), "output": str(tmp_path / "run"),
+              "steps": 3, "checkpoint_every": 3, "lr": 1e-2, "warmup_steps": 1, "freeze_encoder": True}
+    (tmp_path / "train.yaml").write_text(yaml.safe_dump(config))
+    assert main(["train", "vae", "--config", str(tmp_path / "train.yaml")]) == 0
+    after = KeySyncModel.from_pretrained(tmp_path / "run" / "model").vae
+    old, new = before.state_dict(), after.state_dict()
+    encoder = [k for k in old if k.startswith(("encoder.", "quant_conv."))]
+    assert encoder and all(torch.equal(old[k], new[k]) for k in encoder)
+    assert any(not torch.equal(old[k], new[k]) for k in old if k.startswith("decoder."))
+    assert after.config.scaling_factor == before.config.scaling_factor  # not recalibrated
+    pixels = torch.rand(2, 3, 32, 32) * 2 - 1
+    assert torch.equal(after.encode_frames(pixels), before.encode_frames(pixels))
+    assert main(["train", "keyframe", "--config", str(tmp_path / "train.yaml")]) == 1
+    assert "freeze_encoder is for the vae stage" in capsys.readouterr().err
+
+
 def test_train_config_errors_name_the_key(tmp_path, capsys):
     config = tmp_path / "train.yaml"
     config.write_text(yaml.safe_dump({"model": "small", "data": "shards", "output": "run", "step": 3}))

@@ -20,6 +20,8 @@ A training config is YAML (or JSON)::
     kl_weight: 1.0e-6       # vae only; also edge_weight (l1 on image gradients)
     latent_scale: 2.7229    # vae only: keep this scaling factor instead of calibrating one (rgb_skip VAEs
                             # then give each learned channel unit variance; see calibrate_latent_scale)
+    freeze_encoder: false   # vae only: train the decoder of a trained VAE alone (sharper frames); the
+                            # latents stay the same, so the networks trained on them keep working
     lip_weight: 0.0         # extra loss weight on the lips (not in the official recipe; see Recipe)
     decay_steps: 0          # 0: constant rate after warm-up (official); N: cosine down to 0 at step N
     audio_window: 0         # keyframe/interpolation: frames of audio each side of a frame (official: 0);
@@ -48,7 +50,7 @@ RECIPE_KEYS = (
 )
 CONFIG_KEYS = (
     "model", "data", "output", "steps", "checkpoint_every", "sample_every", "batch_size", "seed", "mixed_precision",
-    "gradient_checkpointing", "freeze_temporal", "mask", "latent_scale", "audio_window", "init_networks", "keyframe_copy",
+    "gradient_checkpointing", "freeze_temporal", "freeze_encoder", "mask", "latent_scale", "audio_window", "init_networks", "keyframe_copy",
     *RECIPE_KEYS,
 )
 
@@ -171,12 +173,15 @@ def run_train(args: argparse.Namespace) -> int:
         if args.stage != "interpolation":
             raise KeySyncError(f"config {args.config}: keyframe_copy is for the interpolation stage; drop it from the {args.stage} config")
         model.interpolation.add_keyframe_copy()
+    if cfg.get("freeze_encoder") and args.stage != "vae":
+        raise KeySyncError(f"config {args.config}: freeze_encoder is for the vae stage; drop it from the {args.stage} config")
     recipe = Recipe(**{k: cfg[k] for k in RECIPE_KEYS if k in cfg})
     config = TrainConfig(
         stage=args.stage, output=cfg["output"], steps=int(cfg.get("steps", 1000)),
         checkpoint_every=int(cfg.get("checkpoint_every", 500)), seed=int(cfg.get("seed", 0)),
         mixed_precision=cfg.get("mixed_precision", "no"), gradient_checkpointing=bool(cfg.get("gradient_checkpointing", False)),
-        freeze_temporal=bool(cfg.get("freeze_temporal", False)), sample_every=int(cfg.get("sample_every", 0)), recipe=recipe,
+        freeze_temporal=bool(cfg.get("freeze_temporal", False)), freeze_encoder=bool(cfg.get("freeze_encoder", False)),
+        sample_every=int(cfg.get("sample_every", 0)), recipe=recipe,
     )
     sampler = ClipSampler(
         cfg["data"], args.stage, batch_size=int(cfg.get("batch_size", 1)), seed=config.seed, mask=cfg.get("mask", "box"),
@@ -194,7 +199,7 @@ def run_train(args: argparse.Namespace) -> int:
 
     if not PartialState().is_main_process:  # several processes (accelerate launch): one writes the model
         return 0
-    if args.stage == "vae":
+    if args.stage == "vae" and not config.freeze_encoder:  # a frozen encoder keeps its latent scale
         from .recipe import calibrate_latent_scale
 
         frames = torch.cat([sampler(-1 - k)["pixels"].flatten(0, 1) for k in range(64)])

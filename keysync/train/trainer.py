@@ -35,6 +35,7 @@ class TrainConfig:
     mixed_precision: str = "no"  # "no", "fp16", "bf16"
     gradient_checkpointing: bool = False
     freeze_temporal: bool = False  # fine-tuning from SVD weights: keep its temporal layers
+    freeze_encoder: bool = False  # vae only: train the decoder alone, so the latents (and networks on them) stay valid
     sample_every: int = 0  # write STAGE/samples/step_N.mp4 (truth | output on one fixed clip) every N steps; 0: never
     recipe: Recipe = field(default_factory=Recipe)
 
@@ -66,6 +67,9 @@ def train(model: KeySyncModel, config: TrainConfig, batches: Callable[[int], dic
     net.requires_grad_(True)  # a loaded model folder comes frozen for inference
     if config.freeze_temporal and config.stage != "vae":
         freeze_temporal_layers(net)
+    if config.freeze_encoder and config.stage == "vae":
+        net.encoder.requires_grad_(False)
+        net.quant_conv.requires_grad_(False)
     if config.gradient_checkpointing:
         net.enable_gradient_checkpointing()
     optimizer, schedule = make_optimizer(net, config.recipe)
