@@ -1,6 +1,7 @@
 """Planning and two-stage sampling on latents (random weights: these test the plumbing, not quality)."""
 
 import argparse
+import copy
 import resource
 
 import pytest
@@ -134,3 +135,15 @@ def test_official_preset_45s_on_meta_device():
     assert out.shape == (1125, 4, 64, 64) and out.is_meta
     grown_mib = (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) / 1024
     assert grown_mib < 1024, f"peak RSS grew by {grown_mib:.0f} MiB (a real official model needs > 6 GiB)"
+
+
+def test_half_precision_networks_sample_finite_latents(tiny):
+    """sigma_max = 700 squares to inf in float16: the sampler must keep its state in float32."""
+    plan = plan_frames(15)
+    data = frame_data(plan)
+    full = run(tiny, plan, data, SamplingOptions(seed=2))
+    half_model = copy.deepcopy(tiny).to(torch.float16)
+    half_data = FrameData(0, *(t.to(torch.float16) for t in (data.latents, data.masks, data.keyframe_audio, data.interpolation_audio)))
+    half = run(half_model, plan, half_data, SamplingOptions(seed=2))
+    assert half.dtype == torch.float16 and torch.isfinite(half).all()
+    assert (half.float() - full).abs().mean() < 0.02 * full.abs().mean()

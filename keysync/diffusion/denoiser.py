@@ -60,7 +60,9 @@ class MaskedDenoiser:
         m = cond.mask.to(x.dtype)
         x = x * m + cond.known * (1 - m)
         c_skip, c_out, c_in, c_noise = edm_v_scalings(sigma)
-        out = self._network(x * _per_frame(c_in, x), c_noise, cond)
+        # the scalings in x's precision (float32 when sampling), the network in its own
+        net_dtype = getattr(self.network, "dtype", x.dtype)
+        out = self._network((x * _per_frame(c_in, x)).to(net_dtype), c_noise.to(net_dtype), cond).to(x.dtype)
         denoised = out * _per_frame(c_out, x) + x * _per_frame(c_skip, x)
         return denoised * m + cond.known * (1 - m)
 

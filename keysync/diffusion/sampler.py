@@ -20,10 +20,13 @@ def sample_euler(
 ) -> torch.Tensor:
     """Integrate from sigmas[0] to sigmas[-1] (= 0) with Euler steps; ``denoise(x, sigma, cond)`` -> D.
 
-    ``callback(i, x, denoised)`` sees the state after step i and the D used for it.
+    ``callback(i, x, denoised)`` sees the state after step i and the D used for it. The state and the noise
+    levels stay in float32 (at least) whatever the network's precision: sigma_max^2 (~490000) is inf in
+    float16. The result comes back in ``noise``'s dtype.
     """
-    sigmas = sigmas.to(device=noise.device, dtype=noise.dtype)
-    x = noise * torch.sqrt(1.0 + sigmas[0] ** 2.0)
+    dtype = torch.promote_types(noise.dtype, torch.float32)
+    sigmas = sigmas.to(device=noise.device, dtype=dtype)
+    x = noise.to(dtype) * torch.sqrt(1.0 + sigmas[0] ** 2.0)
     ones = x.new_ones(x.shape[0])
     for i in tqdm(range(len(sigmas) - 1), disable=not progress, leave=False, desc="denoising"):
         sigma = sigmas[i]
@@ -31,4 +34,4 @@ def sample_euler(
         x = x + (sigmas[i + 1] - sigma) * ((x - denoised) / sigma)
         if callback is not None:
             callback(i, x, denoised)
-    return x
+    return x.to(noise.dtype)
