@@ -14,7 +14,6 @@ import numpy as np
 import torch
 
 from ..diffusion import Conditioning, MaskedDenoiser, ays_sigmas, sample_euler
-from ..media.writer import VideoWriter
 from ..models import KeySyncModel
 
 ZOOM = 4  # crops are small (64 or 128 px for the small models): show them bigger
@@ -54,6 +53,8 @@ def write_sample(model: KeySyncModel, stage: str, batch: dict, path: str | Path,
     images = ((pairs.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
     images = images.repeat_interleave(ZOOM, dim=-2).repeat_interleave(ZOOM, dim=-1).permute(0, 2, 3, 1).cpu().numpy()
     height, width = images.shape[1:3]
+    from ..media.writer import VideoWriter  # here, not at the top: training without samples needs no PyAV
+
     with VideoWriter(path, width, height, rate=2 if stage == "keyframe" else 25, overwrite=True) as writer:
         for image in images:
             writer.write(np.ascontiguousarray(image))
