@@ -374,7 +374,7 @@ def timed_dubber(model, options, device: torch.device, deadline: float):
     return dubber
 
 
-def section_official_sampling(sizes: Sizes, device: torch.device, dtype: torch.dtype) -> dict:
+def section_official_sampling(sizes: Sizes, device: torch.device, dtype: torch.dtype, clips_per_call: int = 2) -> dict:
     from keysync.pipeline.plan import CLIP, plan_frames
     from keysync.pipeline.sampling import FrameData, SamplingOptions
 
@@ -387,7 +387,7 @@ def section_official_sampling(sizes: Sizes, device: torch.device, dtype: torch.d
     data = FrameData(0, torch.randn(n, 4, latent, latent, generator=g).to(device, dtype), masks.to(device, dtype),
                      *(torch.randn(n, 2, sizes.sample_feature, generator=g).to(device, dtype) for _ in range(2)))
     anchor = FrameData(0, data.latents[:1], data.masks[:1], data.keyframe_audio[:1], data.interpolation_audio[:1])
-    options = SamplingOptions()
+    options = SamplingOptions(clips_per_call=clips_per_call)  # `keysync dub --batch-size`
     dubber = timed_dubber(model, options, device, DEADLINE)
     steps = len(dubber.sigmas) - 1
     batches = sum(len(w.batches) for w in plan.windows)
@@ -570,6 +570,8 @@ def main() -> int:
     parser.add_argument("--budget-s", type=float, default=320.0,
                         help="seconds from the start: later sections are skipped and sampling stops (with an estimate)")
     parser.add_argument("--only", help=f"comma-separated sections to run (env always runs): {', '.join(SECTIONS)}")
+    parser.add_argument("--clips-per-call", type=lambda t: [int(v) for v in t.split(",")], default=[2],
+                        help="official_sampling once per value (comma-separated): clips per network call, dub's --batch-size")
     parser.add_argument("--sample-dtype", choices=["bfloat16", "float16", "float32"], default="bfloat16",
                         help="sampling and VAE dtype (float16 overflows in the sampler: sigma_max**2 = 490000 > 65504)")
     args = parser.parse_args()
@@ -599,8 +601,9 @@ def main() -> int:
         run_section(report, "official_vae", section_official_vae, sizes, device, dtype)
     if "official_audio" in only:
         run_section(report, "official_audio", section_official_audio, sizes, device)
-    if "official_sampling" in only:
-        run_section(report, "official_sampling", section_official_sampling, sizes, device, dtype)
+    for clips_per_call in args.clips_per_call:
+        if "official_sampling" in only:
+            run_section(report, "official_sampling", section_official_sampling, sizes, device, dtype, clips_per_call=clips_per_call)
     log(f"done: {Path(args.out) / 'summary.md'}")
     print(summary(header, report.records), flush=True)
     return 0
