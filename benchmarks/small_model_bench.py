@@ -8,7 +8,7 @@ shipped model, or --model) on the test split's speech clips (identities and sent
 training), and writes benchmarks/results/small_model.{json,md} (the table in the README, with issue 7's
 targets) and small_model_per_clip.csv. With --ablation, also scores two model folders trained alike
 except for the mask (cross and silent modes: the leakage metrics) and writes
-benchmarks/results/mask_ablation.{json,md}.
+benchmarks/results/mask_ablation.{json,md} and mask_ablation_per_clip.csv (--ablation-name renames them).
 """
 
 from __future__ import annotations
@@ -53,6 +53,27 @@ def table(rows: dict[str, dict], keys=KEYS) -> list[str]:
         for mode, values in summary.items():
             cells = [f"{values[k]:.3g}" if k in values else "-" for k in keys]
             lines.append(f"| {method} | {mode} | " + " | ".join(cells) + " |")
+    return lines
+
+
+def paired_differences(box_csv: Path, mouth_csv: Path) -> list[str]:
+    """The leakage metrics' per-clip differences (mouth - box) on the same clips: the two models see the same
+    sources and speech, so the clip-to-clip spread (much larger than the difference) cancels."""
+    import csv
+
+    import numpy as np
+
+    def rows(path):
+        return {(r["mode"], r["clip"]): r for r in csv.DictReader(path.open())}
+
+    box, mouth = rows(box_csv), rows(mouth_csv)
+    lines = []
+    for mode, key in (("cross", "cross_leak"), ("cross", "cross_leak_partial"), ("silent", "cross_leak"), ("silent", "lipleak")):
+        clips = sorted(k for k in box if k[0] == mode and k in mouth)
+        d = np.array([float(mouth[k][key]) - float(box[k][key]) for k in clips])
+        d = d[np.isfinite(d)]
+        if len(d) > 1:
+            lines.append(f"- {mode} {key}: {d.mean():+.3f} +- {d.std(ddof=1) / np.sqrt(len(d)):.3f} ({(d > 0).sum()} of {len(d)} clips higher with the mouth mask, {(d < 0).sum()} lower)")
     return lines
 
 
@@ -126,6 +147,10 @@ def main() -> int:
             # a perfect dub's leakage on these clips: the chance level of cross_leak
             rows["oracle"], _ = bench("oracle", args.data, args.clips, tmp / "ablation-oracle", None, "cross,silent")
             (RESULTS / f"{args.ablation_name}.json").write_text(json.dumps(rows, indent=2) + "\n")
+            folders = {"box mask": "box-mask", "mouth mask": "mouth-mask", "oracle": "ablation-oracle"}
+            header = "method," + (tmp / "box-mask" / "per_clip.csv").read_text().splitlines()[0]
+            per_clip = [f"{name}," + line for name, folder in folders.items() for line in (tmp / folder / "per_clip.csv").read_text().splitlines()[1:]]
+            (RESULTS / f"{args.ablation_name}_per_clip.csv").write_text("\n".join([header, *per_clip]) + "\n")
             lines = [
                 "# Mask ablation: box mask (the paper's) against mouth-only mask",
                 "",
@@ -135,6 +160,10 @@ def main() -> int:
                 f"the oracle (the new speech's mouth rendered exactly) gives their chance level.",
                 "",
                 *table(rows, ("lipleak", "cross_leak", "cross_leak_partial", "sync_corr", "ssim_upper")),
+                "",
+                "Mouth mask minus box mask, clip by clip (mean difference +- its standard error; clips where the mouth-mask model leaks more):",
+                "",
+                *paired_differences(tmp / "box-mask" / "per_clip.csv", tmp / "mouth-mask" / "per_clip.csv"),
             ]
             (RESULTS / f"{args.ablation_name}.md").write_text("\n".join(lines) + "\n")
     return 0
