@@ -142,12 +142,12 @@ def main() -> int:
             (RESULTS / "small_model.md").write_text("\n".join(lines) + "\n")
         if args.ablation:
             rows = {}
-            for name, folder in zip(("box mask", "mouth mask"), args.ablation):
-                rows[name], _ = bench("keysync", args.data, args.clips, tmp / name.replace(" ", "-"), folder, "cross,silent")
-            # a perfect dub's leakage on these clips: the chance level of cross_leak
-            rows["oracle"], _ = bench("oracle", args.data, args.clips, tmp / "ablation-oracle", None, "cross,silent")
-            (RESULTS / f"{args.ablation_name}.json").write_text(json.dumps(rows, indent=2) + "\n")
             folders = {"box mask": "box-mask", "mouth mask": "mouth-mask", "oracle": "ablation-oracle"}
+            for name, model in zip(("box mask", "mouth mask"), args.ablation):
+                rows[name], _ = bench("keysync", args.data, args.clips, tmp / folders[name], model, "cross,silent")
+            # a perfect dub's leakage on these clips: the chance level of cross_leak
+            rows["oracle"], _ = bench("oracle", args.data, args.clips, tmp / folders["oracle"], None, "cross,silent")
+            (RESULTS / f"{args.ablation_name}.json").write_text(json.dumps(rows, indent=2) + "\n")
             header = "method," + (tmp / "box-mask" / "per_clip.csv").read_text().splitlines()[0]
             per_clip = [f"{name}," + line for name, folder in folders.items() for line in (tmp / folder / "per_clip.csv").read_text().splitlines()[1:]]
             (RESULTS / f"{args.ablation_name}_per_clip.csv").write_text("\n".join([header, *per_clip]) + "\n")
