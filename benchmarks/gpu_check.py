@@ -589,7 +589,7 @@ def main() -> int:
     ]
     report = Report(Path(args.out), header)
     log(f"gpu_check on {device} ({'quick' if args.quick else 'full'}), budget {args.budget_s:.0f} s")
-    env = run_section(report, "env", section_env, device, args.quick)
+    run_section(report, "env", section_env, device, args.quick)
     # the cheap measurements first; sampling last, since it can stop at the budget with an estimate
     for stage in ("keyframe", "interpolation"):
         if "train_small_cuda" in only:
