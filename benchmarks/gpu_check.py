@@ -215,15 +215,10 @@ def synthetic_batch(stage: str, seed: int, latent: int, channels: int, feat: int
 def _train_run(preset: str, stage: str, folder: Path, steps: int, precision: str, checkpointing: bool, resume_at: int):
     """One ``train()`` call on a new model; returns (losses, step seconds, setup seconds, log lines, the
     device accelerate trained on)."""
-    from accelerate.state import AcceleratorState, GradientState
-
     from keysync.models import KeySyncModel
     from keysync.models.presets import preset as preset_spec
     from keysync.train import Recipe, TrainConfig, train
 
-    # accelerate keeps one process-wide state and refuses a second Accelerator with another precision
-    AcceleratorState._reset_state(True)
-    GradientState._reset_state()
     net = preset_spec(preset)["net"]
     model = KeySyncModel.from_preset(preset, seed=0)  # on the CPU, as `keysync train` builds it: train() moves it
     size = model.crop_size

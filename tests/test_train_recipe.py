@@ -130,6 +130,22 @@ def test_resumed_run_continues_the_same_loss_curve(tmp_path, stage):
     assert rows[0].startswith("step,loss") and [int(r.split(",")[0]) for r in rows[1:]] == [1, 2, 3, 4, 5, 6]
 
 
+def test_one_process_can_train_at_two_precisions(tmp_path):
+    """accelerate refuses a second Accelerator with another precision in one process; train() lets it."""
+    from keysync.train import TrainConfig, train
+
+    def run(name, precision):
+        config = TrainConfig("keyframe", str(tmp_path / name), steps=2, checkpoint_every=2, mixed_precision=precision,
+                             recipe=Recipe(lr=1e-3, warmup_steps=1))
+        return train(micro(), config, fixed_batches("keyframe"), log=lambda *_: None)
+
+    full = run("a", "no")
+    half = run("b", "bf16")
+    again = run("c", "no")
+    assert half == pytest.approx(full, rel=1e-2) and half != full  # bf16 autocast ran
+    assert again == full  # and the second fp32 run is fp32 again
+
+
 def smooth_frames(n=4, size=32, seed=0):
     """Frames with smooth colour ramps and one soft blob: in [-1, 1], (1, n, 3, size, size)."""
     g = torch.Generator().manual_seed(seed)

@@ -61,6 +61,7 @@ def train(model: KeySyncModel, config: TrainConfig, batches: Callable[[int], dic
     (output / "checkpoints").mkdir(parents=True, exist_ok=True)
     if config.sample_every:
         (output / "samples").mkdir(exist_ok=True)
+    _release_precision(config.mixed_precision)
     accelerator = Accelerator(mixed_precision=config.mixed_precision, cpu=not torch.cuda.is_available())
     net = getattr(model, config.stage)
     model.vae.requires_grad_(False).eval()
@@ -125,6 +126,17 @@ def train(model: KeySyncModel, config: TrainConfig, batches: Callable[[int], dic
                     tmp.replace(marker)
                 accelerator.wait_for_everyone()
     return losses
+
+
+def _release_precision(mixed_precision: str) -> None:
+    """accelerate keeps one state per process and refuses a second Accelerator with another precision, so
+    a library user training twice in one process (fp32, then bf16) would be stopped; forget the precision
+    but keep the process group (the PartialState), which a distributed run still needs."""
+    from accelerate.state import AcceleratorState
+
+    state = AcceleratorState._shared_state
+    if state and state.get("_mixed_precision", mixed_precision) != mixed_precision:
+        AcceleratorState._reset_state(reset_partial_state=False)
 
 
 def _drop_log_rows_after(log_path: Path, step: int) -> None:
