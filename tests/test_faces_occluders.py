@@ -104,3 +104,44 @@ def test_missing_segmenter_says_how_to_get_one(tmp_path, monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     with pytest.raises(KeySyncError, match="hf download facebook/sam2.1-hiera-tiny"):
         load_segmenter(str(tmp_path / "no-such-folder"))
+
+
+def test_dub_tracks_clicked_occluders_like_the_occluders_command(segmenter, tmp_path, monkeypatch, capsys):
+    from keysync.pipeline.dub import KeySyncPipeline
+
+    from .faces_media_clips import astronaut, moving_frames
+    from .micro import micro_model
+    from .test_pipeline_dub import tone, write_wav
+
+    video = write_clip(tmp_path / "in.mp4", moving_frames(astronaut(), 320, 240, 10, photo_height=220))
+    audio = write_wav(tmp_path / "speech.mp4", tone(0.4))
+    clicks = ["160,150", "170,160"], ["150,60"], 3
+    occluders_cmd = ["occluders", str(video), "-o", str(tmp_path / "masks.npy"), "--segmenter", str(segmenter), "--frame", "3"]
+    assert main(occluders_cmd + ["--point", clicks[0][0], "--point", clicks[0][1], "--negative", clicks[1][0]]) == 0
+
+    monkeypatch.setattr(KeySyncPipeline, "from_pretrained", classmethod(lambda cls, *a, **k: cls(micro_model(audio_window=1))))
+    used, real_call = [], KeySyncPipeline.__call__
+
+    def call(self, video, audio, output, options, **kw):
+        used.append(np.load(options.occluders))  # the masks dub reads, while they exist
+        return real_call(self, video, audio, output, options, **kw)
+
+    monkeypatch.setattr(KeySyncPipeline, "__call__", call)
+    dub = ["dub", str(video), str(audio), "--quiet", "--segmenter", str(segmenter), "--occluder-frame", "3",
+           "--occluder-point", clicks[0][0], "--occluder-point", clicks[0][1], "--occluder-negative", clicks[1][0]]
+    assert main(dub + ["-o", str(tmp_path / "out.mp4")]) == 0
+    assert len(used) == 1 and np.array_equal(used[0], np.load(tmp_path / "masks.npy"))
+    assert probe_video(tmp_path / "out.mp4").frame_count == 10
+    capsys.readouterr()
+
+    for args, message in [
+        (["--occluders", str(tmp_path / "masks.npy")], "either --occluders NPY or --occluder-point"),
+        (["--occluder-frame", "10"], "--occluder-frame 10 is not a frame of the video (its last is 9)"),
+        (["--occluder-point", "400,10"], "outside the 320x240 frame"),
+    ]:
+        assert main(dub + args + ["-o", str(tmp_path / "bad.mp4")]) == 1
+        assert message in capsys.readouterr().err
+    plain = ["dub", str(video), str(audio), "-o", str(tmp_path / "bad.mp4"), "--segmenter", str(segmenter)]
+    assert main(plain) == 1 and "need --occluder-point" in capsys.readouterr().err
+    assert len(used) == 1  # refused before any work
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["in.mp4", "masks.npy", "out.mp4", "speech.mp4"]  # no scratch left

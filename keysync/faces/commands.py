@@ -65,7 +65,8 @@ def _parse_point(text: str | None):
         raise KeySyncError(f"--point {text!r} is not FRAME,X,Y; give e.g. --point 0,960,540") from None
 
 
-def _parse_xy(text: str, flag: str) -> tuple[float, float]:
+def parse_xy(text: str, flag: str) -> tuple[float, float]:
+    """'X,Y' given to ``flag`` -> pixel coordinates."""
     from ..errors import KeySyncError
 
     try:
@@ -81,7 +82,7 @@ def run_occluders(args: argparse.Namespace) -> int:
     from ..media.writer import check_output_path
     from .occluders import DEFAULT_SEGMENTER, Clicks, check_request, load_segmenter, preview_masks, track_occluders
 
-    clicks = Clicks(args.frame, [_parse_xy(p, "--point") for p in args.point], [_parse_xy(p, "--negative") for p in args.negative])
+    clicks = Clicks(args.frame, [parse_xy(p, "--point") for p in args.point], [parse_xy(p, "--negative") for p in args.negative])
     check_request(args.video, args.output, clicks, args.overwrite)
     if args.preview:
         check_output_path(args.preview, inputs=[args.video, args.output], overwrite=args.overwrite)

@@ -114,11 +114,12 @@ def check_request(video: str | Path, output: str | Path, clicks: Clicks, overwri
     if output.suffix != ".npy":
         raise KeySyncError(f"{output}: occluder masks are written as .npy; give a path ending in .npy")
     info = probe_video(video)
-    _check_clicks(clicks, info.width, info.height)
+    check_clicks(clicks, info.width, info.height)
     return info
 
 
-def _check_clicks(clicks: Clicks, width: int, height: int) -> None:
+def check_clicks(clicks: Clicks, width: int, height: int) -> None:
+    """Refuse clicks off the frame or a negative frame index, naming the fix."""
     if not clicks.positive:
         raise KeySyncError("no click on the occluder; give at least one --point X,Y on it")
     for x, y in list(clicks.positive) + list(clicks.negative):

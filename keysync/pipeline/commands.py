@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
 from .plan import LONG_AUDIO, SHORT_AUDIO
 
@@ -43,6 +44,11 @@ def register(subparsers) -> None:
     p.add_argument("--face-index", type=int, help="the face track to dub, as listed by keysync faces (default: the largest)")
     p.add_argument("--mask", choices=["box", "heart", "mouth", "full"], help="region to regenerate (default: the one the model was trained with; box is the paper's)")
     p.add_argument("--occluders", metavar="NPY", help="per-frame occluder masks (frames x height x width, 1 = in front of the face) kept from the source")
+    p.add_argument("--occluder-point", action="append", default=[], metavar="X,Y",
+                   help="instead of --occluders: a pixel on an occluder (repeatable), tracked by SAM 2 as keysync occluders does")
+    p.add_argument("--occluder-negative", action="append", default=[], metavar="X,Y", help="a pixel that is not the occluder (repeatable)")
+    p.add_argument("--occluder-frame", type=int, default=0, help="the frame the occluder points are on (default 0)")
+    p.add_argument("--segmenter", metavar="DIR_OR_ID", help="SAM 2 model for --occluder-point: a local folder or a hub id (default facebook/sam2.1-hiera-tiny)")
     p.add_argument("--ref-frame", type=int, help="source frame to take the identity from (default: chosen automatically)")
     p.add_argument("--batch-size", type=int, default=2, help="clips per network call (memory vs speed; the output changes by float rounding at most)")
     p.add_argument("--long-audio", choices=LONG_AUDIO, default="trim", help="audio longer than the video: trim it, hold the last frame, or play the video back and forth")
@@ -55,7 +61,8 @@ def register(subparsers) -> None:
 
 def run_dub(args: argparse.Namespace) -> int:
     import sys
-    from pathlib import Path
+    import tempfile
+    from contextlib import nullcontext
 
     import torch
 
@@ -71,6 +78,7 @@ def run_dub(args: argparse.Namespace) -> int:
         raise KeySyncError(f"--steps {args.steps}: the schedule needs at least 10 steps")
     if args.batch_size < 1:
         raise KeySyncError("--batch-size must be at least 1")
+    clicks = _check_occluder_clicks(args)
     if args.model is None:
         if args.random_weights:
             raise KeySyncError("--random-weights needs --model PRESET (e.g. small)")
@@ -79,14 +87,50 @@ def run_dub(args: argparse.Namespace) -> int:
         args.model = shipped_model_dir()
         print("using the small model shipped with keysync (trained on synthetic faces only; for real footage "
               "convert the released KeySync weights and pass --model)", file=sys.stderr)
-    pipe = KeySyncPipeline.from_pretrained(
-        args.model, device=args.device, dtype=getattr(torch, args.dtype), random_weights=args.random_weights
-    )
-    options = DubOptions(
-        steps=args.steps, guidance=args.guidance, seed=args.seed, clips_per_call=args.batch_size, mask=args.mask,
-        face_index=args.face_index, ref_frame=args.ref_frame, occluders=args.occluders, long_audio=args.long_audio,
-        short_audio=args.short_audio, color_match=args.color_match, progress=not args.quiet,
-    )
-    out = pipe(args.video, args.audio, args.output, options, overwrite=args.overwrite)
+    # tracked occluder masks live next to the output only while it is made
+    scratch = tempfile.TemporaryDirectory(dir=Path(args.output).resolve().parent, prefix=".keysync-occluders.") if clicks else nullcontext()
+    with scratch as tmp:
+        occluders = _track_occluders(args, clicks, Path(tmp) / "occluders.npy") if clicks else args.occluders
+        pipe = KeySyncPipeline.from_pretrained(
+            args.model, device=args.device, dtype=getattr(torch, args.dtype), random_weights=args.random_weights
+        )
+        options = DubOptions(
+            steps=args.steps, guidance=args.guidance, seed=args.seed, clips_per_call=args.batch_size, mask=args.mask,
+            face_index=args.face_index, ref_frame=args.ref_frame, occluders=occluders, long_audio=args.long_audio,
+            short_audio=args.short_audio, color_match=args.color_match, progress=not args.quiet,
+        )
+        out = pipe(args.video, args.audio, args.output, options, overwrite=args.overwrite)
     print(f"wrote {out}")
     return 0
+
+
+def _check_occluder_clicks(args: argparse.Namespace):
+    """The clicks of --occluder-point/--occluder-negative/--occluder-frame, refused before any work if bad;
+    None when there are none."""
+    from ..errors import KeySyncError
+    from ..faces.commands import parse_xy
+    from ..faces.occluders import Clicks, check_clicks
+    from ..media.video import probe_video
+
+    if not args.occluder_point:
+        if args.occluder_negative or args.segmenter:
+            raise KeySyncError("--occluder-negative and --segmenter need --occluder-point X,Y on the occluder")
+        return None
+    if args.occluders:
+        raise KeySyncError("give either --occluders NPY or --occluder-point clicks, not both")
+    clicks = Clicks(args.occluder_frame, [parse_xy(p, "--occluder-point") for p in args.occluder_point],
+                    [parse_xy(p, "--occluder-negative") for p in args.occluder_negative])
+    info = probe_video(args.video)
+    if clicks.frame < 0 or 0 < info.frame_count <= clicks.frame:
+        last = f" (its last is {info.frame_count - 1})" if info.frame_count else ""
+        raise KeySyncError(f"--occluder-frame {clicks.frame} is not a frame of the video{last}; give the index of the frame the points are on")
+    check_clicks(clicks, info.width, info.height)
+    return clicks
+
+
+def _track_occluders(args: argparse.Namespace, clicks, masks: Path) -> str:
+    """Track the clicked occluder into ``masks`` with SAM 2, as `keysync occluders` does."""
+    from ..faces.occluders import DEFAULT_SEGMENTER, load_segmenter, track_occluders
+
+    segmenter = load_segmenter(args.segmenter or DEFAULT_SEGMENTER, args.device)
+    return str(track_occluders(args.video, masks, clicks, segmenter, progress=not args.quiet))
