@@ -106,6 +106,10 @@ def test_keysync_method_model_errors(tmp_path, capsys):
     assert "not a KeySync model folder" in capsys.readouterr().err
     assert main(["bench", "--method", "copy", "--guidance", "2,1", "--out", str(tmp_path / "b")]) == 1
     assert "--guidance only applies" in capsys.readouterr().err
+    assert main(["bench", "--method", "oracle", "--steps", "20", "--out", str(tmp_path / "b")]) == 1
+    assert "--steps only applies" in capsys.readouterr().err
+    assert main(["bench", "--method", "keysync", "--steps", "5", "--out", str(tmp_path / "b")]) == 1
+    assert "at least 10 steps" in capsys.readouterr().err
     assert main(["bench", "--method", "copy", "--split", "val", "--out", str(tmp_path / "b")]) == 1
     assert "--split needs --data" in capsys.readouterr().err
     assert not (tmp_path / "b").exists()

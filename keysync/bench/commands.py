@@ -23,6 +23,7 @@ def register(subparsers) -> None:
     p.add_argument("--data", default=None, help="use the test split of this `keysync synth` dataset instead of rendering one")
     p.add_argument("--split", default="test", choices=["test", "val"], help="with --data: the split to score (val to tune settings on, test to report)")
     p.add_argument("--guidance", type=parse_guidance, metavar="A,R", help="with --method keysync: " + GUIDANCE_HELP + " (default: the model folder's)")
+    p.add_argument("--steps", type=int, help="with --method keysync: sampling steps (default 10, the official schedule)")
     p.add_argument("--clips", type=int, default=None, help="source clips (default 20; 3 with --quick)")
     p.add_argument("--quick", action="store_true", help="a few clips: a fast smoke run")
     p.add_argument("--seed", type=int, default=0, help="seed of the rendered test clips (default 0)")
@@ -98,9 +99,13 @@ def run_bench(args: argparse.Namespace) -> int:
         raise KeySyncError("--model only applies to --method keysync (or a method of your own)")
     if args.guidance and args.method != "keysync":
         raise KeySyncError("--guidance only applies to --method keysync")
+    if args.steps is not None and args.method != "keysync":
+        raise KeySyncError("--steps only applies to --method keysync")
+    if args.steps is not None and args.steps < 10:
+        raise KeySyncError(f"--steps {args.steps}: the schedule needs at least 10 steps")
     if args.split != "test" and not args.data:
         raise KeySyncError("--split needs --data (a `keysync synth` dataset); rendered benchmark clips are all test clips")
-    options = {k: v for k, v in (("model", args.model), ("guidance", args.guidance)) if v}
+    options = {k: v for k, v in (("model", args.model), ("guidance", args.guidance), ("steps", args.steps)) if v}
     method = get_method(args.method, **options)
     out = Path(args.out or f"keysync-bench/{method.name}")
     json_path = Path(args.json) if args.json else None
