@@ -304,3 +304,17 @@ def test_keyframe_copy_keeps_the_output_then_gives_each_frame_its_nearer_keyfram
     assert torch.allclose(widened[:, :4], after, atol=1e-5)  # (backward alone moved no weight)
     with pytest.raises(ValueError, match="interpolation"):
         micro().keyframe.add_keyframe_copy()
+
+
+@pytest.mark.parametrize("p", [0.0, 1.0])
+def test_drop_keyframe_copy_hides_only_the_copied_keyframe(p):
+    net = micro().interpolation.train()
+    net.add_keyframe_copy()
+    batch = batch_for("interpolation", latent=8, feat=40, pixels=32)
+    recipe = Recipe(drop_reference=0.0, drop_audio=0.0, drop_keyframe_copy=p)
+    diffusion_loss(net, batch, recipe, torch.Generator().manual_seed(0))[0].backward()
+    grad = net.unet.conv_in.weight.grad  # inputs: noisy latent (4), keyframes (4), end-frame flag (1), copy (4)
+    copied, keyframes = grad[:, 9:].abs().sum(), grad[:, 4:8].abs().sum()
+    assert keyframes > 0
+    assert (copied == 0) == (p == 1.0)  # a hidden copy teaches its weights nothing
+

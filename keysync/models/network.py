@@ -176,11 +176,14 @@ class KeySyncNet(ModelMixin, ConfigMixin):
     def conditioning_frames(self, concat: torch.Tensor, num_frames: int, per_frame: bool = False) -> torch.Tensor:
         """The channels concatenated to the noisy latent of every frame, (B*T, C_extra, h, w).
 
-        ``per_frame``: a keyframe ``concat`` given per frame, (B*T, 4, h, w), as training uses it to drop
-        the reference frame by frame (the official recipe).
+        ``per_frame``: ``concat`` already given per frame: a keyframe one (B*T, 4, h, w), as training uses it
+        to drop the reference frame by frame (the official recipe), or an interpolation one as this method
+        returns it, as training uses it to hide the copied keyframe (``drop_keyframe_copy``).
         """
+        if per_frame:
+            return concat
         if self.config.kind == "keyframe":
-            return concat if per_frame else concat.repeat_interleave(num_frames, dim=0)
+            return concat.repeat_interleave(num_frames, dim=0)
         c = self.config.latent_channels
         b, _, h, w = concat.shape
         start, end = concat[:, None, :c], concat[:, None, c:]

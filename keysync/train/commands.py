@@ -30,6 +30,8 @@ A training config is YAML (or JSON)::
                             # widened to the VAE's latent channels (new channels start at zero)
     keyframe_copy: false    # interpolation only (not official): give every frame its nearer keyframe too
                             # (KeySyncNet.keyframe_copy); a loaded network without it gets it, output unchanged
+    drop_keyframe_copy: 0.0 # with keyframe_copy (not official): share of clips trained with the copy hidden,
+                            # so the frames between keyframes must follow the audio (see Recipe)
 
 Also the recipe's keys, official values by default (``keysync.train.recipe.Recipe``): p_mean, p_std,
 drop_reference, drop_audio, pixel_loss_weight, weight_decay. Any key can be overridden on the command line
@@ -46,7 +48,7 @@ import argparse
 STAGES = ("keyframe", "interpolation", "vae")
 RECIPE_KEYS = (
     "p_mean", "p_std", "drop_reference", "drop_audio", "pixel_loss_weight", "lr", "weight_decay", "warmup_steps", "kl_weight", "edge_weight", "lip_weight",
-    "decay_steps",
+    "decay_steps", "drop_keyframe_copy",
 )
 CONFIG_KEYS = (
     "model", "data", "output", "steps", "checkpoint_every", "sample_every", "batch_size", "seed", "mixed_precision",
