@@ -109,9 +109,8 @@ def test_missing_segmenter_says_how_to_get_one(tmp_path, monkeypatch):
 def test_dub_tracks_clicked_occluders_like_the_occluders_command(segmenter, tmp_path, monkeypatch, capsys):
     from keysync.pipeline.dub import KeySyncPipeline
 
-    from .faces_media_clips import astronaut, moving_frames
+    from .faces_media_clips import astronaut, moving_frames, tone, write_wav
     from .micro import micro_model
-    from .test_pipeline_dub import tone, write_wav
 
     video = write_clip(tmp_path / "in.mp4", moving_frames(astronaut(), 320, 240, 10, photo_height=220))
     audio = write_wav(tmp_path / "speech.mp4", tone(0.4))

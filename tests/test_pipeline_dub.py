@@ -11,24 +11,13 @@ from keysync.media.writer import VideoWriter
 from keysync.pipeline import dub as dub_module
 from keysync.pipeline.dub import DubOptions, KeySyncPipeline, make_timeline
 
-from .faces_media_clips import astronaut, clicks, moving_frames, write_clip
+from .faces_media_clips import astronaut, clicks, moving_frames, tone, write_clip, write_wav
 from .micro import micro_model
 
 
 @pytest.fixture(scope="module")
 def pipe():
     return KeySyncPipeline(micro_model(audio_window=1))  # windowed audio tokens, as the shipped model has
-
-
-def tone(seconds):
-    t = np.arange(int(seconds * 16000)) / 16000
-    return (0.3 * np.sin(2 * np.pi * 220 * t) * (np.sin(2 * np.pi * 3 * t) > 0)).astype(np.float32)
-
-
-def write_wav(path, audio):
-    with VideoWriter(path, 2, 2, audio=audio) as w:  # an .m4a-free way to make an audio file: mp4 with AAC
-        w.write(np.zeros((2, 2, 3), np.uint8), 0.0)
-    return path
 
 
 def record_writes(monkeypatch):
