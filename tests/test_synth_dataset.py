@@ -68,6 +68,18 @@ def test_splits_share_no_identity_and_no_sentence(two_runs):
     assert not ids["train"] & ids["test"] and not looks["train"] & looks["test"]
 
 
+def test_a_larger_world_holds_the_smaller_one_clip_for_clip():
+    """More clips with the same seed add clips to each split and change none, so a larger train split never
+    sees a smaller world's test or val sentences, and benchmarks on its first test clips stay comparable."""
+    small, large = plan_dataset(30, 5, 32, 32), plan_dataset(60, 5, 32, 32)
+    for split in SPLITS:
+        a = [s for s in small if s.split == split]
+        b = [s for s in large if s.split == split]
+        assert len(b) == 2 * len(a) and b[: len(a)] == a
+    held_out = {s.sentence for s in small if s.split != "train" and s.sentence}
+    assert held_out and not held_out & {s.sentence for s in large if s.split == "train"}
+
+
 def test_jaw_drop_keeps_every_other_choice_of_the_plan():
     plain, swinging = plan_dataset(12, 4, 64, 64), plan_dataset(12, 4, 64, 64, jaw_drop=0.66)
     assert [s.identity.jaw_drop for s in swinging] == [0.66] * 12

@@ -8,7 +8,8 @@ frames, audio and ground truth; ``write_clip`` stores ``NAME.mp4`` (H.264 + AAC)
 
 A dataset folder has ``train/``, ``val/`` and ``test/`` and a ``manifest.json``. Splits share no identity
 and no sentence: each split draws identities from its own random stream, and every sentence is used by one
-split only.
+split only. A larger world with the same seed holds the smaller one clip for clip (each split's first clips
+are the smaller world's), so growing the train split never brings in a smaller world's test sentences.
 """
 
 from __future__ import annotations
