@@ -317,4 +317,3 @@ def test_drop_keyframe_copy_hides_only_the_copied_keyframe(p):
     copied, keyframes = grad[:, 9:].abs().sum(), grad[:, 4:8].abs().sum()
     assert keyframes > 0
     assert (copied == 0) == (p == 1.0)  # a hidden copy teaches its weights nothing
-
