@@ -169,7 +169,10 @@ def track_occluders(video: str | Path, output: str | Path, clicks: Clicks, model
                 bar.update()
         bar.close()
         if count <= clicks.frame:
-            raise KeySyncError(f"--frame {clicks.frame} is past the video's last frame ({count - 1}); give a frame index it has")
+            raise KeySyncError(
+                f"the clicked frame {clicks.frame} is past the video's last frame ({count - 1}); give a frame index it "
+                "has (--frame; --occluder-frame in `keysync dub`)"
+            )
         _write_npy(masks_path, output, (count, height, width))
     return output
 
