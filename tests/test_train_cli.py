@@ -126,10 +126,6 @@ def test_train_config_errors_name_the_key(tmp_path, capsys):
     assert "unknown key sed" in capsys.readouterr().err
     assert main(["train", "keyframe", "--config", str(config), "--set", "keyframe_copy=true"]) == 1
     assert "keyframe_copy is for the interpolation stage" in capsys.readouterr().err
-    assert main(["train", "vae", "--config", str(config), "--set", "voice_warp=0.1"]) == 1
-    assert "this vae stage has no audio" in capsys.readouterr().err
-    assert main(["train", "keyframe", "--config", str(config), "--set", "model=tiny", "--set", "voice_gain_db=6"]) == 1
-    assert "this keyframe stage has hubert features" in capsys.readouterr().err
     config.write_text("- a list\n")
     assert main(["train", "keyframe", "--config", str(config)]) == 1
     assert "not a mapping" in capsys.readouterr().err
@@ -154,32 +150,25 @@ def test_prepare_in_several_processes_writes_the_same_shards(tmp_path):
             assert torch.equal(one[key], two[key]), (shard.name, key)
 
 
-def _synthetic_shard(frames: int = 14) -> dict:
-    """A shard as `keysync prepare` writes it, of a synthetic face at 64 px (zero latents, random audio)."""
-    from keysync.synth.dataset import plan_dataset, render_clip
-    from keysync.synth.visemes import mouth_track
-
-    spec = plan_dataset(1, 0, 64, 64, only_split="test")[0]
-    pixels, landmarks, _ = render_clip(spec, mouth_track([], frames, spec.fps, spec.identity.articulation))
-    audio = torch.randn(frames, 2, 8, generator=torch.Generator().manual_seed(0))
-    return {
-        "pixels": torch.from_numpy(pixels).permute(0, 3, 1, 2).contiguous(),
-        "landmarks": torch.from_numpy(landmarks).float(),
-        "present": torch.ones(frames, dtype=torch.uint8),
-        "latents": torch.zeros(frames, 4, 16, 16),
-        "audio_keyframe": audio,
-        "audio_interpolation": audio.clone(),
-    }
-
-
 def test_sampler_draws_the_configured_mask_minus_occluders(tmp_path):
     from safetensors.torch import save_file
 
+    from keysync.synth.dataset import plan_dataset, render_clip
+    from keysync.synth.visemes import mouth_track
     from keysync.train.data import ClipSampler
 
+    spec = plan_dataset(1, 0, 64, 64, only_split="test")[0]
+    frames, landmarks, _ = render_clip(spec, mouth_track([], 14, spec.fps, spec.identity.articulation))
     occluders = np.zeros((14, 64, 64), np.uint8)
     occluders[:, 48:, :] = 1  # something in front of the chin
-    shard = _synthetic_shard()
+    shard = {
+        "pixels": torch.from_numpy(frames).permute(0, 3, 1, 2).contiguous(),
+        "landmarks": torch.from_numpy(landmarks).float(),
+        "present": torch.ones(14, dtype=torch.uint8),
+        "latents": torch.zeros(14, 4, 16, 16),
+        "audio_keyframe": torch.zeros(14, 2, 8),
+        "audio_interpolation": torch.zeros(14, 2, 8),
+    }
     save_file(shard, tmp_path / "plain.safetensors")
     box = ClipSampler(tmp_path, "interpolation", mask="box")(0)["masks"]
     mouth = ClipSampler(tmp_path, "interpolation", mask="mouth")(0)["masks"]
@@ -188,21 +177,6 @@ def test_sampler_draws_the_configured_mask_minus_occluders(tmp_path):
     save_file({**shard, "occluders": torch.from_numpy(occluders)}, tmp_path / "plain.safetensors")
     covered = ClipSampler(tmp_path, "interpolation", mask="box")(0)["masks"]
     assert covered[:, :, 12:].sum() == 0 and torch.equal(covered[:, :, :12], box[:, :, :12])
-
-
-def test_sampler_voice_augmentation_changes_only_the_audio_and_repeats_per_step(tmp_path):
-    from safetensors.torch import save_file
-
-    from keysync.train.data import ClipSampler
-
-    save_file(_synthetic_shard(40), tmp_path / "clip.safetensors")
-    plain = ClipSampler(tmp_path, "interpolation", seed=1)
-    voiced = ClipSampler(tmp_path, "interpolation", seed=1, voice_warp=0.1, voice_gain_db=6.0)
-    for step in range(3):
-        a, b = plain(step), voiced(step)
-        assert all(torch.equal(a[k], b[k]) for k in a if k != "audio")  # the same clip, frames and mask
-        assert not torch.allclose(a["audio"], b["audio"], atol=1e-3)
-        assert torch.equal(b["audio"], voiced(step)["audio"])  # the same step, the same voice
 
 
 def test_init_networks_starts_a_wider_vae_model_from_trained_networks(tmp_path):

@@ -5,11 +5,10 @@ from .features import (
     SAMPLE_RATE,
     SAMPLES_PER_FRAME,
     LogMelFeatures,
-    augment_logmel,
     SpeechEncoderFeatures,
     build_features,
     frame_windows,
     num_frames,
 )
 
-__all__ = ["FPS", "SAMPLES_PER_FRAME", "SAMPLE_RATE", "LogMelFeatures", "augment_logmel", "SpeechEncoderFeatures", "build_features", "frame_windows", "num_frames"]
+__all__ = ["FPS", "SAMPLES_PER_FRAME", "SAMPLE_RATE", "LogMelFeatures", "SpeechEncoderFeatures", "build_features", "frame_windows", "num_frames"]

@@ -64,29 +64,8 @@ class LogMelFeatures:
         power = torch.fft.rfft(windows, n=self.n_fft).abs() ** 2
         logmel = torch.log(power @ self.mel + 1e-6)
         # A fixed affine map to roughly unit scale; per-file statistics would break windowing invariance.
-        logmel = (logmel + LOGMEL_OFFSET) / LOGMEL_SCALE
+        logmel = (logmel + 5.0) / 5.0
         return logmel.reshape(-1, ROWS_PER_FRAME, self.dim)
-
-
-LOGMEL_OFFSET, LOGMEL_SCALE = 5.0, 5.0
-
-
-def augment_logmel(features: torch.Tensor, warp: float, gain_db: float, generator: torch.Generator) -> torch.Tensor:
-    """Another voice for the same speech, in log-mel feature space (``LogMelFeatures``' rows, mels last):
-    the mel axis stretched by a factor drawn from [1 - warp, 1 + warp] and the level changed by up to
-    ``gain_db`` either way. Below 1 kHz the mel axis is linear in frequency, so there the stretch moves pitch
-    and formants together by that factor (a shorter or longer vocal tract, as in vocal tract length
-    perturbation); above, it is an approximation. One draw per call, so a clip keeps one voice.
-
-    Why: a small training set has a few dozen voices, and a network trained on it follows held-out voices'
-    speech less well than its training voices' (training/small-128/README.md)."""
-    u = torch.rand(2, generator=generator) * 2 - 1
-    n = features.shape[-1]
-    source = (torch.arange(n, dtype=torch.float32) / (1 + warp * float(u[0]))).clamp(max=n - 1)
-    lo = source.floor().long().clamp(max=n - 2)
-    frac = (source - lo).to(features.dtype)
-    stretched = features[..., lo] * (1 - frac) + features[..., lo + 1] * frac
-    return stretched + float(u[1]) * gain_db * math.log(10) / 10 / LOGMEL_SCALE
 
 
 class SpeechEncoderFeatures:

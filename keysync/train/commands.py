@@ -32,9 +32,6 @@ A training config is YAML (or JSON)::
                             # (KeySyncNet.keyframe_copy); a loaded network without it gets it, output unchanged
     drop_keyframe_copy: 0.0 # with keyframe_copy (not official): share of clips trained with the copy hidden,
                             # so the frames between keyframes must follow the audio (see Recipe)
-    voice_warp: 0.0         # keyframe/interpolation with log-mel audio (not official): stretch each clip's mel
-                            # axis by up to this fraction, another voice for the same speech (augment_logmel)
-    voice_gain_db: 0.0      # the same: change each clip's level by up to this many dB
 
 Also the recipe's keys, official values by default (``keysync.train.recipe.Recipe``): p_mean, p_std,
 drop_reference, drop_audio, pixel_loss_weight, weight_decay. Any key can be overridden on the command line
@@ -56,7 +53,7 @@ RECIPE_KEYS = (
 CONFIG_KEYS = (
     "model", "data", "output", "steps", "checkpoint_every", "sample_every", "batch_size", "seed", "mixed_precision",
     "gradient_checkpointing", "freeze_temporal", "freeze_encoder", "mask", "latent_scale", "audio_window", "init_networks", "keyframe_copy",
-    "voice_warp", "voice_gain_db", *RECIPE_KEYS,
+    *RECIPE_KEYS,
 )
 
 
@@ -180,12 +177,6 @@ def run_train(args: argparse.Namespace) -> int:
         model.interpolation.add_keyframe_copy()
     if cfg.get("freeze_encoder") and args.stage != "vae":
         raise KeySyncError(f"config {args.config}: freeze_encoder is for the vae stage; drop it from the {args.stage} config")
-    voice = {k: float(cfg.get(k, 0.0)) for k in ("voice_warp", "voice_gain_db")}
-    if any(voice.values()) and (args.stage == "vae" or model.audio[args.stage].get("encoder") != "logmel"):
-        raise KeySyncError(
-            f"config {args.config}: voice_warp and voice_gain_db change log-mel features; this {args.stage} stage has "
-            f"{'no audio' if args.stage == 'vae' else model.audio[args.stage].get('encoder') + ' features'}, so drop them"
-        )
     recipe = Recipe(**{k: cfg[k] for k in RECIPE_KEYS if k in cfg})
     config = TrainConfig(
         stage=args.stage, output=cfg["output"], steps=int(cfg.get("steps", 1000)),
@@ -197,7 +188,7 @@ def run_train(args: argparse.Namespace) -> int:
     sampler = ClipSampler(
         cfg["data"], args.stage, batch_size=int(cfg.get("batch_size", 1)), seed=config.seed, mask=cfg.get("mask", "box"),
         vae=None if args.stage == "vae" else vae_fingerprint(model.vae),
-        audio_window=0 if args.stage == "vae" else getattr(model, args.stage).config.audio_window, **voice,
+        audio_window=0 if args.stage == "vae" else getattr(model, args.stage).config.audio_window,
     )
     if args.export:
         from safetensors.torch import load_file

@@ -21,7 +21,7 @@ import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
 
-from ..audio import SAMPLES_PER_FRAME, augment_logmel, build_features, frame_windows
+from ..audio import SAMPLES_PER_FRAME, build_features, frame_windows
 from ..errors import KeySyncError
 from ..files import write_atomic
 from ..models import KeySyncModel
@@ -202,13 +202,11 @@ class ClipSampler:
     Only windows where the face is present throughout. ``mask``: the mask kind to train with (``box``, the
     paper's; ``mouth`` for its ablation), drawn from the stored landmarks at latent resolution.
     ``audio_window``: the network's (``KeySyncNet.audio_window``), frames of audio on each side of a frame.
-    ``voice_warp``, ``voice_gain_db``: log-mel features only; each clip's audio as another voice would give
-    it (``keysync.audio.augment_logmel``), 0 = as stored.
     """
 
     def __init__(
         self, folder: str | Path, stage: str, batch_size: int = 1, seed: int = 0, mask: str = "box", vae: str | None = None,
-        audio_window: int = 0, voice_warp: float = 0.0, voice_gain_db: float = 0.0,
+        audio_window: int = 0,
     ):
         """``vae``: the fingerprint (``vae_fingerprint``) the shards' latents must come from."""
         from safetensors import safe_open
@@ -240,7 +238,6 @@ class ClipSampler:
                 shard["lips"] = torch.from_numpy(lip_boxes(shard["landmarks"].numpy(), size, latent))[:, None]
                 shard[f"audio_{stage}"] = frame_windows(shard[f"audio_{stage}"], audio_window)
         self.stage, self.batch_size, self.seed = stage, batch_size, seed
-        self.voice_warp, self.voice_gain_db = voice_warp, voice_gain_db
         self.length = VAE_FRAMES if stage == "vae" else CLIP
         self.windows = [(i, idx) for i, shard in enumerate(self.shards) for idx in self._windows(shard)]
         if not self.windows:
@@ -270,9 +267,6 @@ class ClipSampler:
             else:
                 latents = shard["latents"][idx]
                 cond = latents[0] if self.stage == "keyframe" else torch.stack([latents[0], latents[-1]], dim=1)
-                audio = shard[f"audio_{self.stage}"][idx][None]
-                if self.voice_warp or self.voice_gain_db:
-                    audio = augment_logmel(audio, self.voice_warp, self.voice_gain_db, g)
-                clip.update(latents=latents, masks=shard["masks"][idx], lips=shard["lips"][idx] * shard["masks"][idx], audio=audio, cond=cond[None])
+                clip.update(latents=latents, masks=shard["masks"][idx], lips=shard["lips"][idx] * shard["masks"][idx], audio=shard[f"audio_{self.stage}"][idx][None], cond=cond[None])
             clips.append(clip)
         return {k: torch.cat([c[k] for c in clips]) for k in clips[0]}
