@@ -20,11 +20,9 @@ from pathlib import Path
 import numpy as np
 
 from keysync.bench import metrics as M
-from keysync.bench.methods import KeySyncMethod, LipSyncTask
+from keysync.bench.methods import KeySyncMethod
 from keysync.bench.mouth_reader import LoadedReader
-from keysync.bench.runner import driving_for, speech_clips
-from keysync.synth.clipio import write_wav
-from keysync.synth.visemes import mouth_track
+from keysync.bench.runner import driving_for, dub_clip, speech_clips
 
 
 def sync_per_clip(method, faces, voices, reader) -> dict[str, float]:
@@ -32,15 +30,11 @@ def sync_per_clip(method, faces, voices, reader) -> dict[str, float]:
     out = {}
     with tempfile.TemporaryDirectory() as tmp:
         for i, record in enumerate(faces):
-            truth, spec = record.truth(), record.spec()
-            frames = len(truth["mouth"])
-            drive = driving_for("reconstruction", (i + 1) % len(voices), voices, frames, 0)  # that clip's own speech
-            wav = Path(tmp) / f"{record.name}.wav"
-            write_wav(wav, drive.audio)
-            output = method(LipSyncTask(record.video, wav, frames, truth["landmarks"], record, drive.phonemes))
+            truth = record.truth()
+            drive = driving_for("reconstruction", (i + 1) % len(voices), voices, len(truth["mouth"]), 0)  # that clip's own speech
+            output, target, _ = dub_clip(method, record, truth, drive, Path(tmp) / f"{record.name}.wav")
             read = reader.read(output.frames, truth["landmarks"])[:, 0]
-            target = mouth_track(drive.phonemes, frames, spec.fps, spec.identity.articulation)[:, 0]
-            out[record.name] = M.pearson(read, target, M.readable_frames(truth["landmarks"], truth["occluder"]))
+            out[record.name] = M.pearson(read, target[:, 0], M.readable_frames(truth["landmarks"], truth["occluder"]))
     return out
 
 

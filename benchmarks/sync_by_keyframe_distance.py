@@ -19,12 +19,10 @@ from pathlib import Path
 import numpy as np
 
 from keysync.bench import metrics as M
-from keysync.bench.methods import KeySyncMethod, LipSyncTask
+from keysync.bench.methods import KeySyncMethod
 from keysync.bench.mouth_reader import LoadedReader
-from keysync.bench.runner import driving_for, speech_clips
+from keysync.bench.runner import driving_for, dub_clip, speech_clips
 from keysync.pipeline.plan import STEP
-from keysync.synth.clipio import write_wav
-from keysync.synth.visemes import mouth_track
 
 
 def jaw_errors_by_distance(model: str | None, records, reader) -> dict[int, list[float]]:
@@ -33,14 +31,11 @@ def jaw_errors_by_distance(model: str | None, records, reader) -> dict[int, list
     errors: dict[int, list[float]] = {d: [] for d in range(STEP // 2 + 1)}
     with tempfile.TemporaryDirectory() as tmp:
         for i, record in enumerate(records):
-            truth, spec = record.truth(), record.spec()
-            frames = len(truth["mouth"])
-            drive = driving_for("cross", i, records, frames, 0)
-            wav = Path(tmp) / f"{record.name}.wav"
-            write_wav(wav, drive.audio)
-            output = method(LipSyncTask(record.video, wav, frames, truth["landmarks"], record, drive.phonemes))
+            truth = record.truth()
+            drive = driving_for("cross", i, records, len(truth["mouth"]), 0)
+            output, target, _ = dub_clip(method, record, truth, drive, Path(tmp) / f"{record.name}.wav")
             read = reader.read(output.frames, truth["landmarks"])[:, 0]
-            target = mouth_track(drive.phonemes, frames, spec.fps, spec.identity.articulation)[:, 0]
+            target = target[:, 0]
             valid = M.readable_frames(truth["landmarks"], truth["occluder"])
             for t in np.flatnonzero(valid):
                 errors[min(t % STEP, STEP - t % STEP)].append(float(abs(read[t] - target[t])))

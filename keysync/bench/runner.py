@@ -98,6 +98,19 @@ def driving_for(mode: str, index: int, records: list[ClipRecord], n_frames: int,
     return Driving(audio.astype(np.float32), phonemes)
 
 
+def dub_clip(method: LipSyncMethod, record: ClipRecord, truth: dict, drive: Driving, wav: Path) -> tuple[MethodOutput, np.ndarray, float]:
+    """``method``'s dub of ``record`` (its ground truth ``truth``) to ``drive``'s audio (written to ``wav``
+    first): the output, the mouth track (T, 5) that speech asks of this speaker, and the method's seconds."""
+    from ..synth.clipio import write_wav
+
+    spec, frames = record.spec(), len(truth["mouth"])
+    write_wav(wav, drive.audio)
+    t0 = time.perf_counter()
+    output = method(LipSyncTask(record.video, wav, frames, truth["landmarks"], record, drive.phonemes))
+    seconds = time.perf_counter() - t0
+    return output, mouth_track(drive.phonemes, frames, spec.fps, spec.identity.articulation), seconds
+
+
 def score(
     output: MethodOutput,
     source_frames: np.ndarray,
@@ -193,7 +206,7 @@ def run_benchmark(
     from tqdm import tqdm
 
     from ..errors import KeySyncError
-    from ..synth.clipio import read_mp4_frames, write_wav
+    from ..synth.clipio import read_mp4_frames
 
     reader = reader or LoadedReader()
     driving_dir = Path(work_dir) / "driving"
@@ -203,23 +216,16 @@ def run_benchmark(
     for i, record in enumerate(records):
         truth = record.truth()
         source_frames = read_mp4_frames(record.video)
-        spec = record.spec()
         T = len(truth["mouth"])
         detected_source = None if landmark_backend is None else detect_landmarks(source_frames, landmark_backend, truth["landmarks"])
         for mode in modes:
             drive = driving_for(mode, i, records, T, seed)
-            wav = driving_dir / f"{record.name}_{mode}.wav"
-            write_wav(wav, drive.audio)
-            task = LipSyncTask(record.video, wav, T, truth["landmarks"], record, drive.phonemes)
-            t0 = time.perf_counter()
-            output = method(task)
-            seconds = time.perf_counter() - t0
+            output, target, seconds = dub_clip(method, record, truth, drive, driving_dir / f"{record.name}_{mode}.wav")
             if output.frames.shape != source_frames.shape:
                 raise KeySyncError(
                     f"method {method.name} returned frames of shape {output.frames.shape} for {record.name}; "
                     f"expected {source_frames.shape} (same count and size as the source)"
                 )
-            target = mouth_track(drive.phonemes, T, spec.fps, spec.identity.articulation)
             detected = None if landmark_backend is None else detect_landmarks(output.frames, landmark_backend, truth["landmarks"])
             values, read = score(output, source_frames, truth, target, drive.audio, mode, reader, detected, detected_source)
             if i == 0:
