@@ -1,6 +1,7 @@
 """keysync prepare + keysync train on a real-face clip with a tiny random model (plumbing)."""
 
 import json
+import shutil
 
 import numpy as np
 import pytest
@@ -87,6 +88,15 @@ def test_prepare_then_train_and_resume(tmp_path, capsys):
     assert not torch.equal(load_file(shards / "talk.safetensors")["latents"], shard["latents"])  # re-encoded
     sitting = ["--set", f"model={tmp_path / 'fp16'}", "--set", f"output={tmp_path / 'sitting-2'}"]
     assert main(["train", "keyframe", "--config", str(tmp_path / "train.yaml"), *sitting]) == 0
+    # an audio MLP added to the fp16 network: pretrained once, before the first step, and saved with it
+    grown = [*sitting, "--set", f"output={tmp_path / 'sitting-mlp'}", "--set", "audio_mlp=16"]
+    assert main(["train", "keyframe", "--config", str(tmp_path / "train.yaml"), *grown]) == 0
+    assert "audio MLP pretraining step 3000/3000" in capsys.readouterr().out
+    assert KeySyncModel.from_pretrained(tmp_path / "sitting-mlp" / "model").keyframe.config.audio_mlp_width == 16
+    shutil.rmtree(tmp_path / "sitting-mlp" / "model")  # as if stopped before its end: checkpoints only
+    assert main(["train", "keyframe", "--config", str(tmp_path / "train.yaml"), *grown, "--set", "steps=4"]) == 0
+    out = capsys.readouterr().out
+    assert "resumed" in out and "audio MLP pretraining" not in out  # the checkpoint holds the trained MLP
 
 
 def test_freeze_encoder_trains_the_decoder_alone_and_keeps_the_latents(tmp_path, capsys):
@@ -126,6 +136,8 @@ def test_train_config_errors_name_the_key(tmp_path, capsys):
     assert "unknown key sed" in capsys.readouterr().err
     assert main(["train", "keyframe", "--config", str(config), "--set", "keyframe_copy=true"]) == 1
     assert "keyframe_copy is for the interpolation stage" in capsys.readouterr().err
+    assert main(["train", "vae", "--config", str(config), "--set", "audio_mlp=16"]) == 1
+    assert "audio_mlp is for the keyframe and interpolation stages" in capsys.readouterr().err
     config.write_text("- a list\n")
     assert main(["train", "keyframe", "--config", str(config)]) == 1
     assert "not a mapping" in capsys.readouterr().err
@@ -203,3 +215,33 @@ def test_init_networks_starts_a_wider_vae_model_from_trained_networks(tmp_path):
     model.save_pretrained(tmp_path / "wide")
     with pytest.raises(KeySyncError, match="narrow the latent channels from 8 to 4"):
         init_network(micro_model(), "keyframe", str(tmp_path / "wide"))
+
+
+def test_shards_take_the_ground_truth_beside_a_synthetic_clip(tmp_path):
+    """keysync synth's NAME.npz: the occluders and mouth parameters go into the shard; real footage has none."""
+    from keysync.train.data import _ground_truth_for
+
+    mouth = np.random.default_rng(0).random((5, 5)).astype(np.float32)
+    np.savez(tmp_path / "clip.npz", mouth=mouth, occluder=np.zeros((5, 8, 8), np.uint8), landmarks=np.zeros((5, 68, 2)))
+    truth = _ground_truth_for(tmp_path / "clip.mp4")
+    assert sorted(truth) == ["mouth", "occluder"] and np.array_equal(truth["mouth"], mouth)
+    assert _ground_truth_for(tmp_path / "real.mp4") == {}
+
+
+def test_prepare_rebuilds_a_shard_that_lacks_its_clips_mouth_parameters(tmp_path):
+    """A shard written before shards kept the mouth (or before NAME.npz had it) is rebuilt; a complete one is not."""
+    src = tmp_path / "videos"
+    src.mkdir()
+    speech = (0.3 * np.sin(2 * np.pi * 200 * np.arange(16 * 640) / 16000)).astype(np.float32)
+    write_clip(src / "a.mp4", moving_frames(astronaut(), 240, 240, 16, photo_height=200), rate=25, audio=speech)
+    model = micro_model()
+    prepare(src, tmp_path / "shards", model, progress=False, latents=False)
+    shard = tmp_path / "shards" / "a.safetensors"
+    assert "mouth" not in load_file(shard)
+    mouth = np.random.default_rng(0).random((16, 5)).astype(np.float32)
+    np.savez(src / "a.npz", mouth=mouth)
+    prepare(src, tmp_path / "shards", model, progress=False, latents=False)
+    assert np.array_equal(load_file(shard)["mouth"].numpy(), mouth)  # 25 fps: model frame k is video frame k
+    stamp = shard.stat().st_mtime_ns
+    prepare(src, tmp_path / "shards", model, progress=False, latents=False)
+    assert shard.stat().st_mtime_ns == stamp

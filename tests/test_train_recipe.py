@@ -1,5 +1,6 @@
 """The training recipe: official shapes on the meta device, freezing, dropout, and that it learns."""
 
+import numpy as np
 import pytest
 import torch
 
@@ -317,3 +318,70 @@ def test_drop_keyframe_copy_hides_only_the_copied_keyframe(p):
     copied, keyframes = grad[:, 9:].abs().sum(), grad[:, 4:8].abs().sum()
     assert keyframes > 0
     assert (copied == 0) == (p == 1.0)  # a hidden copy teaches its weights nothing
+
+
+def test_audio_mlp_starts_silent_survives_a_save_and_cannot_be_widened_after(tmp_path):
+    model = micro()
+    net = model.keyframe
+    feats = torch.randn(1, 14, 2, 40)
+    before = net.embed_audio(feats)
+    assert net.add_audio_mlp(16) and not net.add_audio_mlp(16)
+    assert torch.equal(net.embed_audio(feats), before)  # its output layer starts at zero
+    with torch.no_grad():
+        net.audio_mlp[-1].bias.add_(1.0)
+    moved = net.embed_audio(feats)
+    assert not torch.allclose(moved, before)
+    model.save_pretrained(tmp_path / "m")
+    loaded = KeySyncModel.from_pretrained(tmp_path / "m").keyframe
+    assert loaded.config.audio_mlp_width == 16 and torch.allclose(loaded.embed_audio(feats), moved)
+    with pytest.raises(ValueError, match="audio MLP"):
+        net.widen_audio_window(1)
+    with pytest.raises(ValueError, match="16 wide"):
+        net.add_audio_mlp(32)
+
+
+def _jaw_read_out(net, shards, jaw) -> float:
+    """Mean held-out (last 4 shards) correlation of a ridge read-out of the jaw drop from the audio tokens."""
+    from keysync.bench.metrics import pearson
+
+    tokens = [net.embed_audio(s["audio_keyframe"][None])[0].double() for s in shards]
+    fit_x, fit_y = torch.cat(tokens[:-4]), torch.cat(jaw[:-4]).double()
+    mean = fit_x.mean(0)
+    gram = (fit_x - mean).T @ (fit_x - mean) + 1e-3 * torch.eye(fit_x.shape[1], dtype=torch.float64)
+    coef = torch.linalg.solve(gram, (fit_x - mean).T @ (fit_y - fit_y.mean()))
+    return float(np.mean([pearson(((t - mean) @ coef).numpy(), j.numpy()) for t, j in zip(tokens[-4:], jaw[-4:])]))
+
+
+@pytest.mark.parametrize("target", ["landmarks", "mouth"])
+def test_audio_mlp_pretraining_learns_the_jaw_and_puts_it_in_the_tokens(target):
+    """Shards whose jaw drops by a nonlinear function of the audio, seen in the landmarks' chin or in the
+    mouth parameters (the first: the opening; the landmarks then hold no motion): after pretraining, the
+    held-out clips' jaw drop is predicted from their audio, and read from the network's tokens better than
+    before (not perfectly: a linear read-out cannot cancel the rest of the projection's tokens)."""
+    from keysync.train.audio_mlp import pretrain_audio_mlp
+
+    g = torch.Generator().manual_seed(0)
+    direction, others = torch.randn(40, generator=g), torch.randn(40, 4, generator=g)
+    shards, jaw = [], []
+    for _ in range(20):
+        audio = 2 * torch.randn(60, 2, 40, generator=g) + 1
+        drop = torch.tanh(audio.mean(1) @ direction / 10) ** 2
+        landmarks = (64 + 10 * torch.randn(68, 2, generator=g)).expand(60, 68, 2).clone()
+        shard = {"audio_keyframe": audio, "landmarks": landmarks, "present": torch.ones(60, dtype=torch.uint8)}
+        if target == "mouth":
+            shard["mouth"] = torch.cat([drop[:, None], torch.tanh(audio.mean(1) @ others / 10)], dim=1)  # width, rounding...
+        else:
+            landmarks[:, 8, 1] += 6 * drop
+        shards.append(shard)
+        jaw.append(drop)
+    net = micro().keyframe
+    net.add_audio_mlp(64)
+    with torch.no_grad():
+        before = _jaw_read_out(net, shards, jaw)
+    logged = []
+    score = pretrain_audio_mlp(net, shards, "keyframe", steps=600, seed=0, log=logged.append)
+    assert f"on {'mouth parameters' if target == 'mouth' else 'landmarks'}" in logged[-2]
+    assert score > 0.85  # a linear map of the same audio: about 0.2
+    with torch.no_grad():
+        after = _jaw_read_out(net, shards, jaw)
+    assert before < 0.5 and after > before + 0.15, (before, after)  # about 0.4 -> 0.6; a zero output layer: no change

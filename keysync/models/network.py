@@ -43,6 +43,7 @@ class KeySyncNet(ModelMixin, ConfigMixin):
         frames_per_clip: int = 14,
         audio_window: int = 0,
         keyframe_copy: bool = False,
+        audio_mlp_width: int = 0,
     ):
         """``audio_window`` k: each frame's audio token sees k frames of audio on each side (0, the official
         setting: its own frame only); the features come in as ``keysync.audio.frame_windows`` makes them.
@@ -52,6 +53,11 @@ class KeySyncNet(ModelMixin, ConfigMixin):
         learned mask token, and the face hidden by the mask (jaw line, neck) has to travel to them from the
         end frames through the temporal layers; a small network does not manage that and draws a blur there,
         while with the keyframe beside each frame it copies it as the keyframe network copies its reference.
+
+        ``audio_mlp_width`` H (not official; 0: none): ``audio_mlp``, a two-layer perceptron of width H beside the linear audio
+        projection, its tokens added to the projection's. The official networks read HuBERT/WavLM features,
+        already a deep speech model; a small model reading log-mel energies through one linear map cannot
+        tell the mouth shape from them well (see ``keysync.train.audio_mlp``).
         """
         super().__init__()
         if kind not in KINDS:
@@ -83,6 +89,7 @@ class KeySyncNet(ModelMixin, ConfigMixin):
         # diffusers' sinusoidal projection for SVD's fps/motion ids; KeySync feeds audio tokens instead.
         del self.unet.add_time_proj
         self.audio_proj = nn.Linear(audio_feature_dim * (2 * audio_window + 1), context_dim)
+        self.audio_mlp = _audio_mlp(self.audio_proj.in_features, audio_mlp_width, context_dim) if audio_mlp_width else None
         if kind == "interpolation":
             self.learned_mask = nn.Parameter(torch.zeros(latent_channels, latent_size, latent_size))
 
@@ -91,8 +98,33 @@ class KeySyncNet(ModelMixin, ConfigMixin):
     def embed_audio(self, features: torch.Tensor) -> torch.Tensor:
         """(B, T, 2 (2k+1), F) audio features, two rows per video frame of the window -> (B, T, context_dim)
         tokens: each frame's two rows averaged (the official merge), the window's frames concatenated."""
-        b, t, rows, f = features.shape
-        return self.audio_proj(features.reshape(b, t, rows // 2, 2, f).mean(dim=3).flatten(2))
+        x = self.audio_inputs(features)
+        tokens = self.audio_proj(x)
+        return tokens if self.audio_mlp is None else tokens + self.audio_mlp(x)
+
+    @staticmethod
+    def audio_inputs(features: torch.Tensor) -> torch.Tensor:
+        """(..., 2 (2k+1), F) -> (..., (2k+1) F): each frame's two rows averaged, the window's frames concatenated."""
+        *lead, rows, f = features.shape
+        return features.reshape(*lead, rows // 2, 2, f).mean(dim=-2).flatten(-2)
+
+    def add_audio_mlp(self, hidden: int, seed: int = 0) -> bool:
+        """Give the network an ``audio_mlp`` of width ``hidden``, its hidden layers drawn from ``seed``, its
+        output layer at zero, so the tokens, and the network's output, start unchanged. False if it has one
+        already."""
+        if self.audio_mlp is not None:
+            if self.config.audio_mlp_width != hidden:
+                raise ValueError(f"the network's audio MLP is {self.config.audio_mlp_width} wide, not {hidden}")
+            return False
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            mlp = _audio_mlp(self.audio_proj.in_features, hidden, self.audio_proj.out_features).to(self.audio_proj.weight)
+        with torch.no_grad():
+            mlp[-1].weight.zero_()
+            mlp[-1].bias.zero_()
+        self.audio_mlp = mlp
+        self.register_to_config(audio_mlp_width=hidden)
+        return True
 
     def widen_audio_window(self, each_side: int) -> None:
         """Grow ``audio_window`` to ``each_side`` without changing the output: the new neighbours' weights
@@ -102,6 +134,8 @@ class KeySyncNet(ModelMixin, ConfigMixin):
             raise ValueError(f"cannot narrow the audio window from {old} to {each_side} frames each side")
         if each_side == old:
             return
+        if self.audio_mlp is not None:
+            raise ValueError("cannot widen the audio window of a network with an audio MLP")
         f = self.config.audio_feature_dim
         proj = nn.Linear(f * (2 * each_side + 1), self.audio_proj.out_features).to(self.audio_proj.weight)
         with torch.no_grad():
@@ -232,3 +266,7 @@ class KeySyncNet(ModelMixin, ConfigMixin):
             kwargs = {"encoder_hidden_states": hidden} if getattr(block, "has_cross_attention", False) else {}
             h = block(hidden_states=h, temb=emb, res_hidden_states_tuple=res, image_only_indicator=indicator, **kwargs)
         return unet.conv_out(unet.conv_act(unet.conv_norm_out(h)))
+
+
+def _audio_mlp(inputs: int, hidden: int, outputs: int) -> nn.Sequential:
+    return nn.Sequential(nn.Linear(inputs, hidden), nn.SiLU(), nn.Linear(hidden, hidden), nn.SiLU(), nn.Linear(hidden, outputs))

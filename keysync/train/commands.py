@@ -32,6 +32,10 @@ A training config is YAML (or JSON)::
                             # (KeySyncNet.keyframe_copy); a loaded network without it gets it, output unchanged
     drop_keyframe_copy: 0.0 # with keyframe_copy (not official): share of clips trained with the copy hidden,
                             # so the frames between keyframes must follow the audio (see Recipe)
+    audio_mlp: 0            # keyframe/interpolation (not official): width of a perceptron beside the linear
+                            # audio projection (KeySyncNet.audio_mlp); a network without one gets it, first
+                            # trained to read the mouth from the audio and spliced into the tokens where they
+                            # carry the mouth (keysync.train.audio_mlp)
 
 Also the recipe's keys, official values by default (``keysync.train.recipe.Recipe``): p_mean, p_std,
 drop_reference, drop_audio, pixel_loss_weight, weight_decay. Any key can be overridden on the command line
@@ -53,6 +57,7 @@ RECIPE_KEYS = (
 CONFIG_KEYS = (
     "model", "data", "output", "steps", "checkpoint_every", "sample_every", "batch_size", "seed", "mixed_precision",
     "gradient_checkpointing", "freeze_temporal", "freeze_encoder", "mask", "latent_scale", "audio_window", "init_networks", "keyframe_copy",
+    "audio_mlp",
     *RECIPE_KEYS,
 )
 
@@ -175,6 +180,9 @@ def run_train(args: argparse.Namespace) -> int:
         if args.stage != "interpolation":
             raise KeySyncError(f"config {args.config}: keyframe_copy is for the interpolation stage; drop it from the {args.stage} config")
         model.interpolation.add_keyframe_copy()
+    if cfg.get("audio_mlp") and args.stage == "vae":
+        raise KeySyncError(f"config {args.config}: audio_mlp is for the keyframe and interpolation stages; drop it from the vae config")
+    new_audio_mlp = bool(cfg.get("audio_mlp")) and getattr(model, args.stage).add_audio_mlp(int(cfg["audio_mlp"]), seed=int(cfg.get("seed", 0)))
     if cfg.get("freeze_encoder") and args.stage != "vae":
         raise KeySyncError(f"config {args.config}: freeze_encoder is for the vae stage; drop it from the {args.stage} config")
     recipe = Recipe(**{k: cfg[k] for k in RECIPE_KEYS if k in cfg})
@@ -190,6 +198,10 @@ def run_train(args: argparse.Namespace) -> int:
         vae=None if args.stage == "vae" else vae_fingerprint(model.vae),
         audio_window=0 if args.stage == "vae" else getattr(model, args.stage).config.audio_window,
     )
+    if new_audio_mlp and not args.export and latest_checkpoint(Path(cfg["output"]) / args.stage)[0] is None:
+        from .audio_mlp import pretrain_audio_mlp
+
+        pretrain_audio_mlp(getattr(model, args.stage), sampler.shards, args.stage, seed=config.seed)
     if args.export:
         from safetensors.torch import load_file
 

@@ -2,7 +2,7 @@
 
 One shard per video (``NAME.safetensors``), at the model's 25 fps and crop size: crops as uint8 pixels,
 landmarks in crop pixels, a present flag, both stages' audio features, occluder masks in crop pixels
-when ``NAME.npz`` beside the video has them, and, when the model has a trained VAE, its latents (mode of
+and the mouth parameters when ``NAME.npz`` beside the video has them (synthetic clips), and, when the model has a trained VAE, its latents (mode of
 the posterior). Masks are drawn from the landmarks when clips are sampled, so one
 set of shards serves every mask kind. Shards are written atomically and an existing shard is skipped, so
 an interrupted ``prepare`` resumes where it stopped; a shard whose latents are missing or came from
@@ -36,14 +36,16 @@ def _audio_for(video: Path) -> Path:
     return wav if wav.is_file() else video
 
 
-def _occluders_for(video: Path) -> np.ndarray | None:
-    """Per-frame occluder masks (frames, H, W), 1 = in front of the face, from ``NAME.npz`` beside the video
-    when it has them (``keysync synth`` writes them): kept out of the mask, as at inference."""
+def _ground_truth_for(video: Path, keys=("occluder", "mouth")) -> dict[str, np.ndarray]:
+    """What ``NAME.npz`` beside the video holds (``keysync synth`` writes it; real footage has none):
+    per-frame occluder masks (frames, H, W), 1 = in front of the face, kept out of the mask as at
+    inference; and the mouth parameters (frames, 5), which ``keysync.train.audio_mlp`` can learn to read
+    from the speech."""
     path = video.with_suffix(".npz")
     if not path.is_file():
-        return None
+        return {}
     with np.load(path) as data:
-        return data["occluder"] if "occluder" in data.files else None
+        return {k: data[k] for k in keys if k in data.files}
 
 
 def prepare_video(video: Path, model: KeySyncModel, features: dict, backend) -> dict[str, torch.Tensor]:
@@ -66,7 +68,8 @@ def prepare_video(video: Path, model: KeySyncModel, features: dict, backend) -> 
     plan = plan_model_frames(tracked.times)
     sources = plan.source_index
     fetcher = FrameFetcher(video, tracked.times)
-    occluders = _occluders_for(video)
+    truth = _ground_truth_for(video)
+    occluders = truth.get("occluder")
     crops, landmarks, covered = [], [], []
     for s in sources:
         box = boxes[fill[s]]
@@ -83,6 +86,8 @@ def prepare_video(video: Path, model: KeySyncModel, features: dict, backend) -> 
     }
     if occluders is not None:
         out["occluders"] = torch.from_numpy(np.stack(covered)).to(torch.uint8)
+    if "mouth" in truth:
+        out["mouth"] = torch.from_numpy(truth["mouth"][sources]).float()
     for stage, extractor in features.items():
         out[f"audio_{stage}"] = extractor(wave, frames=len(sources)).float()
     assert len(wave) == len(sources) * SAMPLES_PER_FRAME
@@ -134,6 +139,9 @@ def _prepare_shard(job: tuple[Path, Path]) -> Path:
     if shard.exists():
         with safe_open(shard, "pt") as f:
             metadata = f.metadata() or {}
+            # a shard written before shards kept the mouth parameters: rebuilt, so none lacks what its clip has
+            complete = "mouth" in f.keys() or "mouth" not in _ground_truth_for(video, ("mouth",))
+    if shard.exists() and complete:
         if not w["latents"] or metadata.get("vae") == w["fingerprint"]:
             return shard
         tensors = load_file(shard)
