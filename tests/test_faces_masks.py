@@ -121,3 +121,45 @@ def test_upscaled_paste_is_sharper_than_bilinear():
     bilinear = cv2.warpAffine(crop, cv2.invertAffineTransform(box.matrix), (300, 300), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE).astype(float)
     error, error_bilinear = np.abs(pasted - frame)[inside].mean(), np.abs(bilinear - frame)[inside].mean()
     assert error < 0.95 * error_bilinear, (error, error_bilinear)
+
+
+def _talking_head(frames: int, jaw: np.ndarray, shift: np.ndarray, zoom: np.ndarray) -> np.ndarray:
+    """(frames, 68, 2) pixel landmarks of a synthetic face whose jaw opens by ``jaw`` while the whole head
+    moves by ``shift`` pixels and scales by ``zoom``."""
+    from keysync.synth.render import Identity, Pose, face_points
+
+    ident = Identity.sample(np.random.default_rng(3))
+    pose = Pose(0.5, 0.5, 1.0, 0.0, 0.0, 1.0, 0.0)
+    return np.stack(
+        [face_points(ident, np.array([jaw[t], 0.5, 0.0, 0.0, 0.0]), pose)[:, :2] * 120 * zoom[t] + [320, 240] + shift[t] for t in range(frames)]
+    )
+
+
+def test_crops_follow_the_head_but_not_the_jaw():
+    """The crop is placed from the nose and eye corners: a jaw that opens and closes leaves it still, so the
+    visible upper face in the crop does not tell the network how the source mouth moves; a moving head
+    carries it along; and its framing is still scale x the landmarks' box, centred on it."""
+    from keysync.faces.crops import SKULL_POINTS, plan_crops
+    from keysync.faces.tracking import TargetFace
+
+    n = 50
+    t = np.arange(n) / 25.0
+    jaw = 0.5 + 0.5 * np.sin(2 * np.pi * 0.7 * t)  # slow: smoothing alone would not remove it
+    still, one = np.zeros((n, 2)), np.ones(n)
+
+    def crops(landmarks, smooth=0.2):
+        target = TargetFace(landmarks, np.ones(n, bool), np.zeros(n, int), [0])
+        return plan_crops(target, t, size=128, smooth_seconds=smooth)
+
+    talking = _talking_head(n, jaw, still, one)
+    boxes = crops(talking)
+    geometry = np.array([[b.cx, b.cy, b.side] for b in boxes])
+    assert np.ptp(geometry, axis=0).max() < 1e-6, np.ptp(geometry, axis=0)
+    # the framing is the landmarks' box's, scale x its larger side centred on it, at the run's median jaw
+    middle = _talking_head(1, [np.median(jaw)], still, one)[0]
+    lo, hi = middle.min(axis=0), middle.max(axis=0)
+    assert np.allclose(geometry[0], [*(lo + hi) / 2, 1.8 * (hi - lo).max()])
+    # a moving, zooming head: the nose and eye corners stay put in the crop (no smoothing: exactly)
+    moving = _talking_head(n, jaw, np.column_stack([30 * np.sin(t), 10 * t]), 1 + 0.2 * t)
+    in_crop = np.array([b.to_crop(lm[SKULL_POINTS]) for b, lm in zip(crops(moving, smooth=0), moving)])
+    assert np.abs(in_crop - in_crop[0]).max() < 1e-6

@@ -7,12 +7,13 @@ import numpy as np
 import pytest
 import torch
 import yaml
-from safetensors.torch import load_file
+from safetensors import safe_open
+from safetensors.torch import load_file, save_file
 
 from keysync.cli import main
 from keysync.media.video import probe_video
 from keysync.models import KeySyncModel
-from keysync.train.data import prepare
+from keysync.train.data import CROP_PLAN, prepare
 
 from .faces_media_clips import astronaut, moving_frames, write_clip
 from .micro import micro_model
@@ -229,7 +230,8 @@ def test_shards_take_the_ground_truth_beside_a_synthetic_clip(tmp_path):
 
 
 def test_prepare_rebuilds_a_shard_that_lacks_its_clips_mouth_parameters(tmp_path):
-    """A shard written before shards kept the mouth (or before NAME.npz had it) is rebuilt; a complete one is not."""
+    """A shard written before shards kept the mouth (or before NAME.npz had it), or cut by an older crop plan, is
+    rebuilt; a complete one is not."""
     src = tmp_path / "videos"
     src.mkdir()
     speech = (0.3 * np.sin(2 * np.pi * 200 * np.arange(16 * 640) / 16000)).astype(np.float32)
@@ -245,3 +247,8 @@ def test_prepare_rebuilds_a_shard_that_lacks_its_clips_mouth_parameters(tmp_path
     stamp = shard.stat().st_mtime_ns
     prepare(src, tmp_path / "shards", model, progress=False, latents=False)
     assert shard.stat().st_mtime_ns == stamp
+    # a shard cut before crops followed the head (no crop plan in its metadata) is rebuilt too
+    save_file(load_file(shard), shard, metadata={"source": str(src / "a.mp4")})
+    prepare(src, tmp_path / "shards", model, progress=False, latents=False)
+    with safe_open(shard, "pt") as f:
+        assert f.metadata()["crops"] == CROP_PLAN

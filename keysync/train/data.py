@@ -2,12 +2,13 @@
 
 One shard per video (``NAME.safetensors``), at the model's 25 fps and crop size: crops as uint8 pixels,
 landmarks in crop pixels, a present flag, both stages' audio features, occluder masks in crop pixels
-and the mouth parameters when ``NAME.npz`` beside the video has them (synthetic clips), and, when the model has a trained VAE, its latents (mode of
-the posterior). Masks are drawn from the landmarks when clips are sampled, so one
-set of shards serves every mask kind. Shards are written atomically and an existing shard is skipped, so
-an interrupted ``prepare`` resumes where it stopped; a shard whose latents are missing or came from
-another VAE gets new latents from its stored crops (no re-tracking), which is how latents are added after
-``keysync train vae``.
+and the mouth parameters when ``NAME.npz`` beside the video has them (synthetic clips), and, when the
+model has a trained VAE, its latents (mode of the posterior). Masks are drawn from the landmarks when
+clips are sampled, so one set of shards serves every mask kind. Shards are written atomically and an
+existing shard is skipped, so an interrupted ``prepare`` resumes where it stopped; one cut by another
+crop plan (``CROP_PLAN``) or lacking its clip's mouth parameters is rebuilt; a shard whose latents are
+missing or came from another VAE gets new latents from its stored crops (no re-tracking), which is how
+latents are added after ``keysync train vae``.
 """
 
 from __future__ import annotations
@@ -114,6 +115,9 @@ def _write_shard(path: Path, tensors: dict, metadata: dict) -> None:
 
 
 _WORKER: dict = {}
+# The crop plan the shards are cut with; a shard that names another (or none: cut before 2026-12-03, when
+# crops framed each frame's whole landmark box and so moved with the jaw) is rebuilt.
+CROP_PLAN = "head"
 
 
 def _init_worker(model: KeySyncModel, backend_name: str, latents: bool, threads: int | None) -> None:
@@ -139,15 +143,18 @@ def _prepare_shard(job: tuple[Path, Path]) -> Path:
     if shard.exists():
         with safe_open(shard, "pt") as f:
             metadata = f.metadata() or {}
-            # a shard written before shards kept the mouth parameters: rebuilt, so none lacks what its clip has
-            complete = "mouth" in f.keys() or "mouth" not in _ground_truth_for(video, ("mouth",))
+            # rebuilt: a shard cut by another crop plan, or written before shards kept the mouth parameters
+            complete = metadata.get("crops") == CROP_PLAN and (
+                "mouth" in f.keys() or "mouth" not in _ground_truth_for(video, ("mouth",))
+            )
     if shard.exists() and complete:
         if not w["latents"] or metadata.get("vae") == w["fingerprint"]:
             return shard
         tensors = load_file(shard)
     else:
         w["backend"] = w["backend"] or load_backend(w["backend_name"])
-        tensors, metadata = prepare_video(video, w["model"], w["features"], w["backend"]), {"source": str(video)}
+        tensors = prepare_video(video, w["model"], w["features"], w["backend"])
+        metadata = {"source": str(video), "crops": CROP_PLAN}
     if w["latents"]:
         tensors["latents"] = encode_latents(w["model"].vae, tensors["pixels"])
         metadata["vae"] = w["fingerprint"]
