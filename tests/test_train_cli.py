@@ -13,7 +13,7 @@ from safetensors.torch import load_file, save_file
 from keysync.cli import main
 from keysync.media.video import probe_video
 from keysync.models import KeySyncModel
-from keysync.train.data import CROP_PLAN, prepare
+from keysync.train.data import prepare
 
 from .faces_media_clips import astronaut, moving_frames, write_clip
 from .micro import micro_model
@@ -247,8 +247,14 @@ def test_prepare_rebuilds_a_shard_that_lacks_its_clips_mouth_parameters(tmp_path
     stamp = shard.stat().st_mtime_ns
     prepare(src, tmp_path / "shards", model, progress=False, latents=False)
     assert shard.stat().st_mtime_ns == stamp
-    # a shard cut before crops followed the head (no crop plan in its metadata) is rebuilt too
+    # a shard cut by another crop plan than the model's is rebuilt too (one that names none: "landmarks")
     save_file(load_file(shard), shard, metadata={"source": str(src / "a.mp4")})
     prepare(src, tmp_path / "shards", model, progress=False, latents=False)
     with safe_open(shard, "pt") as f:
-        assert f.metadata()["crops"] == CROP_PLAN
+        assert model.crop_plan == "head" and f.metadata()["crops"] == "head"
+    landmarks_before = load_file(shard)["landmarks"]
+    model.info["crops"] = "landmarks"  # as the small model shipped so far was trained
+    prepare(src, tmp_path / "shards", model, progress=False, latents=False)
+    with safe_open(shard, "pt") as f:
+        assert f.metadata()["crops"] == "landmarks"
+    assert not torch.equal(load_file(shard)["landmarks"], landmarks_before)  # other crops

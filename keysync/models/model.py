@@ -64,6 +64,13 @@ class KeySyncModel:
         return self.info.get("audio") or preset("official")["audio"]
 
     @property
+    def crop_plan(self) -> str:
+        """How its face crops are placed (``keysync.faces.crops.plan_crops``'s ``follow``): a model is dubbed
+        with the crops it was trained on. ``keysync.json``'s ``crops``; a model without one (a preset, the
+        official weights) uses ``"head"``."""
+        return self.info.get("crops", "head")
+
+    @property
     def crop_size(self) -> int:
         """Face-crop pixels the model works at: latent size times the VAE's downsampling."""
         return self.keyframe.config.latent_size * self.vae.downsample_factor

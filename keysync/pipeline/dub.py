@@ -183,7 +183,7 @@ class KeySyncPipeline:
         target = select_target(tracked, face_index=opts.face_index)
         if not target.present.any():
             raise KeySyncError(f"no face found in {video}; give a video in which the speaker's face is visible")
-        boxes = plan_crops(target, tracked.times, size=size)
+        boxes = plan_crops(target, tracked.times, size=size, follow=self.model.crop_plan)
         fill = nearest_present(target.present)
         boxes = [boxes[i] if boxes[i] is not None else boxes[fill[i]] for i in range(len(boxes))]
 

@@ -6,9 +6,9 @@ and the mouth parameters when ``NAME.npz`` beside the video has them (synthetic 
 model has a trained VAE, its latents (mode of the posterior). Masks are drawn from the landmarks when
 clips are sampled, so one set of shards serves every mask kind. Shards are written atomically and an
 existing shard is skipped, so an interrupted ``prepare`` resumes where it stopped; one cut by another
-crop plan (``CROP_PLAN``) or lacking its clip's mouth parameters is rebuilt; a shard whose latents are
-missing or came from another VAE gets new latents from its stored crops (no re-tracking), which is how
-latents are added after ``keysync train vae``.
+crop plan than the model's (``KeySyncModel.crop_plan``) or lacking its clip's mouth parameters is
+rebuilt; a shard whose latents are missing or came from another VAE gets new latents from its stored
+crops (no re-tracking), which is how latents are added after ``keysync train vae``.
 """
 
 from __future__ import annotations
@@ -64,7 +64,7 @@ def prepare_video(video: Path, model: KeySyncModel, features: dict, backend) -> 
     if not target.present.any():
         raise KeySyncError(f"no face found in {video}")
     size = model.crop_size
-    boxes = plan_crops(target, tracked.times, size=size)
+    boxes = plan_crops(target, tracked.times, size=size, follow=model.crop_plan)
     fill = nearest_present(target.present)
     plan = plan_model_frames(tracked.times)
     sources = plan.source_index
@@ -115,9 +115,6 @@ def _write_shard(path: Path, tensors: dict, metadata: dict) -> None:
 
 
 _WORKER: dict = {}
-# The crop plan the shards are cut with; a shard that names another (or none: cut before 2026-12-03, when
-# crops framed each frame's whole landmark box and so moved with the jaw) is rebuilt.
-CROP_PLAN = "head"
 
 
 def _init_worker(model: KeySyncModel, backend_name: str, latents: bool, threads: int | None) -> None:
@@ -143,8 +140,9 @@ def _prepare_shard(job: tuple[Path, Path]) -> Path:
     if shard.exists():
         with safe_open(shard, "pt") as f:
             metadata = f.metadata() or {}
-            # rebuilt: a shard cut by another crop plan, or written before shards kept the mouth parameters
-            complete = metadata.get("crops") == CROP_PLAN and (
+            # rebuilt: a shard cut by another crop plan than the model's (none named: cut before shards named
+            # it, by "landmarks"), or written before shards kept the mouth parameters
+            complete = metadata.get("crops", "landmarks") == w["model"].crop_plan and (
                 "mouth" in f.keys() or "mouth" not in _ground_truth_for(video, ("mouth",))
             )
     if shard.exists() and complete:
@@ -154,7 +152,7 @@ def _prepare_shard(job: tuple[Path, Path]) -> Path:
     else:
         w["backend"] = w["backend"] or load_backend(w["backend_name"])
         tensors = prepare_video(video, w["model"], w["features"], w["backend"])
-        metadata = {"source": str(video), "crops": CROP_PLAN}
+        metadata = {"source": str(video), "crops": w["model"].crop_plan}
     if w["latents"]:
         tensors["latents"] = encode_latents(w["model"].vae, tensors["pixels"])
         metadata["vae"] = w["fingerprint"]
