@@ -179,5 +179,5 @@ def convert_checkpoints(
         log("note: no --vae given, so the model folder can decode but not encode; pass the SVD VAE to add its encoder")
         encoder = placeholder_encoder(vae)
     vae.load_state_dict({**decoder, **encoder}, strict=True, assign=True)
-    info = {"source": "official", "vae_has_encoder": bool(vae_tensors), "audio": preset("official")["audio"]}
+    info = {"source": "official", "vae_has_encoder": bool(vae_tensors), "audio": preset("official")["audio"], "crops": "head"}
     return KeySyncModel(nets["keyframe"], nets["interpolation"], vae, info=info).eval()

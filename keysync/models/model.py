@@ -66,9 +66,10 @@ class KeySyncModel:
     @property
     def crop_plan(self) -> str:
         """How its face crops are placed (``keysync.faces.crops.plan_crops``'s ``follow``): a model is dubbed
-        with the crops it was trained on. ``keysync.json``'s ``crops``; a model without one (a preset, the
-        official weights) uses ``"head"``."""
-        return self.info.get("crops", "head")
+        with the crops it was trained on. ``keysync.json``'s ``crops``: presets and converted official
+        weights say ``"head"``; a folder that names none was written before there was a choice, and its
+        shards were cut by ``"landmarks"``."""
+        return self.info.get("crops", "landmarks")
 
     @property
     def crop_size(self) -> int:
@@ -93,7 +94,7 @@ class KeySyncModel:
         spec = preset(name)
         if seed is not None:
             torch.manual_seed(seed)
-        return cls.from_config(spec["net"], spec["vae"], device=device, info={"preset": name, "audio": spec["audio"]})
+        return cls.from_config(spec["net"], spec["vae"], device=device, info={"preset": name, "audio": spec["audio"], "crops": "head"})
 
     def components(self):
         return {"keyframe": self.keyframe, "interpolation": self.interpolation, "vae": self.vae}
