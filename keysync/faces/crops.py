@@ -113,18 +113,20 @@ def plan_crops(
         lo, hi = upright.min(axis=0), upright.max(axis=0)
         centre = ((lo + hi) / 2) @ np.array([[c, s], [-s, c]])  # and back
         geometry[i] = [centre[0], centre[1], scale * float(np.max(hi - lo)), angle]
-        points = upright[SKULL_POINTS]
-        middle = points.mean(axis=0)
-        spread = np.maximum(points.std(axis=0), 1e-6)  # per axis: a turning head narrows the face, not its height
-        skull[i] = [*middle, *spread, angle]
-        framing[i] = [*(((lo + hi) / 2 - middle) / spread), *((hi - lo) / spread)]
-    for start, end in present_runs(present, target.shot_starts) if follow == "head" else []:
-        offset, extent = np.split(np.median(framing[start:end], axis=0), 2)
-        for i in range(start, end):
-            middle, spread, angle = skull[i, :2], skull[i, 2:4], skull[i, 4]
-            c, s = np.cos(angle), np.sin(angle)
-            centre = (middle + offset * spread) @ np.array([[c, s], [-s, c]])
-            geometry[i] = [centre[0], centre[1], scale * float(np.max(extent * spread)), angle]
+        if follow == "head":
+            points = upright[SKULL_POINTS]
+            middle = points.mean(axis=0)
+            spread = np.maximum(points.std(axis=0), 1e-6)  # per axis: a turning head narrows the face, not its height
+            skull[i] = [*middle, *spread, angle]
+            framing[i] = [*(((lo + hi) / 2 - middle) / spread), *((hi - lo) / spread)]
+    if follow == "head":  # each frame's box above is replaced by its run's median box, carried by the skull
+        for start, end in present_runs(present, target.shot_starts):
+            offset, extent = np.split(np.median(framing[start:end], axis=0), 2)
+            for i in range(start, end):
+                middle, spread, angle = skull[i, :2], skull[i, 2:4], skull[i, 4]
+                c, s = np.cos(angle), np.sin(angle)
+                centre = (middle + offset * spread) @ np.array([[c, s], [-s, c]])
+                geometry[i] = [centre[0], centre[1], scale * float(np.max(extent * spread)), angle]
     if len(times) > 1 and smooth_seconds > 0:
         step = float(np.median(np.diff(times)))
         geometry = smooth_runs(geometry, present, target.shot_starts, sigma=smooth_seconds / max(step, 1e-6))

@@ -82,7 +82,6 @@ def pretrain_audio_mlp(
         w = first.weight / x_std.to(first.weight)
         first.bias.sub_(w @ x_mean.to(first.weight))
         first.weight.copy_(w)
-    with torch.no_grad():
         pred = head(hidden(x[held].to(device, dtype))).float().cpu() * y_std
     jaw = 0 if truth else 2 * MOTION_POINTS.index(CHIN) + 1  # the opening, or the chin's y
     scores = [
