@@ -226,8 +226,11 @@ def test_export_writes_fp16_that_loads_and_runs_in_float32(tmp_path, capsys):
 
     from .micro import micro_model
 
-    micro_model().save_pretrained(tmp_path / "fp32")
+    source = micro_model()
+    source.info.pop("crops", None)  # written before models named their crop plan
+    source.save_pretrained(tmp_path / "fp32")
     assert main(["export", str(tmp_path / "fp32"), "-o", str(tmp_path / "fp16"), "--note", "a test model", "--guidance", "2,1.5"]) == 0
+    assert json.loads((tmp_path / "fp16" / "keysync.json").read_text())["crops"] == "landmarks"  # the plan it was read with, named
     stored = load_file(tmp_path / "fp16" / "keyframe" / "model.safetensors")
     assert {v.dtype for v in stored.values()} == {torch.float16}
     pipe = KeySyncPipeline.from_pretrained(tmp_path / "fp16")

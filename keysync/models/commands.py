@@ -104,6 +104,7 @@ def run_export(args: argparse.Namespace) -> int:
         model.info["note"] = args.note
     if args.guidance:
         model.info["guidance"] = list(args.guidance)
+    model.info["crops"] = model.crop_plan  # named outright, so the folder does not depend on a default
     model.save_pretrained(args.output, overwrite=args.overwrite, dtype=getattr(torch, args.dtype))
     print(f"wrote {args.output} ({args.dtype})")
     return 0
