@@ -192,38 +192,6 @@ def test_sampler_draws_the_configured_mask_minus_occluders(tmp_path):
     assert covered[:, :, 12:].sum() == 0 and torch.equal(covered[:, :, :12], box[:, :, :12])
 
 
-def test_sampler_reference_random_takes_slot_zero_from_anywhere_in_the_video(tmp_path):
-    """`reference: random`: the keyframe clip's reference (and slot 0) is a present frame of the video, not
-    the window's first frame; the other 13 slots stay the window's."""
-    from safetensors.torch import save_file
-
-    from keysync.train.data import ClipSampler
-
-    T = 60
-    present = torch.ones(T, dtype=torch.uint8)
-    present[55:] = 0  # the face leaves: no reference from there
-    latents = torch.arange(T, dtype=torch.float32)[:, None, None, None].expand(T, 4, 4, 4).contiguous()
-    shard = {
-        "pixels": torch.zeros(T, 3, 16, 16, dtype=torch.uint8),
-        "landmarks": torch.rand(T, 68, 2) * 16,
-        "present": present,
-        "latents": latents,  # each frame's latent holds its own index
-        "audio_keyframe": torch.zeros(T, 2, 8),
-        "audio_interpolation": torch.zeros(T, 2, 8),
-    }
-    save_file(shard, tmp_path / "clip.safetensors")
-    first, random = ClipSampler(tmp_path, "keyframe"), ClipSampler(tmp_path, "keyframe", reference="random")
-    moved = 0
-    for step in range(30):
-        a, b = first(step), random(step)
-        frames_a, frames_b = a["latents"][:, 0, 0, 0], b["latents"][:, 0, 0, 0]
-        assert torch.equal(a["cond"][0, 0, 0, 0], frames_a[0]) and torch.equal(b["cond"][0, 0, 0, 0], frames_b[0])
-        assert torch.equal(frames_a[1:], frames_b[1:]) and frames_b[0] < 55
-        assert (frames_a.diff() == 4).all()  # 14 frames 4 apart: the window of a short video
-        moved += int(frames_b[0] != frames_a[0])
-    assert moved > 20
-
-
 def test_init_networks_starts_a_wider_vae_model_from_trained_networks(tmp_path):
     """`init_networks`: the small-128 model starts from the 64 px model's networks, widened to 8 channels."""
     from keysync.errors import KeySyncError

@@ -32,9 +32,6 @@ A training config is YAML (or JSON)::
                             # (KeySyncNet.keyframe_copy); a loaded network without it gets it, output unchanged
     drop_keyframe_copy: 0.0 # with keyframe_copy (not official): share of clips trained with the copy hidden,
                             # so the frames between keyframes must follow the audio (see Recipe)
-    reference: first        # keyframe only: the identity reference (and slot 0) is the clip's first frame
-                            # (official), or `random`, any frame of the video (not official: as in dubbing,
-                            # where the reference is one chosen frame, its mouth unrelated to the keyframes')
     audio_mlp: 0            # keyframe/interpolation (not official): width of a perceptron beside the linear
                             # audio projection (KeySyncNet.audio_mlp); a network without one gets it, first
                             # trained to read the mouth from the audio and spliced into the tokens where they
@@ -60,7 +57,7 @@ RECIPE_KEYS = (
 CONFIG_KEYS = (
     "model", "data", "output", "steps", "checkpoint_every", "sample_every", "batch_size", "seed", "mixed_precision",
     "gradient_checkpointing", "freeze_temporal", "freeze_encoder", "mask", "latent_scale", "audio_window", "init_networks", "keyframe_copy",
-    "audio_mlp", "reference",
+    "audio_mlp",
     *RECIPE_KEYS,
 )
 
@@ -186,9 +183,6 @@ def run_train(args: argparse.Namespace) -> int:
     if cfg.get("audio_mlp") and args.stage == "vae":
         raise KeySyncError(f"config {args.config}: audio_mlp is for the keyframe and interpolation stages; drop it from the vae config")
     new_audio_mlp = bool(cfg.get("audio_mlp")) and getattr(model, args.stage).add_audio_mlp(int(cfg["audio_mlp"]), seed=int(cfg.get("seed", 0)))
-    reference = cfg.get("reference", "first")
-    if reference not in ("first", "random") or (reference == "random" and args.stage != "keyframe"):
-        raise KeySyncError(f"config {args.config}: reference {reference!r}: choose first, or random for the keyframe stage")
     if cfg.get("freeze_encoder") and args.stage != "vae":
         raise KeySyncError(f"config {args.config}: freeze_encoder is for the vae stage; drop it from the {args.stage} config")
     recipe = Recipe(**{k: cfg[k] for k in RECIPE_KEYS if k in cfg})
@@ -201,7 +195,7 @@ def run_train(args: argparse.Namespace) -> int:
     )
     sampler = ClipSampler(
         cfg["data"], args.stage, batch_size=int(cfg.get("batch_size", 1)), seed=config.seed, mask=cfg.get("mask", "box"),
-        reference=reference, vae=None if args.stage == "vae" else vae_fingerprint(model.vae),
+        vae=None if args.stage == "vae" else vae_fingerprint(model.vae),
         audio_window=0 if args.stage == "vae" else getattr(model, args.stage).config.audio_window,
     )
     if new_audio_mlp and not args.export and latest_checkpoint(Path(cfg["output"]) / args.stage)[0] is None:

@@ -215,16 +215,11 @@ class ClipSampler:
     Only windows where the face is present throughout. ``mask``: the mask kind to train with (``box``, the
     paper's; ``mouth`` for its ablation), drawn from the stored landmarks at latent resolution.
     ``audio_window``: the network's (``KeySyncNet.audio_window``), frames of audio on each side of a frame.
-    ``reference``: keyframe clips take their identity reference from their first frame (``first``, the
-    official recipe: slot 0 is the reference itself) or from a random frame of the same video where the
-    face is present (``random``: slot 0 is that frame). Why: frame 0 is a few frames before slot 1, so
-    its mouth predicts the keyframes' and the network learns to lean on it; in dubbing the reference is
-    one chosen frame whose mouth says nothing about the new speech's.
     """
 
     def __init__(
         self, folder: str | Path, stage: str, batch_size: int = 1, seed: int = 0, mask: str = "box", vae: str | None = None,
-        audio_window: int = 0, reference: str = "first",
+        audio_window: int = 0,
     ):
         """``vae``: the fingerprint (``vae_fingerprint``) the shards' latents must come from."""
         from safetensors import safe_open
@@ -255,7 +250,7 @@ class ClipSampler:
                 shard["masks"] = torch.from_numpy(latent_mask(masks, size // latent))[:, None]
                 shard["lips"] = torch.from_numpy(lip_boxes(shard["landmarks"].numpy(), size, latent))[:, None]
                 shard[f"audio_{stage}"] = frame_windows(shard[f"audio_{stage}"], audio_window)
-        self.stage, self.batch_size, self.seed, self.reference = stage, batch_size, seed, reference
+        self.stage, self.batch_size, self.seed = stage, batch_size, seed
         self.length = VAE_FRAMES if stage == "vae" else CLIP
         self.windows = [(i, idx) for i, shard in enumerate(self.shards) for idx in self._windows(shard)]
         if not self.windows:
@@ -278,9 +273,6 @@ class ClipSampler:
         for p in picks:
             shard_index, frames = self.windows[p]
             shard = self.shards[shard_index]
-            if self.stage == "keyframe" and self.reference == "random":
-                present = shard["present"].bool().nonzero()[:, 0]
-                frames = np.concatenate([[int(present[torch.randint(len(present), (1,), generator=g)])], frames[1:]])
             idx = torch.from_numpy(frames)
             clip = {"pixels": shard["pixels"][idx].float() / 127.5 - 1}
             if self.stage == "vae":
