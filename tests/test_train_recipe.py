@@ -131,6 +131,23 @@ def test_resumed_run_continues_the_same_loss_curve(tmp_path, stage):
     assert rows[0].startswith("step,loss") and [int(r.split(",")[0]) for r in rows[1:]] == [1, 2, 3, 4, 5, 6]
 
 
+def test_freeze_audio_keeps_the_audio_path_while_the_rest_trains(tmp_path):
+    """`freeze_audio`: a spliced perceptron and the projection stay as they were; the network around them learns."""
+    from keysync.train import TrainConfig, train
+
+    model = micro()
+    model.keyframe.add_audio_mlp(16, seed=1)
+    with torch.no_grad():
+        model.keyframe.audio_mlp[-1].weight.normal_()  # as after a splice: the perceptron reaches the tokens
+    before = {k: v.clone() for k, v in model.keyframe.state_dict().items()}
+    recipe = Recipe(lr=1e-3, warmup_steps=1)
+    train(model, TrainConfig("keyframe", str(tmp_path), steps=3, freeze_audio=True, recipe=recipe), fixed_batches("keyframe"), log=lambda *_: None)
+    after = model.keyframe.state_dict()
+    audio = [k for k in before if k.startswith(("audio_proj.", "audio_mlp."))]
+    assert len(audio) == 8 and all(torch.equal(before[k], after[k]) for k in audio)
+    assert sum(not torch.equal(before[k], after[k]) for k in before if k not in audio) > 10
+
+
 def test_one_process_can_train_at_two_precisions(tmp_path):
     """accelerate refuses a second Accelerator with another precision in one process; train() lets it."""
     from keysync.train import TrainConfig, train

@@ -32,6 +32,8 @@ A training config is YAML (or JSON)::
                             # (KeySyncNet.keyframe_copy); a loaded network without it gets it, output unchanged
     drop_keyframe_copy: 0.0 # with keyframe_copy (not official): share of clips trained with the copy hidden,
                             # so the frames between keyframes must follow the audio (see Recipe)
+    freeze_audio: false     # keyframe/interpolation (not official): keep the audio projection and perceptron
+                            # (e.g. a spliced one) fixed while the rest of the network trains
     audio_mlp: 0            # keyframe/interpolation (not official): width of a perceptron beside the linear
                             # audio projection (KeySyncNet.audio_mlp); a network without one gets it, first
                             # trained to read the mouth from the audio and spliced into the tokens where they
@@ -57,7 +59,7 @@ RECIPE_KEYS = (
 CONFIG_KEYS = (
     "model", "data", "output", "steps", "checkpoint_every", "sample_every", "batch_size", "seed", "mixed_precision",
     "gradient_checkpointing", "freeze_temporal", "freeze_encoder", "mask", "latent_scale", "audio_window", "init_networks", "keyframe_copy",
-    "audio_mlp",
+    "audio_mlp", "freeze_audio",
     *RECIPE_KEYS,
 )
 
@@ -191,6 +193,7 @@ def run_train(args: argparse.Namespace) -> int:
         checkpoint_every=int(cfg.get("checkpoint_every", 500)), seed=int(cfg.get("seed", 0)),
         mixed_precision=cfg.get("mixed_precision", "no"), gradient_checkpointing=bool(cfg.get("gradient_checkpointing", False)),
         freeze_temporal=bool(cfg.get("freeze_temporal", False)), freeze_encoder=bool(cfg.get("freeze_encoder", False)),
+        freeze_audio=bool(cfg.get("freeze_audio", False)),
         sample_every=int(cfg.get("sample_every", 0)), recipe=recipe,
     )
     sampler = ClipSampler(
