@@ -182,8 +182,9 @@ def run_train(args: argparse.Namespace) -> int:
         if args.stage != "interpolation":
             raise KeySyncError(f"config {args.config}: keyframe_copy is for the interpolation stage; drop it from the {args.stage} config")
         model.interpolation.add_keyframe_copy()
-    if cfg.get("audio_mlp") and args.stage == "vae":
-        raise KeySyncError(f"config {args.config}: audio_mlp is for the keyframe and interpolation stages; drop it from the vae config")
+    for key in ("audio_mlp", "freeze_audio"):
+        if cfg.get(key) and args.stage == "vae":
+            raise KeySyncError(f"config {args.config}: {key} is for the keyframe and interpolation stages; drop it from the vae config")
     new_audio_mlp = bool(cfg.get("audio_mlp")) and getattr(model, args.stage).add_audio_mlp(int(cfg["audio_mlp"]), seed=int(cfg.get("seed", 0)))
     if cfg.get("freeze_encoder") and args.stage != "vae":
         raise KeySyncError(f"config {args.config}: freeze_encoder is for the vae stage; drop it from the {args.stage} config")
