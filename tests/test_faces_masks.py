@@ -186,3 +186,54 @@ def test_a_turning_head_stays_inside_its_crop():
         assert box.side >= 1.8 * height - 1e-6  # turned or not: the face is as tall
         inside = box.to_crop(lm)
         assert inside.min() > 0.1 * 128 and inside.max() < 0.9 * 128, (inside.min(), inside.max())
+
+
+def _face(open_jaw: float, shift=(0.0, 0.0)) -> np.ndarray:
+    """A frontal face (68 iBUG points, face height about 160 px) with the jaw dropped by ``open_jaw`` px."""
+    theta = np.linspace(0, np.pi, 17)
+    lm = np.zeros((68, 2))
+    lm[0:17] = np.column_stack([-60 * np.cos(theta), 80 * np.sin(theta)])
+    lm[0:17, 1] += open_jaw * np.sin(theta) ** 2  # the chin drops most, the ends of the jaw not at all
+    lm[17:27] = np.column_stack([np.linspace(-45, 45, 10), np.full(10, -45.0)])
+    lm[27:31] = np.column_stack([np.zeros(4), [-25, -15, -5, 5]])
+    lm[31:36] = np.column_stack([np.linspace(-10, 10, 5), np.full(5, 15.0)])
+    for eye, cx in ((slice(36, 42), -25), (slice(42, 48), 25)):
+        a = np.linspace(0, 2 * np.pi, 7)[:-1]
+        lm[eye] = np.column_stack([cx + 8 * np.cos(a), -25 + 3 * np.sin(a)])
+    a = np.linspace(0, 2 * np.pi, 21)[:-1]
+    lm[48:68] = np.column_stack([18 * np.cos(a), 42 + (4 + open_jaw / 2) * np.sin(a)])
+    return lm + np.array([256.0, 220.0]) + np.asarray(shift)
+
+
+def test_the_paste_line_follows_the_head_and_not_the_jaw():
+    from keysync.faces.paste import JAW_MARGIN, jaw_limits
+    from keysync.faces.tracking import TargetFace
+
+    openings = [0, 12, 3, 20, 0, 7]
+    shifts = [(0, 0), (4, -2), (9, 1), (2, 6), (-5, 3), (0, 0)]
+    landmarks = np.stack([_face(o, s) for o, s in zip(openings, shifts)])
+    present = np.ones(6, bool)
+    limits = jaw_limits(TargetFace(landmarks, present, np.zeros(6, int), [0]))
+    for limit, shift in zip(limits, shifts):  # the same line, carried by the head
+        np.testing.assert_allclose(limit - np.asarray(shift), limits[0], atol=1e-9)
+    face_height = np.median(80 + np.array(openings) - (-25))  # nose bridge 27 to chin 8
+    chin_below = limits[0][8, 1] - (landmarks[:, 8, 1] - np.array(shifts)[:, 1])
+    assert chin_below.min() == pytest.approx(JAW_MARGIN * face_height, rel=1e-6)  # below the widest opening
+    # a new run after a cut, with the jaw closed throughout, gets its own, higher line
+    cut = TargetFace(landmarks, present, np.zeros(6, int), [0, 4])
+    after = jaw_limits(cut)
+    assert after[4][8, 1] < limits[4][8, 1] - 10
+    absent = jaw_limits(TargetFace(landmarks, np.array([1, 1, 0, 1, 1, 1], bool), np.zeros(6, int), [0]))
+    assert absent[2] is None and absent[0] is not None
+
+
+def test_above_line_keeps_what_lies_above_the_jaw_line():
+    from keysync.faces.paste import above_line
+
+    line = np.column_stack([np.linspace(10, 54, 17), 40 + 10 * np.sin(np.linspace(0, np.pi, 17))])
+    region = above_line(line, 64)
+    assert region[0, 32] == 1 and region[45, 32] == 1 and region[55, 32] == 0  # under the middle: 50
+    assert region[38, 12] == 1 and region[45, 12] == 0  # near the ends the line is higher
+    assert region[20, 5] == 0 and region[20, 60] == 0  # nothing beside the line
+    mask = build_mask("box", _face(0) / 8, 64)
+    assert (mask * region).sum() < mask.sum()

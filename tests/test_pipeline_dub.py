@@ -194,3 +194,21 @@ def test_a_model_with_more_latent_channels_dubs(tmp_path, monkeypatch):
     KeySyncPipeline(micro_model(latent_channels=8))(video, audio, tmp_path / "o.mp4", DubOptions(progress=False))
     assert len(written) == 10 and boxes_masks
     outside_paste_region_unchanged(written, video, boxes_masks)
+
+
+def test_by_default_only_the_face_above_the_jaw_line_is_pasted(tmp_path, pipe, monkeypatch):
+    """``paste="jaw"`` pastes part of the regenerated box (not the neck below the jaw); ``"mask"`` all of it."""
+    video = write_clip(tmp_path / "in.mp4", moving_frames(astronaut(), 320, 240, 10, photo_height=220), rate=25)
+    audio = write_wav(tmp_path / "speech.mp4", tone(0.4))
+    pasted = {}
+    for region in ("jaw", "mask"):
+        written, boxes_masks = record_writes_and_pastes(monkeypatch)
+        pipe(video, audio, tmp_path / f"{region}.mp4", DubOptions(paste=region, progress=False))
+        monkeypatch.undo()
+        outside_paste_region_unchanged(written, video, boxes_masks)
+        pasted[region] = np.stack([mask for j in sorted(boxes_masks) for _, mask in boxes_masks[j]])
+    jaw, box = pasted["jaw"], pasted["mask"]
+    assert np.all(jaw <= box) and jaw.sum() < 0.9 * box.sum() and jaw.sum() > 0.3 * box.sum()
+    assert not jaw[:, -1].any() and box[:, -1].any()  # the box runs to the crop's bottom edge, the jaw paste does not
+    with pytest.raises(Exception, match="paste region 'neck'"):
+        pipe(video, audio, tmp_path / "bad.mp4", DubOptions(paste="neck", progress=False))

@@ -72,6 +72,43 @@ class CropBox:
         return slice(y0, max(y0, y1)), slice(x0, max(x0, x1))
 
 
+@dataclass(frozen=True)
+class SkullFrame:
+    """Coordinates that move with the head and not with the mouth: the face turned upright by its roll
+    ``angle``, centred on the ``SKULL_POINTS`` (``middle``) and measured in their spread per axis."""
+
+    angle: float
+    middle: np.ndarray  # (2,) upright pixels
+    spread: np.ndarray  # (2,) upright pixels
+
+    @classmethod
+    def of(cls, landmarks: np.ndarray, level_eyes: bool = True) -> "SkullFrame":
+        dx, dy = landmarks[RIGHT_EYE].mean(axis=0) - landmarks[LEFT_EYE].mean(axis=0)
+        angle = float(np.arctan2(dy, dx)) if level_eyes else 0.0
+        c, s = np.cos(angle), np.sin(angle)
+        points = (landmarks @ np.array([[c, -s], [s, c]]))[SKULL_POINTS]
+        # per axis: a turning head narrows the face, not its height
+        return cls(angle, points.mean(axis=0), np.maximum(points.std(axis=0), 1e-6))
+
+    def upright(self, points: np.ndarray) -> np.ndarray:
+        """Frame pixels -> upright pixels (rotated by -angle)."""
+        c, s = np.cos(self.angle), np.sin(self.angle)
+        return np.asarray(points, np.float64) @ np.array([[c, -s], [s, c]])
+
+    def rotate_back(self, upright: np.ndarray) -> np.ndarray:
+        """Upright pixels -> frame pixels."""
+        c, s = np.cos(self.angle), np.sin(self.angle)
+        return np.asarray(upright, np.float64) @ np.array([[c, s], [-s, c]])
+
+    def to_skull(self, points: np.ndarray) -> np.ndarray:
+        """Frame pixels -> skull units."""
+        return (self.upright(points) - self.middle) / self.spread
+
+    def to_frame(self, skull: np.ndarray) -> np.ndarray:
+        """Skull units -> frame pixels."""
+        return self.rotate_back(self.middle + np.asarray(skull, np.float64) * self.spread)
+
+
 def plan_crops(
     target: TargetFace,
     times: np.ndarray,
@@ -105,28 +142,21 @@ def plan_crops(
     skull = np.full((len(present), 5), np.nan)  # skull points' centre (upright), spread per axis, roll
     framing = np.full((len(present), 4), np.nan)  # the box's centre offset and extent, in skull spreads
     for i in np.flatnonzero(present):
-        lm = target.landmarks[i]
-        dx, dy = lm[RIGHT_EYE].mean(axis=0) - lm[LEFT_EYE].mean(axis=0)
-        angle = float(np.arctan2(dy, dx)) if level_eyes else 0.0
-        c, s = np.cos(angle), np.sin(angle)
-        upright = lm @ np.array([[c, -s], [s, c]])  # rotate by -angle
+        frame = SkullFrame.of(target.landmarks[i], level_eyes)
+        upright = frame.upright(target.landmarks[i])
         lo, hi = upright.min(axis=0), upright.max(axis=0)
-        centre = ((lo + hi) / 2) @ np.array([[c, s], [-s, c]])  # and back
-        geometry[i] = [centre[0], centre[1], scale * float(np.max(hi - lo)), angle]
+        centre = frame.rotate_back((lo + hi) / 2)
+        geometry[i] = [centre[0], centre[1], scale * float(np.max(hi - lo)), frame.angle]
         if follow == "head":
-            points = upright[SKULL_POINTS]
-            middle = points.mean(axis=0)
-            spread = np.maximum(points.std(axis=0), 1e-6)  # per axis: a turning head narrows the face, not its height
-            skull[i] = [*middle, *spread, angle]
-            framing[i] = [*(((lo + hi) / 2 - middle) / spread), *((hi - lo) / spread)]
+            skull[i] = [*frame.middle, *frame.spread, frame.angle]
+            framing[i] = [*(((lo + hi) / 2 - frame.middle) / frame.spread), *((hi - lo) / frame.spread)]
     if follow == "head":  # each frame's box above is replaced by its run's median box, carried by the skull
         for start, end in present_runs(present, target.shot_starts):
             offset, extent = np.split(np.median(framing[start:end], axis=0), 2)
             for i in range(start, end):
-                middle, spread, angle = skull[i, :2], skull[i, 2:4], skull[i, 4]
-                c, s = np.cos(angle), np.sin(angle)
-                centre = (middle + offset * spread) @ np.array([[c, s], [-s, c]])
-                geometry[i] = [centre[0], centre[1], scale * float(np.max(extent * spread)), angle]
+                frame = SkullFrame(skull[i, 4], skull[i, :2], skull[i, 2:4])
+                centre = frame.to_frame(offset)
+                geometry[i] = [centre[0], centre[1], scale * float(np.max(extent * frame.spread)), frame.angle]
     if len(times) > 1 and smooth_seconds > 0:
         step = float(np.median(np.diff(times)))
         geometry = smooth_runs(geometry, present, target.shot_starts, sigma=smooth_seconds / max(step, 1e-6))

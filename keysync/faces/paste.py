@@ -6,6 +6,14 @@ to the crop's bottom edge, which must not show as a seam), and it is exactly 0 b
 other pixel is the decoded input pixel, bit for bit. Optional colour matching removes the generator's
 colour drift by shifting the crop's mean colour to the original's in the ring just outside the mask,
 where both should agree.
+
+What is pasted (``PASTE_REGIONS``): ``mask`` blends in everything the network regenerated, which for the
+box mask runs down to the crop's bottom edge and takes in the neck, hair and background beside it, all
+redrawn softer than they were. ``jaw`` (the default) blends in only the part of the mask above a line
+under the jaw (``jaw_limits``), so the rest of the frame stays the source's. That line must not move with
+the source's jaw, or the seam would show how the original mouth moved: it is the lowest each jaw point
+reaches over the face's visible run, in coordinates that follow the head (``SkullFrame``), lowered by a
+margin that leaves room for the new speech to open the jaw wider than the source did.
 """
 
 from __future__ import annotations
@@ -13,8 +21,13 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
-from .crops import CropBox, cut_crop
+from .crops import CropBox, SkullFrame, cut_crop
 from .geometry import warp_area
+from .tracking import TargetFace, present_runs
+
+PASTE_REGIONS = ("jaw", "mask")
+JAW = slice(0, 17)  # iBUG points 0-16: the jaw line from ear to ear
+JAW_MARGIN = 0.15  # below the lowest jaw, as a share of the face's height (nose bridge 27 to chin 8)
 
 
 def feather(mask: np.ndarray, dilate: float = 0.02, blur: float = 0.02) -> np.ndarray:
@@ -33,6 +46,32 @@ def feather(mask: np.ndarray, dilate: float = 0.02, blur: float = 0.02) -> np.nd
         alpha = cv2.GaussianBlur(alpha, (2 * half + 1, 2 * half + 1), sigma, borderType=cv2.BORDER_CONSTANT)
     alpha[alpha < 1e-3] = 0.0
     return alpha
+
+
+def jaw_limits(target: TargetFace, margin: float = JAW_MARGIN) -> list[np.ndarray | None]:
+    """Per frame, the (17, 2) line in frame pixels below which nothing is pasted (None where the face is
+    absent): each jaw point at the lowest it reaches over the visible run, carried by the head, then
+    ``margin`` face heights lower."""
+    limits: list[np.ndarray | None] = [None] * len(target.present)
+    for start, end in present_runs(np.asarray(target.present, bool), target.shot_starts):
+        frames = [SkullFrame.of(target.landmarks[i]) for i in range(start, end)]
+        jaws = np.stack([f.to_skull(target.landmarks[i][JAW]) for f, i in zip(frames, range(start, end))])
+        bridges = np.stack([f.to_skull(target.landmarks[i][27]) for f, i in zip(frames, range(start, end))])
+        lowest = np.stack([np.median(jaws[..., 0], axis=0), jaws[..., 1].max(axis=0)], axis=1)
+        lowest[:, 1] += margin * float(np.median(jaws[:, 8, 1] - bridges[:, 1]))
+        for f, i in zip(frames, range(start, end)):
+            limits[i] = f.to_frame(lowest)
+    return limits
+
+
+def above_line(line: np.ndarray, size: int) -> np.ndarray:
+    """(size, size) float32: 1 above the crop-space ``line`` (17 points, left to right), 0 below it."""
+    line = np.asarray(line, np.float64)
+    top = min(-1.0, float(line[:, 1].min()) - 1)
+    polygon = np.concatenate([[[line[0, 0], top]], line, [[line[-1, 0], top]]])
+    region = np.zeros((size, size), np.uint8)
+    cv2.fillPoly(region, [np.round(polygon * 16).astype(np.int32)], 1, lineType=cv2.LINE_8, shift=4)
+    return region.astype(np.float32)
 
 
 def match_colors(generated: np.ndarray, original: np.ndarray, mask: np.ndarray, alpha: np.ndarray) -> np.ndarray:

@@ -53,6 +53,9 @@ def register(subparsers) -> None:
     p.add_argument("--batch-size", type=int, default=2, help="clips per network call (memory vs speed; the output changes by float rounding at most)")
     p.add_argument("--long-audio", choices=LONG_AUDIO, default="trim", help="audio longer than the video: trim it, hold the last frame, or play the video back and forth")
     p.add_argument("--short-audio", choices=SHORT_AUDIO, default="pad", help="audio shorter than the video: pad with silence, or trim the video")
+    p.add_argument("--paste", choices=["jaw", "mask"], default="jaw",
+                   help="what of the regenerated region goes back into the frame: jaw (default) stops below the jaw's lowest "
+                   "reach, keeping the source's neck and background; mask takes all of it (to the crop's bottom edge)")
     p.add_argument("--color-match", action="store_true", help="match the regenerated region's colours to the original")
     p.add_argument("--overwrite", action="store_true", help="replace an existing output file")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
@@ -97,7 +100,7 @@ def run_dub(args: argparse.Namespace) -> int:
         options = DubOptions(
             steps=args.steps, guidance=args.guidance, seed=args.seed, clips_per_call=args.batch_size, mask=args.mask,
             face_index=args.face_index, ref_frame=args.ref_frame, occluders=occluders, long_audio=args.long_audio,
-            short_audio=args.short_audio, color_match=args.color_match, progress=not args.quiet,
+            short_audio=args.short_audio, color_match=args.color_match, paste=args.paste, progress=not args.quiet,
         )
         out = pipe(args.video, args.audio, args.output, options, overwrite=args.overwrite)
     print(f"wrote {out}")

@@ -4,8 +4,9 @@ Passes over the input (memory stays flat, whatever the length):
 1. track: decode every frame once, track the target face, plan stabilised crops (landmarks only kept);
 2. generate + write, window by window: a crop reader decodes ahead to cut the 25 fps model frames'
    face crops, which are VAE-encoded and sampled (keyframes, then interpolation); a second reader
-   decodes the frames to write, pastes the generated lower face back through a feathered mask, and
-   encodes them with the new audio. Frames without the target face are written unchanged.
+   decodes the frames to write, pastes the generated lower face back through a feathered mask (by
+   default only above a line under the jaw: ``keysync.faces.paste``), and encodes them with the new
+   audio. Frames without the target face are written unchanged.
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ from ..errors import KeySyncError
 from ..faces.backends import load_backend
 from ..faces.crops import cut_crop, plan_crops
 from ..faces.masks import build_mask, latent_mask
-from ..faces.paste import paste_back
+from ..faces.paste import PASTE_REGIONS, above_line, jaw_limits, paste_back
 from ..faces.tracking import TargetFace, select_target, track_faces
 from ..media.audio import fit_audio_to_frames, load_audio
 from ..media.frames import plan_model_frames
@@ -54,6 +55,7 @@ class DubOptions:
     short_audio: str = "pad"
     backend: str = "mediapipe"
     feather: tuple[float, float] = (0.02, 0.02)  # (dilate, blur) as fractions of the crop
+    paste: str = "jaw"  # PASTE_REGIONS: the regenerated region above a line under the jaw, or all of it ("mask")
     color_match: bool = False
     crf: int = 18
     progress: bool = True
@@ -170,6 +172,8 @@ class KeySyncPipeline:
         opts = options or DubOptions()
         if opts.long_audio not in LONG_AUDIO or opts.short_audio not in SHORT_AUDIO:
             raise KeySyncError(f"length policies: long audio one of {LONG_AUDIO}, short audio one of {SHORT_AUDIO}")
+        if opts.paste not in PASTE_REGIONS:
+            raise KeySyncError(f"paste region {opts.paste!r}: choose one of {', '.join(PASTE_REGIONS)}")
         if self.note:
             print(f"keysync: {self.note}", file=sys.stderr)
         output = check_output_path(output, inputs=(video, audio), overwrite=overwrite)
@@ -219,6 +223,12 @@ class KeySyncPipeline:
             occluder = None if occluders is None else cut_crop(np.asarray(occluders[i], np.float32), boxes[i])
             return build_mask(mask_kind, boxes[i].to_crop(target.landmarks[fill[i]]), size, occluder)
 
+        limits = jaw_limits(target) if opts.paste == "jaw" else None
+
+        def paste_mask(i: int) -> np.ndarray:
+            mask = mask_for(i)
+            return mask if limits is None else mask * above_line(boxes[i].to_crop(limits[i]), size)
+
         def encode(indices: list[int], crops: dict[int, np.ndarray]):
             pixels = torch.from_numpy(np.stack([crops[i] for i in indices])).permute(0, 3, 1, 2)
             pixels = pixels.to(self.device, self.dtype) / 127.5 - 1
@@ -264,7 +274,7 @@ class KeySyncPipeline:
                     k = int(timeline.output_model[written])
                     shown = int(timeline.model_source[k])
                     if target.present[src] and target.present[shown]:
-                        image = paste_back(image, generated[k], boxes[shown], mask_for(shown), dilate=dilate, blur=blur, color_match=opts.color_match)
+                        image = paste_back(image, generated[k], boxes[shown], paste_mask(shown), dilate=dilate, blur=blur, color_match=opts.color_match)
                     writer.write(image, float(timeline.output_times[written]))
                     written += 1
                     bar.update(1)
