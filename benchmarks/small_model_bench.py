@@ -115,7 +115,8 @@ def main() -> int:
                 f"as the split has up to {args.clips}), 256x256, each dubbed in three modes. "
                 f"Machine: {os.cpu_count()} CPU cores, load {load:.1f} at the start. keysync: {args.model or 'the shipped model'}, "
                 f"10 sampling steps, guidance {','.join(f'{g:g}' for g in guidance)} (audio, reference; keyframes then interpolation "
-                f"where 4); bench wall time {seconds['keysync']:.0f} s for {3 * args.clips} dubs.",
+                f"where 4), pasted as `keysync dub` pastes by default (down to a line under the jaw, `--paste jaw`; so is "
+                f"autoencode); bench wall time {seconds['keysync']:.0f} s for {3 * args.clips} dubs.",
                 "",
                 *table(rows),
                 "",
