@@ -81,3 +81,19 @@ def test_preview_video_keeps_frames_and_carries_the_new_audio(tmp_path, video, r
     frames = list(read_frames(tmp_path / "preview.mp4"))
     assert [f.time for f in frames] == [f.time for f in read_frames(video)]
     assert abs(len(load_audio(tmp_path / "preview.mp4")) - 3200) <= 1
+
+
+def test_preview_tints_what_dub_pastes(tmp_path, video, run):
+    """By default the tint stops at the line under the jaw that `keysync dub` pastes down to."""
+    import cv2
+
+    from keysync.media import read_frames
+
+    for paste in ("jaw", "mask"):
+        status, err = run("faces", video, "--paste", paste, "-o", tmp_path / f"{paste}.png")
+        assert status == 0, err
+    jaw, whole = (cv2.imread(str(tmp_path / f"{p}.png"))[..., ::-1].astype(int) for p in ("jaw", "mask"))
+    source = [f.image for f in read_frames(video)][2].astype(int)  # the middle frame of the face's run
+    tinted_jaw = (np.abs(jaw - source).max(-1) > 40).sum()
+    tinted_whole = (np.abs(whole - source).max(-1) > 40).sum()
+    assert 0 < tinted_jaw < 0.9 * tinted_whole

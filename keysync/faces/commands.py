@@ -27,6 +27,8 @@ def register(subparsers) -> None:
     p.add_argument("--json", metavar="FILE", help="write the tracks, shots and target as JSON")
     p.add_argument("--backend", default="mediapipe", choices=["mediapipe", "dlib", "face-alignment"], help="landmark back end")
     p.add_argument("--mask", default="box", choices=["box", "heart", "mouth", "full"], help="mask to show")
+    p.add_argument("--paste", default="jaw", choices=["jaw", "mask"],
+                   help="show the mask down to the line under the jaw that keysync dub pastes to (jaw, its default) or all of it")
     p.add_argument("--size", type=int, default=512, help="model crop resolution in pixels (512 for the official model)")
     p.add_argument("--overwrite", action="store_true", help="replace existing output files")
     p.set_defaults(func=run_faces)
@@ -108,6 +110,7 @@ def run_faces(args: argparse.Namespace) -> int:
     from ..media.writer import check_output_path
     from .backends import load_backend
     from .crops import plan_crops
+    from .paste import jaw_limits
     from .preview import boxes_by_frame, preview_frame
     from .render import render_through_crops
     from .tracking import select_target, track_faces
@@ -124,6 +127,7 @@ def run_faces(args: argparse.Namespace) -> int:
     result = track_faces(read_frames(args.video), load_backend(args.backend))
     target = select_target(result, face_index=args.face_index, point=point)
     crops = plan_crops(target, result.times, size=args.size)
+    limits = jaw_limits(target) if args.paste == "jaw" else [None] * result.num_frames
 
     print(f"{args.video}: {info.width}x{info.height}, {result.num_frames} frames, {float(info.average_rate):.3f} fps, {len(result.shot_starts)} shot(s)")
     for track in result.tracks:
@@ -148,7 +152,7 @@ def run_faces(args: argparse.Namespace) -> int:
         if out.suffix.lower() in VIDEO_SUFFIXES:
             render_through_crops(
                 args.video, out, target, [None] * result.num_frames,
-                decorate=lambda image, i: preview_frame(image, i, table.get(i, []), target, crops[i], args.mask),
+                decorate=lambda image, i: preview_frame(image, i, table.get(i, []), target, crops[i], args.mask, limits[i]),
                 audio_path=args.audio,
                 overwrite=args.overwrite,
             )
@@ -156,7 +160,7 @@ def run_faces(args: argparse.Namespace) -> int:
             present = target.present.nonzero()[0]
             show = int(present[len(present) // 2]) if len(present) else 0
             frame = next(f for f in read_frames(args.video) if f.index == show)
-            image = preview_frame(frame.image, show, table.get(show, []), target, crops[show], args.mask)
+            image = preview_frame(frame.image, show, table.get(show, []), target, crops[show], args.mask, limits[show])
             ok, data = cv2.imencode(out.suffix.lower(), cv2.cvtColor(image, cv2.COLOR_RGB2BGR))
             if not ok:
                 raise KeySyncError(f"could not encode {out}")

@@ -1,4 +1,4 @@
-"""Pictures of what the tracker found: every face's box and index, and the mask on the face to dub."""
+"""Pictures of what the tracker found: every face's box and index, and what `keysync dub` pastes on the face to dub."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import numpy as np
 
 from .crops import CropBox, cut_crop
 from .masks import build_mask
-from .paste import paste_back
+from .paste import above_line, paste_back
 from .tracking import TargetFace, TrackingResult
 
 TARGET_COLOUR = (0, 220, 0)
@@ -52,10 +52,14 @@ def preview_frame(
     target: TargetFace,
     crop: CropBox | None,
     mask_kind: str = "box",
+    limit: np.ndarray | None = None,
 ) -> np.ndarray:
-    """One annotated frame: the target's mask tinted through the real crop/paste path, then the boxes."""
+    """One annotated frame: the region `keysync dub` pastes (the mask, above the jaw line ``limit`` if
+    given: ``jaw_limits``) tinted through the real crop/paste path, then the boxes."""
     if crop is not None:
         mask = build_mask(mask_kind, crop.to_crop(target.landmarks[frame_index]), crop.size)
+        if limit is not None:
+            mask = mask * above_line(crop.to_crop(limit), crop.size)
         image = paste_back(image, tint_mask(cut_crop(image, crop), mask), crop, mask)
         for x, y in target.landmarks[frame_index]:
             cv2.circle(image, (int(round(x)), int(round(y))), max(1, image.shape[0] // 540), (255, 255, 255), -1)
