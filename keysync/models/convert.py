@@ -14,9 +14,10 @@ from safetensors.torch import load_file
 
 from ..errors import KeySyncError
 from .model import ENCODER_PREFIXES, KeySyncModel, _listing, placeholder_encoder, raise_mismatch
-from .network import KeySyncNet
+from .network import KeySyncNet, as_hw
 from .official import (
     DECODER,
+    LEARNED_MASK,
     UNUSED_PREFIXES,
     configs_from_official,
     decoder_official_names,
@@ -82,6 +83,20 @@ def _take(names: dict[str, str], target: dict, source: dict, label: str) -> dict
     return out
 
 
+def _check_learned_mask(net: KeySyncNet, source: dict, ckpt, configured: bool) -> None:
+    """The learned mask fixes the crop size: a mismatch means the config is not the checkpoint's, and
+    saying so beats a generic shape list."""
+    if net.config.kind != "interpolation" or LEARNED_MASK not in source:
+        return
+    got, want = tuple(source[LEARNED_MASK].shape), tuple(net.learned_mask.shape)
+    if got != want:
+        config = "the --official-config given" if configured else "the released im_size [512, 512] (no --official-config)"
+        raise KeySyncError(
+            f"interpolation checkpoint {ckpt}: {LEARNED_MASK} is {got} but {config} makes {want} "
+            f"(im_size / 8); pass the official config the checkpoint was trained with"
+        )
+
+
 def _read_vae(path: Path) -> dict[str, torch.Tensor]:
     """Diffusers-format SVD VAE weights: a folder (as on the hub, ``vae/``) or a .safetensors file."""
     if path.is_dir():
@@ -99,7 +114,11 @@ def _configs(official_configs: list[str | Path]) -> dict[str, tuple[dict, dict]]
         return {kind: (spec["net"], spec["vae"]) for kind in ("keyframe", "interpolation")}
     found = {}
     for path in official_configs:
-        kind, net, vae = configs_from_official(read_official_config(path))
+        params = read_official_config(path)
+        try:
+            kind, net, vae = configs_from_official(params)
+        except KeySyncError as err:  # name the file
+            raise KeySyncError(f"{path}: {err}") from None
         if kind in found:
             raise KeySyncError(f"two --official-config files describe the {kind} model; give one per stage")
         found[kind] = (net, vae)
@@ -111,6 +130,12 @@ def _configs(official_configs: list[str | Path]) -> dict[str, tuple[dict, dict]]
     net_i.pop("kind", None)
     # Only the interpolation config records the crop size (its learned mask); the keyframe one follows it.
     net_k["latent_size"] = net_i["latent_size"]
+    (h, w), levels = as_hw(net_k["latent_size"]), len(net_k["channel_mult"])
+    if h % 2 ** (levels - 1) or w % 2 ** (levels - 1):  # the UNet halves them levels-1 times (as officially)
+        raise KeySyncError(
+            f"the keyframe UNet has {levels} levels, so its latents must be divisible by {2 ** (levels - 1)}, "
+            f"but the interpolation config's im_size gives {h}x{w}"
+        )
     return {"keyframe": (net_k, found["keyframe"][1]), "interpolation": (net_i, found["interpolation"][1])}
 
 
@@ -132,6 +157,7 @@ def convert_checkpoints(
             net = KeySyncNet(kind=kind, **net_cfg)
             vae = KeySyncVAE(**vae_cfg)
         names = network_official_names(net)
+        _check_learned_mask(net, source, ckpt, bool(official_configs))
         tensors = _take(names, net.state_dict(), source, f"{kind} checkpoint {ckpt}")
         net.load_state_dict(tensors, strict=True, assign=True)
         nets[kind] = net

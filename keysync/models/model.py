@@ -72,9 +72,19 @@ class KeySyncModel:
         return self.info.get("crops", "landmarks")
 
     @property
+    def crop_hw(self) -> tuple[int, int]:
+        """Face-crop (height, width) in pixels the model works at: latent size times the VAE's downsampling."""
+        h, w = self.keyframe.latent_hw
+        return h * self.vae.downsample_factor, w * self.vae.downsample_factor
+
+    @property
     def crop_size(self) -> int:
-        """Face-crop pixels the model works at: latent size times the VAE's downsampling."""
-        return self.keyframe.config.latent_size * self.vae.downsample_factor
+        """The side of the square face crops the face pipeline cuts. A non-square model (from an official
+        config with a non-square im_size) converts and runs on latents, but cannot dub yet."""
+        h, w = self.crop_hw
+        if h != w:
+            raise KeySyncError(f"this model works on {h}x{w} (height x width) face crops; non-square crops are not supported for dubbing yet")
+        return h
 
     @classmethod
     def from_config(cls, net: dict, vae: dict, device: str | torch.device = "cpu", info: dict | None = None):

@@ -20,6 +20,15 @@ SCALE_FACTOR = 0.18215
 KINDS = ("keyframe", "interpolation")
 
 
+def as_hw(latent_size) -> tuple[int, int]:
+    """The one place a ``latent_size`` is normalised to (height, width): an int is square (how every folder
+    was written before non-square official configs), a pair is [height, width]."""
+    size = (latent_size, latent_size) if isinstance(latent_size, int) else tuple(latent_size)
+    if len(size) != 2 or not all(isinstance(n, int) and n > 0 for n in size):
+        raise ValueError(f"latent_size must be a positive int or [height, width], got {latent_size!r}")
+    return size
+
+
 class KeySyncNet(ModelMixin, ConfigMixin):
     """Keyframe or interpolation network (UNet + audio projection [+ learned mask])."""
 
@@ -31,7 +40,7 @@ class KeySyncNet(ModelMixin, ConfigMixin):
         self,
         kind: str = "keyframe",
         latent_channels: int = 4,
-        latent_size: int = 64,
+        latent_size: int | tuple[int, int] = 64,
         model_channels: int = 320,
         channel_mult: tuple[int, ...] = (1, 2, 4, 4),
         num_res_blocks: int = 2,
@@ -45,7 +54,9 @@ class KeySyncNet(ModelMixin, ConfigMixin):
         keyframe_copy: bool = False,
         audio_mlp_width: int = 0,
     ):
-        """``audio_window`` k: each frame's audio token sees k frames of audio on each side (0, the official
+        """``latent_size``: the latent side, or [height, width] for non-square crops (see ``as_hw``).
+
+        ``audio_window`` k: each frame's audio token sees k frames of audio on each side (0, the official
         setting: its own frame only); the features come in as ``keysync.audio.frame_windows`` makes them.
 
         ``keyframe_copy`` (interpolation only; not official): every frame also gets the latent of its nearer
@@ -72,8 +83,9 @@ class KeySyncNet(ModelMixin, ConfigMixin):
         if keyframe_copy and kind != "interpolation":
             raise ValueError("keyframe_copy is for interpolation networks")
         extra_in = latent_channels if kind == "keyframe" else 2 * latent_channels + 1 if keyframe_copy else latent_channels + 1
+        height, width = as_hw(latent_size)
         self.unet = UNetSpatioTemporalConditionModel(
-            sample_size=latent_size,
+            sample_size=(height, width),
             in_channels=latent_channels + extra_in,
             out_channels=latent_channels,
             down_block_types=tuple(down),
@@ -91,7 +103,12 @@ class KeySyncNet(ModelMixin, ConfigMixin):
         self.audio_proj = nn.Linear(audio_feature_dim * (2 * audio_window + 1), context_dim)
         self.audio_mlp = _audio_mlp(self.audio_proj.in_features, audio_mlp_width, context_dim) if audio_mlp_width else None
         if kind == "interpolation":
-            self.learned_mask = nn.Parameter(torch.zeros(latent_channels, latent_size, latent_size))
+            self.learned_mask = nn.Parameter(torch.zeros(latent_channels, height, width))
+
+    @property
+    def latent_hw(self) -> tuple[int, int]:
+        """(height, width) of the latents this network works on."""
+        return as_hw(self.config.latent_size)
 
     # --- conditioning -------------------------------------------------------------------------------
 

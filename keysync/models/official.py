@@ -174,6 +174,27 @@ def _require(value, expected, what: str):
         raise KeySyncError(f"unsupported official config: {what} is {value!r}, KeySync uses {expected!r}")
 
 
+def _interpolation_latents(wrapper: dict, unet: dict, levels: int) -> tuple[int, int]:
+    """(height, width) of the learned mask, as the official ``InterpolationWrapper`` makes it from ``im_size``
+    (``[h // 8, w // 8]``), refusing sizes the official networks cannot run on."""
+    im = wrapper.get("im_size", [512, 512])
+    if isinstance(im, int) or len(im) != 2:
+        raise KeySyncError(f"network_wrapper im_size must be [height, width], got {im!r}")
+    if any(n <= 0 or n % 8 for n in im):
+        raise KeySyncError(f"network_wrapper im_size {list(im)} is not divisible by 8 (the VAE's downsampling)")
+    step = 8 * 2 ** (levels - 1)  # the UNet halves the latents levels-1 times and concatenates the skips back
+    if any(n % step for n in im):
+        raise KeySyncError(
+            f"network_wrapper im_size {list(im)} gives {im[0] // 8}x{im[1] // 8} latents, but a {levels}-level UNet needs "
+            f"latents divisible by {step // 8}: im_size must be a multiple of {step}"
+        )
+    _require(wrapper.get("n_channels", 4), unet["out_channels"], "network_wrapper n_channels")
+    method = wrapper.get("starting_mask_method", "zeros")
+    if method not in ("zeros", "ones", "random"):
+        raise KeySyncError(f"unsupported official config: starting_mask_method {method!r} leaves no learned mask to load")
+    return im[0] // 8, im[1] // 8
+
+
 def configs_from_official(params: dict) -> tuple[str, dict, dict]:
     """(kind, network config, VAE config) from an official engine config's ``model.params``."""
     wrapper = params["network_wrapper"]["target"].rsplit(".", 1)[-1]
@@ -206,10 +227,9 @@ def configs_from_official(params: dict) -> tuple[str, dict, dict]:
     _require(audio_params["linear_dim"], unet["context_dim"], "audio linear_dim vs context_dim")
 
     if kind == "interpolation":
-        im = params["network_wrapper"]["params"].get("im_size", [512, 512])
-        latent_size = im[0] // 8
+        latent_size = _interpolation_latents(params["network_wrapper"].get("params") or {}, unet, len(mult))
     else:
-        latent_size = 64  # not stored in the keyframe config; only the interpolation learned mask needs it
+        latent_size = (64, 64)  # not stored in the keyframe config; only the interpolation learned mask needs it
     net = dict(
         kind=kind,
         latent_channels=unet["out_channels"],

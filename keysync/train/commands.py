@@ -117,11 +117,11 @@ def init_network(model, stage: str, folder: str) -> None:
     from ..models import KeySyncModel
 
     net = getattr(KeySyncModel.from_pretrained(folder), stage)
-    size = getattr(model, stage).config.latent_size
-    if net.config.latent_size != size:
+    (h, w), (want_h, want_w) = net.latent_hw, getattr(model, stage).latent_hw
+    if (h, w) != (want_h, want_w):
         raise KeySyncError(
-            f"init_networks {folder}: its {stage} network works on {net.config.latent_size}x{net.config.latent_size} "
-            f"latents, this model's on {size}x{size}; pick a folder of the same latent size"
+            f"init_networks {folder}: its {stage} network works on {h}x{w} "
+            f"latents, this model's on {want_h}x{want_w}; pick a folder of the same latent size"
         )
     try:
         net.widen_latent_channels(model.vae.config.latent_channels)
