@@ -7,6 +7,11 @@ other pixel is the decoded input pixel, bit for bit. Optional colour matching re
 colour drift by shifting the crop's mean colour to the original's in the ring just outside the mask,
 where both should agree.
 
+Gray footage stays gray: the network regenerates colour (it was trained on colour faces), so on a gray
+source the pasted lower face came back with purple and green tints, which colour matching (a mean shift)
+cannot remove. Where the source's pasted area is gray (``is_gray``), only the regenerated pixels' luma is
+pasted, so R = G = B there too; colour footage is pasted exactly as before, bit for bit.
+
 What is pasted (``PASTE_REGIONS``): ``mask`` blends in everything the network regenerated, which for the
 box mask runs down to the crop's bottom edge and takes in the neck, hair and background beside it, all
 redrawn softer than they were. ``jaw`` (the default) blends in only the part of the mask above a line
@@ -28,6 +33,9 @@ from .tracking import TargetFace, present_runs
 PASTE_REGIONS = ("jaw", "mask")
 JAW = slice(0, 17)  # iBUG points 0-16: the jaw line from ear to ear
 JAW_MARGIN = 0.15  # below the lowest jaw, as a share of the face's height (nose bridge 27 to chin 8)
+LUMA = np.float32([0.299, 0.587, 0.114])  # ITU-R BT.601: the RGB -> Y weights the encoder (swscale's default) uses
+GRAY_TOLERANCE = 4  # levels of max - min channel a gray pixel may show (about one chroma code of decoder noise)
+GRAY_OUTLIERS = 0.01  # share of pixels allowed over it: stray noise does not make a gray frame colour
 
 
 def feather(mask: np.ndarray, dilate: float = 0.02, blur: float = 0.02) -> np.ndarray:
@@ -83,6 +91,15 @@ def match_colors(generated: np.ndarray, original: np.ndarray, mask: np.ndarray, 
     return np.clip(generated.astype(np.float32) + shift, 0, 255).astype(np.uint8)
 
 
+def is_gray(pixels: np.ndarray) -> bool:
+    """Whether (..., 3) uint8 pixels are gray: all but ``GRAY_OUTLIERS`` of them have R, G and B within
+    ``GRAY_TOLERANCE``. Sepia or merely desaturated colour (a skin tone's channels differ by tens of
+    levels) is colour, and is pasted unchanged."""
+    pixels = np.asarray(pixels).reshape(-1, 3)
+    spread = pixels.max(axis=1).astype(np.int16) - pixels.min(axis=1)
+    return bool(np.mean(spread > GRAY_TOLERANCE) <= GRAY_OUTLIERS) if len(spread) else True
+
+
 def _to_region(image: np.ndarray, box: CropBox, rows: slice, cols: slice, border) -> np.ndarray:
     """Warp a crop-space image back onto the frame region ``[rows, cols]``."""
     inverse = box.inverse
@@ -116,19 +133,22 @@ def paste_back(
 ) -> np.ndarray:
     """A copy of ``frame`` with ``crop`` (size, size, 3) blended in through the feathered ``mask``.
 
-    ``box`` is the CropBox the crop was cut with; ``mask`` is in crop space (1 = regenerated).
+    ``box`` is the CropBox the crop was cut with; ``mask`` is in crop space (1 = regenerated). Where the
+    frame's pasted area is gray (``is_gray``), the crop's luma alone is pasted, so gray stays gray.
     """
     alpha = feather(mask, dilate, blur)
-    if color_match:
-        crop = match_colors(crop, cut_crop(frame, box), mask, alpha)
     out = frame.copy()
     rows, cols = box.frame_bounds(*frame.shape[:2])
     weights = _weights_in_region(alpha, box, rows, cols)
     if weights.size == 0:
         return out
-    back = _to_region(crop, box, rows, cols, cv2.BORDER_REPLICATE).astype(np.float32)
-    a = weights[..., None]
     roi = out[rows, cols]
+    if color_match:
+        crop = match_colors(crop, cut_crop(frame, box), mask, alpha)
+    back = _to_region(crop, box, rows, cols, cv2.BORDER_REPLICATE).astype(np.float32)
+    if is_gray(roi[weights > 0]):
+        back = np.repeat(back @ LUMA[:, None], 3, axis=2)  # equal channels blend into equal channels
+    a = weights[..., None]
     blended = roi.astype(np.float32) + a * (back - roi)
     out[rows, cols] = np.where(a > 0, np.clip(np.rint(blended), 0, 255), roi).astype(np.uint8)
     return out
