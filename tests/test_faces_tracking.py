@@ -98,3 +98,52 @@ def test_a_fast_jump_keeps_the_track():
     result = track_faces(_frames(backend, n), backend)
     assert [t.frames for t in result.tracks] == [list(range(n)), list(range(n))]
     assert np.allclose(result.tracks[0].boxes[-1], landmark_box(UNIT * 40 + [50, 20]))
+
+
+def _painted(backend, n, colours):
+    """Frames with each scripted face painted in its colour (``colours[k]`` for face k of the script)."""
+    for i in range(n):
+        backend.frame = i
+        image = np.full((90, 200, 3), 96, np.uint8)
+        for face, colour in zip(backend.faces(), colours[i]):
+            x0, y0, x1, y1 = (int(v) for v in face)
+            image[y0:y1, x0:x1] = colour
+        yield Frame(index=i, time=i / 25, image=image)
+
+
+RED, GREEN, BLUE = (200, 60, 60), (60, 160, 60), (60, 60, 200)
+
+
+@pytest.mark.parametrize("comes_back, away, rejoined", [(RED, 20, True), (GREEN, 20, False), (RED, 80, False)])
+def test_a_face_that_comes_back_elsewhere_gets_its_old_track_if_it_looks_the_same(comes_back, away, rejoined):
+    # a red face vanishes at frame 10 and a face shows up ``away`` frames later, too far away for the
+    # tracker to follow; a blue face stays all along. Only the same face within 3 s gets the old track.
+    n = 10 + away + 10
+    other = (160.0, 20.0, 190.0, 50.0)
+    script = [[(10.0, 20.0, 40.0, 50.0), other] if i < 10 else [other] if i < 10 + away else [(90.0, 20.0, 120.0, 50.0), other] for i in range(n)]
+    colours = [[RED, BLUE] if i < 10 else [BLUE] if i < 10 + away else [comes_back, BLUE] for i in range(n)]
+    backend = ScriptedBackend(script)
+    result = track_faces(_painted(backend, n, colours), backend)
+    back = [t for t in result.tracks if t.frames[-1] == n - 1 and t.boxes[-1][0] < 150]
+    assert len(back) == 1 and back[0].frames[-1] == n - 1
+    assert (back[0].frames[0] == 0) == rejoined
+    assert len(result.tracks) == (2 if rejoined else 3)
+    if rejoined:  # the absent frames stay absent: the dub passes them through
+        assert back[0].frame_ranges()[0] == (0, 9) and back[0].frame_ranges()[1][0] >= 10 + away
+        target = select_target(result, face_index=back[0].index, smooth_seconds=0)
+        assert not target.present[10 : 10 + away].any()
+        off = track_faces(_painted(backend, n, colours), backend, rejoin_seconds=0)
+        assert len(off.tracks) == 3  # without rejoining, the same face comes back as a new track
+
+
+def test_a_chosen_face_that_leaves_is_reported_in_one_line(caplog):
+    n = 30
+    a, b = _moving(10, n), _moving(100, n, speed=0)
+    backend = ScriptedBackend([[a[i]] + ([b[i]] if i < 20 else []) for i in range(n)])
+    result = track_faces(_frames(backend, n), backend)
+    with caplog.at_level("WARNING", logger="keysync.faces"):
+        select_target(result)  # the default choice, or a face that is always there: nothing to say
+        select_target(result, face_index=0)
+        assert caplog.records == []
+        select_target(result, face_index=1)
+    assert [r.getMessage() for r in caplog.records] == ["face 1 is in frames 0-19 of 30; frames after 19 pass through unchanged"]
