@@ -10,6 +10,11 @@ from tqdm.auto import tqdm
 from .denoiser import Conditioning
 
 
+def euler_step(x: torch.Tensor, denoised: torch.Tensor, sigma: torch.Tensor, sigma_next: torch.Tensor) -> torch.Tensor:
+    """One Euler step of the probability-flow ODE from ``sigma`` to ``sigma_next``, in the official op order."""
+    return x + (sigma_next - sigma) * ((x - denoised) / sigma)
+
+
 def sample_euler(
     denoise: Callable[[torch.Tensor, torch.Tensor, Conditioning], torch.Tensor],
     noise: torch.Tensor,
@@ -31,7 +36,7 @@ def sample_euler(
     for i in tqdm(range(len(sigmas) - 1), disable=not progress, leave=False, desc="denoising"):
         sigma = sigmas[i]
         denoised = denoise(x, ones * sigma, cond)
-        x = x + (sigmas[i + 1] - sigma) * ((x - denoised) / sigma)
+        x = euler_step(x, denoised, sigma, sigmas[i + 1])
         if callback is not None:
             callback(i, x, denoised)
     return x.to(noise.dtype)
