@@ -99,7 +99,7 @@ def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("mode", choices=["evals", "run", "_one"])
     parser.add_argument("--seconds", type=float, action="append")
-    parser.add_argument("--steps", type=int, default=10)
+    parser.add_argument("--steps", type=int, default=11, help="network calls per clip per stage (11: the official schedule)")
     parser.add_argument("--work", default="/tmp/keysync_dub_cost")
     args = parser.parse_args()
     seconds = args.seconds or ([45.0] if args.mode == "evals" else [10.0, 60.0])

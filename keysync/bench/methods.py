@@ -25,6 +25,7 @@ from typing import Protocol
 
 import numpy as np
 
+from ..diffusion.sigmas import OFFICIAL_STEPS
 from ..synth.dataset import ClipRecord
 from ..synth.speech import Phoneme
 
@@ -93,7 +94,7 @@ class KeySyncMethod:
 
     name = "keysync"
 
-    def __init__(self, model: str | None = None, steps: int = 10, seed: int = 0, guidance: tuple[float, ...] | None = None):
+    def __init__(self, model: str | None = None, steps: int = OFFICIAL_STEPS, seed: int = 0, guidance: tuple[float, ...] | None = None):
         from ..models.model import shipped_model_dir
         from ..pipeline.dub import DubOptions, KeySyncPipeline
 

@@ -2,7 +2,7 @@
 
 from .denoiser import Conditioning, MaskedDenoiser, edm_v_scalings
 from .guidance import Guidance, stage_guidance
-from .sampler import sample_euler
-from .sigmas import ays_sigmas
+from .sampler import euler_step, sample_euler
+from .sigmas import OFFICIAL_STEPS, ays_sigmas, sampling_sigmas
 
-__all__ = ["Conditioning", "Guidance", "MaskedDenoiser", "ays_sigmas", "edm_v_scalings", "sample_euler", "stage_guidance"]
+__all__ = ["OFFICIAL_STEPS", "Conditioning", "Guidance", "MaskedDenoiser", "ays_sigmas", "sampling_sigmas", "edm_v_scalings", "euler_step", "sample_euler", "stage_guidance"]

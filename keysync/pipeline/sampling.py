@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-from ..diffusion import Conditioning, Guidance, MaskedDenoiser, ays_sigmas, sample_euler
+from ..diffusion import OFFICIAL_STEPS, Conditioning, Guidance, MaskedDenoiser, sample_euler, sampling_sigmas
 from ..models import KeySyncModel
 from .plan import CLIP, STEP, Plan, Window
 
@@ -36,7 +36,7 @@ class FrameData:
 
 @dataclass
 class SamplingOptions:
-    steps: int = 10
+    steps: int = OFFICIAL_STEPS  # network calls per clip per stage (each call batches the 3 guidance variants)
     guidance: Guidance = field(default_factory=Guidance)  # keyframes
     interpolation_guidance: Guidance | None = None  # None: the same as the keyframes'
     clips_per_call: int = 2  # keyframe batches / interpolation segments per network call (x3 for guidance); results differ by float rounding at most
@@ -49,7 +49,7 @@ class LatentDubber:
     def __init__(self, model: KeySyncModel, options: SamplingOptions | None = None):
         self.model = model
         self.options = options or SamplingOptions()
-        self.sigmas = ays_sigmas(self.options.steps)
+        self.sigmas = sampling_sigmas(self.options.steps)
 
     def _noise(self, clips: int, like: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
         shape = (clips * CLIP, *like.shape[1:])
