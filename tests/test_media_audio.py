@@ -41,6 +41,19 @@ def test_aac_priming_is_trimmed_and_length_is_exact(tmp_path):
     assert np.allclose(_onsets(audio), at, atol=0.003)
 
 
+@pytest.mark.parametrize("rate", [16000, 44100])
+def test_mp3_encoder_delay_is_not_a_late_start(tmp_path, rate):
+    """An mp3's stream starts at its encoder delay (25 ms at 44.1 kHz, 69 ms at 16 kHz) after the
+    container's time 0; the decoder already cuts the delay, so the speech must start on time."""
+    at = [0.5, 1.5]
+    t = np.arange(int(2.0 * rate)) / rate
+    audio = np.interp(t, np.arange(32000) / 16000, clicks(2.0, at)).astype(np.float32)
+    path = _write_audio_only(tmp_path / "speech.mp3", audio, rate, codec="libmp3lame")
+    loaded = load_audio(path)
+    assert np.abs(_onsets(loaded) - at).max() <= 0.002  # was 25 or 69 ms late
+    assert abs(len(loaded) - 32000) <= 16
+
+
 def test_stereo_44k_from_a_video_file_is_resampled_to_16k_mono(tmp_path):
     rate = 44100
     mono = clicks(2.0, [0.3, 1.2], rate=rate)

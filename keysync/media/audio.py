@@ -1,8 +1,10 @@
 """Audio from any audio or video file as 16 kHz mono float32, placed by timestamp.
 
-Decoded frames are put where their timestamps say, so AAC encoder priming (which shifts naive
-concatenation by 1024+ samples) and a late audio start are both handled; the result starts at container
-time 0 and ends at the stream's stated duration.
+Decoded frames are put where their timestamps say, counted from the container's start as FFmpeg does
+(``container_start``), so AAC encoder priming (which shifts naive concatenation by 1024+ samples), an
+mp3's encoder delay (its stream starts 25-70 ms after the container's time 0, and the decoder has
+already cut the delay) and a late audio start in a video are all handled; the result ends at the
+stream's stated duration.
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ import av
 import numpy as np
 
 from ..errors import KeySyncError
-from .video import open_media
+from .video import container_start, open_media
 
 SAMPLE_RATE = 16000
 SAMPLES_PER_FRAME = 640  # 16000 / 25: audio samples per 25 fps model frame
@@ -23,7 +25,7 @@ def load_audio(path: str | Path, sample_rate: int = SAMPLE_RATE, mono: bool = Tr
     """Decode the first audio stream of ``path``, resampled to ``sample_rate``.
 
     Returns float32 in [-1, 1]: shape (samples,) when ``mono``, else (2, samples) stereo. Sample ``n`` is
-    container time ``n / sample_rate``. Raises KeySyncError for a missing file, unreadable data or a file
+    ``n / sample_rate`` after the container's start. Raises KeySyncError for a missing file, unreadable data or a file
     without audio.
     """
     layout = "mono" if mono else "stereo"
@@ -48,13 +50,14 @@ def load_audio(path: str | Path, sample_rate: int = SAMPLE_RATE, mono: bool = Tr
         if not chunks:
             raise KeySyncError(f"{path}: the audio stream holds no samples; give a file that contains speech")
         audio = np.concatenate(chunks, axis=1).astype(np.float32, copy=False)
-        offset = int(round((first_time or 0.0) * sample_rate))
+        origin = container_start(container)
+        offset = int(round(((first_time if first_time is not None else origin) - origin) * sample_rate))
         if offset > 0:
             audio = np.pad(audio, ((0, 0), (offset, 0)))
         elif offset < 0:
             audio = audio[:, -offset:]
         if stream.duration is not None and stream.time_base is not None:
-            start = float((stream.start_time or 0) * stream.time_base)
+            start = float((stream.start_time or 0) * stream.time_base) - origin
             end = int(round((start + float(stream.duration * stream.time_base)) * sample_rate))
             audio = audio[:, : max(end, 0)]
     return np.ascontiguousarray(audio[0] if mono else audio)

@@ -34,6 +34,7 @@ class VideoInfo:
     has_audio: bool
     audio_rate: int  # sample rate of the first audio stream; 0 without audio
     audio_channels: int
+    start: float = 0.0  # the container's start time (seconds): what a separate soundtrack's time 0 lines up with
 
 
 @dataclass
@@ -78,6 +79,12 @@ def _upright(image: np.ndarray, rotation: int) -> np.ndarray:
     return np.ascontiguousarray(np.rot90(image, k=rotation // 90))
 
 
+def container_start(container) -> float:
+    """The earliest start of a container's streams, in seconds. FFmpeg counts every input's time from it,
+    and so do we: an mp3's start is its encoder delay, already cut by the decoder, not a silence to add."""
+    return container.start_time / av.time_base if container.start_time is not None else 0.0
+
+
 def probe_video(path: str | Path) -> VideoInfo:
     """Read a video's geometry, rate and duration (decodes the first frame to learn its rotation)."""
     with open_media(path) as container:
@@ -109,6 +116,7 @@ def probe_video(path: str | Path) -> VideoInfo:
             has_audio=bool(container.streams.audio),
             audio_rate=int(container.streams.audio[0].sample_rate or 0) if container.streams.audio else 0,
             audio_channels=int(container.streams.audio[0].channels or 0) if container.streams.audio else 0,
+            start=container_start(container),
         )
 
 
