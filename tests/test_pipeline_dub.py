@@ -74,6 +74,19 @@ def test_timeline_policies():
     assert cut.num_model_frames == 100 and len(cut.output_source) == 120
 
 
+def test_length_policies_say_what_they_drop_or_pad(caplog):
+    """Speech 10x the video's length is trimmed, and short speech padded, with one line that says so."""
+    times = np.arange(63) / 25  # 2.52 s
+    with caplog.at_level("WARNING", logger="keysync.pipeline.dub"):
+        make_timeline(times, 25, audio_frames=630, long_audio="trim", short_audio="pad")
+        make_timeline(times, 25, audio_frames=5, long_audio="trim", short_audio="pad")
+        make_timeline(times, 25, audio_frames=64, long_audio="trim", short_audio="pad")  # a frame apart: said nothing
+    assert caplog.messages == [
+        "the speech is 25.20 s and the video 2.52 s: the last 22.68 s of speech are dropped (--long-audio hold or pingpong keeps them)",
+        "the speech is 0.20 s and the video 2.52 s: the last 2.32 s of video are dubbed with silence (--short-audio trim cuts them)",
+    ]
+
+
 def test_1080p_30fps_with_longer_audio(tmp_path, pipe, monkeypatch):
     # 2.3 s of video and 6.8 s of speech, held on the last frame: 170 model frames, two streaming windows
     video = write_clip(tmp_path / "in.mp4", moving_frames(astronaut(), 1920, 1080, 69, photo_height=900), rate=30,

@@ -11,6 +11,7 @@ Passes over the input (memory stays flat, whatever the length):
 
 from __future__ import annotations
 
+import logging
 import math
 import sys
 from dataclasses import dataclass
@@ -21,7 +22,7 @@ import torch
 from tqdm.auto import tqdm
 
 from ..audio import SAMPLES_PER_FRAME, build_features, frame_windows
-from ..diffusion import stage_guidance
+from ..diffusion import OFFICIAL_STEPS, stage_guidance
 from ..errors import KeySyncError
 from ..faces.backends import load_backend
 from ..faces.crops import cut_crop, plan_crops
@@ -29,7 +30,7 @@ from ..faces.masks import build_mask, latent_mask
 from ..faces.paste import PASTE_REGIONS, above_line, jaw_limits, paste_back
 from ..faces.tracking import TargetFace, select_target, track_faces
 from ..media.audio import fit_audio_to_frames, load_audio
-from ..media.frames import plan_model_frames
+from ..media.frames import MODEL_FPS, plan_model_frames
 from ..media.seek import FrameFetcher
 from ..media.video import probe_video, read_frames
 from ..media.writer import VideoWriter, check_output_path
@@ -37,11 +38,12 @@ from ..models import KeySyncModel
 from .plan import LONG_AUDIO, SHORT_AUDIO, plan_frames
 from .sampling import FrameData, LatentDubber, SamplingOptions
 
+log = logging.getLogger(__name__)
 
 
 @dataclass
 class DubOptions:
-    steps: int = 10
+    steps: int = OFFICIAL_STEPS  # network calls per clip per stage; 11 is the official schedule
     guidance: tuple[float, ...] | None = None  # (audio, reference), or keyframe's then interpolation's; None: the model folder's, else (5, 2)
     seed: int = 0
     clips_per_call: int = 2
@@ -72,10 +74,34 @@ class Timeline:
     output_times: np.ndarray  # (M,) seconds
 
 
+LENGTH_SLACK = 2  # model frames (80 ms) by which speech and video may differ unremarked: encoders round lengths
+
+
+def length_note(video_frames: int, audio_frames: int, long_audio: str, short_audio: str) -> str | None:
+    """One line saying what the length policy does to speech and video of different lengths, or None."""
+    if abs(audio_frames - video_frames) <= LENGTH_SLACK:
+        return None
+    speech, video, extra = audio_frames / MODEL_FPS, video_frames / MODEL_FPS, abs(audio_frames - video_frames) / MODEL_FPS
+    lengths = f"the speech is {speech:.2f} s and the video {video:.2f} s"
+    if audio_frames > video_frames:
+        return {
+            "trim": f"{lengths}: the last {extra:.2f} s of speech are dropped (--long-audio hold or pingpong keeps them)",
+            "hold": f"{lengths}: the video's last frame is held for the last {extra:.2f} s (--long-audio)",
+            "pingpong": f"{lengths}: the video plays back and forth for the last {extra:.2f} s (--long-audio)",
+        }[long_audio]
+    return {
+        "pad": f"{lengths}: the last {extra:.2f} s of video are dubbed with silence (--short-audio trim cuts them)",
+        "trim": f"{lengths}: the last {extra:.2f} s of video are cut (--short-audio pad keeps them, dubbed with silence)",
+    }[short_audio]
+
+
 def make_timeline(times: np.ndarray, rate: float, audio_frames: int, long_audio: str, short_audio: str) -> Timeline:
     """Apply the length policies. ``times``: source frame timestamps; ``audio_frames``: 25 fps frames of audio."""
     plan = plan_model_frames(times)
     video_frames = plan.num_model_frames
+    note = length_note(video_frames, audio_frames, long_audio, short_audio)
+    if note:
+        log.warning(note)
     if audio_frames >= video_frames:
         length = video_frames if long_audio == "trim" else audio_frames
     else:
@@ -172,6 +198,8 @@ class KeySyncPipeline:
         opts = options or DubOptions()
         if opts.long_audio not in LONG_AUDIO or opts.short_audio not in SHORT_AUDIO:
             raise KeySyncError(f"length policies: long audio one of {LONG_AUDIO}, short audio one of {SHORT_AUDIO}")
+        if opts.steps < 1:
+            raise KeySyncError(f"--steps {opts.steps}: sampling needs at least 1 network call per stage ({OFFICIAL_STEPS} is the official schedule)")
         if opts.paste not in PASTE_REGIONS:
             raise KeySyncError(f"paste region {opts.paste!r}: choose one of {', '.join(PASTE_REGIONS)}")
         if self.note:
@@ -194,7 +222,8 @@ class KeySyncPipeline:
         timeline = make_timeline(tracked.times, float(info.average_rate), math.ceil(len(wave) / SAMPLES_PER_FRAME), opts.long_audio, opts.short_audio)
         plan = plan_frames(timeline.num_model_frames, opts.batches_per_window)
         start = float(tracked.times[0])  # model frame 0 is shown at the first frame's timestamp
-        speech = fit_audio_to_frames(wave, timeline.num_model_frames, start).reshape(-1)
+        # the speech's time 0 is the video container's start, as when FFmpeg muxes the two files
+        speech = fit_audio_to_frames(wave, timeline.num_model_frames, start - info.start).reshape(-1)
         soundtrack = np.pad(speech, (int(round(start * 16000)), 0))  # the writer's audio starts at time 0
         feats = {
             s: frame_windows(f(speech, frames=plan.padded_frames), getattr(self.model, s).config.audio_window)
