@@ -9,6 +9,8 @@ from keysync.cli import main
 from keysync.media.video import probe_video
 from keysync.synth.clipio import read_mp4_frames
 
+from .conftest import assert_umask_modes
+
 
 def test_demo_dubs_a_held_out_speaker_with_the_shipped_model(tmp_path, capsys):
     assert main(["demo", "--out-dir", str(tmp_path), "--quiet"]) == 0
@@ -17,6 +19,7 @@ def test_demo_dubs_a_held_out_speaker_with_the_shipped_model(tmp_path, capsys):
     info = probe_video(pair)
     assert (info.width, info.height) == (3 * 256, 256 + 22)
     frames = read_mp4_frames(dubbed)
+    assert_umask_modes(dubbed, pair)
     assert frames.shape[1:] == (256, 256, 3)
     sync = float(re.search(r"sync (-?[0-9.]+)", printed).group(1))
     leak = float(re.search(r"cross-leak (-?[0-9.]+)", printed).group(1))

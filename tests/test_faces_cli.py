@@ -5,6 +5,7 @@ import pytest
 
 from keysync import cli
 
+from .conftest import assert_umask_modes
 from .faces_media_clips import astronaut, clicks, moving_frames, write_clip
 from .test_media_audio import _write_audio_only
 
@@ -78,6 +79,7 @@ def test_preview_video_keeps_frames_and_carries_the_new_audio(tmp_path, video, r
     speech = _write_audio_only(tmp_path / "speech.m4a", clicks(0.2, [0.1]), 16000)
     status, err = run("faces", video, "--audio", speech, "-o", tmp_path / "preview.mp4")
     assert status == 0, err
+    assert_umask_modes(tmp_path / "preview.mp4")
     frames = list(read_frames(tmp_path / "preview.mp4"))
     assert [f.time for f in frames] == [f.time for f in read_frames(video)]
     assert abs(len(load_audio(tmp_path / "preview.mp4")) - 3200) <= 1

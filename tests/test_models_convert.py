@@ -22,7 +22,7 @@ from keysync.models.official import (
 )
 from keysync.models.vae import KeySyncVAE
 
-from .conftest import MANIFESTS, OFFICIAL_TINY, require_fixtures
+from .conftest import MANIFESTS, OFFICIAL_TINY, assert_umask_modes, require_fixtures
 
 KINDS = ("keyframe", "interpolation")
 
@@ -199,6 +199,7 @@ def test_cli_convert(tmp_path, tiny_ckpts, capsys):
     args = [str(kf), str(it), "-o", str(out)] + sum([["--official-config", str(c)] for c in configs()], [])
     assert main(["convert", *args]) == 0
     assert (out / "keysync.json").is_file()
+    assert_umask_modes(out)
     assert main(["convert", *args]) == 1  # exists, no --overwrite
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "already exists" in err[0] and "--overwrite" in err[0]

@@ -9,6 +9,8 @@ from keysync.cli import main
 from keysync.synth.clipio import read_mp4_frames, read_wav
 from keysync.synth.dataset import SPLITS, ClipSpec, load_split, plan_dataset
 
+from .conftest import assert_umask_modes
+
 
 @pytest.fixture(scope="module")
 def two_runs(tmp_path_factory):
@@ -24,6 +26,7 @@ def test_same_seed_gives_byte_identical_files(two_runs):
     files_b = sorted(p.relative_to(b) for p in b.rglob("*") if p.is_file())
     assert files_a == files_b
     assert len(files_a) == 6 * 4 + 1
+    assert_umask_modes(a, b)
     for rel in files_a:
         assert (a / rel).read_bytes() == (b / rel).read_bytes(), rel
 

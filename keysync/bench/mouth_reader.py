@@ -78,14 +78,12 @@ class MouthReader(nn.Module):
 
 def save_reader(model: MouthReader, path: Path, metadata: dict) -> None:
     """fp16 safetensors; ``metadata`` (calibration, training command) is stored as JSON strings."""
-    from safetensors.torch import save_file
+    from ..files import save_tensors, write_atomic
 
     path.parent.mkdir(parents=True, exist_ok=True)
     tensors = {k: v.detach().to(torch.float16 if v.is_floating_point() else v.dtype).contiguous() for k, v in model.state_dict().items()}
     meta = {k: json.dumps(v) for k, v in {**metadata, "width": model.width}.items()}
-    tmp = path.with_suffix(".tmp")
-    save_file(tensors, str(tmp), metadata=meta)
-    tmp.replace(path)
+    write_atomic(path, lambda tmp: save_tensors(tensors, tmp, meta))
 
 
 class LoadedReader:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import tempfile
 from fractions import Fraction
 from pathlib import Path
 
@@ -11,22 +10,39 @@ import av
 import numpy as np
 
 from ..errors import KeySyncError
+from ..files import temp_file
 
 AUDIO_LEAD = 0.5  # seconds of audio encoded ahead of the video, so the file is interleaved
 
 
-def check_output_path(output: str | Path, inputs=(), overwrite: bool = False) -> Path:
-    """Refuse to write over an input file, or over an existing output unless ``overwrite``."""
+def check_output_path(output: str | Path, inputs=(), overwrite: bool = False, folder: bool = False) -> Path:
+    """Before any work: refuse to write over an input, over an existing output unless ``overwrite``, onto
+    a folder (or, with ``folder``, a file), or into a folder that is missing (for ``folder``, whose nearest
+    existing ancestor) or cannot be written to: a test file is made and removed, as permission bits alone
+    do not tell (root ignores them; a read-only mount does not)."""
+    import tempfile
+
     output = Path(output)
     for item in inputs:
         if item is not None and Path(item).exists() and output.exists() and os.path.samefile(output, item):
             raise KeySyncError(f"{output} is also an input; choose another output path")
+    if output.is_dir() and not folder:
+        raise KeySyncError(f"{output} is a folder; give the path of a file to write (one inside it, for example)")
+    if output.exists() and folder and not output.is_dir():
+        raise KeySyncError(f"{output} is a file; give the path of a folder to write")
     if output.exists() and not overwrite:
         raise KeySyncError(f"{output} already exists; choose another output path or pass --overwrite")
-    if output.is_dir():
-        raise KeySyncError(f"{output} is a folder; give a file path such as out.mp4")
-    if not output.parent.exists():
-        raise KeySyncError(f"folder {output.parent} does not exist; create it first")
+    parent = output.absolute().parent
+    while folder and not parent.exists() and parent != parent.parent:  # folder writers create missing parents
+        parent = parent.parent
+    if not parent.exists():
+        raise KeySyncError(f"folder {parent} does not exist; create it first")
+    if not parent.is_dir():
+        raise KeySyncError(f"{parent} is a file, not a folder; give an output path inside a folder")
+    try:
+        tempfile.TemporaryFile(dir=parent).close()
+    except OSError as err:
+        raise KeySyncError(f"cannot write in folder {parent} ({err.strerror}); choose a folder you can write to") from None
     return output
 
 
@@ -58,9 +74,8 @@ class VideoWriter:
         self.path = check_output_path(path, overwrite=overwrite)
         self.rate = Fraction(rate).limit_denominator(1001000)
         self.time_base = Fraction(time_base) if time_base else 1 / (self.rate * 1000)
-        fd, tmp = tempfile.mkstemp(prefix=f".{self.path.stem}.", suffix=f".partial{self.path.suffix}", dir=self.path.parent)
-        os.close(fd)
-        self._tmp = Path(tmp)
+        self._tmp = temp_file(self.path, suffix=f".partial{self.path.suffix}")
+        tmp = str(self._tmp)
         self._count = 0
         self._last_pts = None
         self._closed = False

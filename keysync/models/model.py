@@ -13,16 +13,16 @@ loudly instead of running with random weights.
 from __future__ import annotations
 
 import json
-import os
 import shutil
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors import SafetensorError
+from safetensors.torch import load_file
 
 from ..errors import KeySyncError
+from ..files import replace_folder, save_tensors, temp_folder
 from .network import KeySyncNet
 from .presets import preset
 from .vae import KeySyncVAE
@@ -129,7 +129,7 @@ class KeySyncModel:
         if directory.exists() and not overwrite:
             raise KeySyncError(f"{directory} already exists; choose another output folder or pass --overwrite")
         directory.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=f".{directory.name}.", dir=directory.parent))
+        tmp = temp_folder(directory)
         try:
             for name, module in self.components().items():
                 sub = tmp / name
@@ -138,11 +138,9 @@ class KeySyncModel:
                 tensors = {k: _to_saved(v, dtype) for k, v in module.state_dict().items()}
                 if name == "vae" and not self.has_vae_encoder:
                     tensors = {k: v for k, v in tensors.items() if not k.startswith(ENCODER_PREFIXES)}
-                save_file(tensors, sub / WEIGHTS, metadata={"format": "pt", "component": name})
+                save_tensors(tensors, sub / WEIGHTS, metadata={"format": "pt", "component": name})
             (tmp / INDEX).write_text(json.dumps({"format": "keysync", "version": 1, **self.info}, indent=2) + "\n")
-            if directory.exists():
-                shutil.rmtree(directory)
-            os.replace(tmp, directory)
+            replace_folder(tmp, directory)
         except BaseException:
             shutil.rmtree(tmp, ignore_errors=True)
             raise
@@ -150,11 +148,16 @@ class KeySyncModel:
     @classmethod
     def from_pretrained(cls, directory: str | Path, device: str | torch.device = "cpu", dtype: torch.dtype | None = None):
         directory = Path(directory)
+        if not directory.exists():
+            raise KeySyncError(f"model folder {directory} does not exist; give a folder made by `keysync download` or `keysync convert`")
         if not (directory / INDEX).is_file():
             raise KeySyncError(
                 f"{directory} is not a KeySync model folder (no {INDEX}); make one with `keysync convert`"
             )
-        info = json.loads((directory / INDEX).read_text())
+        try:
+            info = json.loads((directory / INDEX).read_text())
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+            raise KeySyncError(f"cannot read {directory / INDEX} ({err}); download or convert the model again") from None
         modules = {}
         for name in COMPONENTS:
             sub = directory / name
@@ -162,7 +165,7 @@ class KeySyncModel:
                 config = (KeySyncVAE if name == "vae" else KeySyncNet).load_config(sub)
                 with torch.device("meta"):
                     module = (KeySyncVAE if name == "vae" else KeySyncNet).from_config(config)
-                tensors = load_file(sub / WEIGHTS, device=str(device))
+                tensors = load_weights(sub / WEIGHTS, device)
             except (OSError, ValueError, TypeError, json.JSONDecodeError) as err:
                 raise KeySyncError(f"cannot read {sub}: {err}") from err
             optional = ENCODER_PREFIXES if name == "vae" and not info.get("vae_has_encoder", True) else ()
@@ -174,6 +177,17 @@ class KeySyncModel:
             module.load_state_dict(tensors, strict=True, assign=True)
             modules[name] = module
         return cls(**modules, info=info).eval()
+
+
+def load_weights(path: Path, device: str | torch.device = "cpu") -> dict[str, torch.Tensor]:
+    """``load_file``, with a damaged file (an interrupted download or copy) named as one user error
+    instead of a ``SafetensorError`` traceback."""
+    if not path.is_file():
+        raise KeySyncError(f"{path} is missing; the model folder is incomplete: download or convert it again")
+    try:
+        return load_file(path, device=str(device))
+    except SafetensorError as err:
+        raise KeySyncError(f"{path} is incomplete or corrupt ({err}); download or convert the model again") from None
 
 
 def placeholder_encoder(vae: KeySyncVAE, device: str | torch.device = "cpu") -> dict[str, torch.Tensor]:

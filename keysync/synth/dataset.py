@@ -279,16 +279,16 @@ def write_dataset(
     ``jobs`` > 1 renders clips in that many processes; each clip depends only on its spec, so the files are
     the same."""
     import shutil
-    import tempfile
 
     from ..errors import KeySyncError
+    from ..files import replace_folder, temp_folder
     from ..parallel import run_jobs
 
     out_dir = Path(out_dir)
     if out_dir.exists() and not overwrite:
         raise KeySyncError(f"{out_dir} already exists; choose another folder or pass --overwrite")
     out_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", suffix=".partial", dir=out_dir.parent))
+    tmp = temp_folder(out_dir)
     try:
         for split in SPLITS:
             (tmp / split).mkdir()
@@ -304,9 +304,7 @@ def write_dataset(
             ],
         }
         (tmp / "manifest.json").write_text(json.dumps(manifest, indent=1) + "\n")
-        if out_dir.exists():
-            shutil.rmtree(out_dir)
-        tmp.replace(out_dir)
+        replace_folder(tmp, out_dir)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise

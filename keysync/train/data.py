@@ -20,11 +20,11 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
 
 from ..audio import SAMPLES_PER_FRAME, build_features, frame_windows
 from ..errors import KeySyncError
-from ..files import write_atomic
+from ..files import save_tensors, write_atomic
 from ..models import KeySyncModel
 
 CLIP = 14
@@ -111,7 +111,7 @@ def encode_latents(vae, pixels: torch.Tensor) -> torch.Tensor:
 
 
 def _write_shard(path: Path, tensors: dict, metadata: dict) -> None:
-    write_atomic(path, lambda tmp: save_file({k: v.contiguous() for k, v in tensors.items()}, tmp, metadata=metadata))
+    write_atomic(path, lambda tmp: save_tensors({k: v.contiguous() for k, v in tensors.items()}, tmp, metadata))
 
 
 _WORKER: dict = {}
