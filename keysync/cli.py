@@ -1,8 +1,9 @@
 """The ``keysync`` command. Each stage registers its own subcommands (see ``COMMAND_MODULES``).
 
 A stage module exposes ``register(subparsers)``, which adds its parsers and sets ``func`` on each; the
-handler receives the parsed arguments and returns an exit code. Heavy imports belong inside handlers so
-that ``keysync --help`` stays fast.
+handler receives the parsed arguments and returns an exit code. Heavy imports belong inside handlers (and
+the stage packages' ``__init__`` import lazily) so that ``keysync --help`` stays fast: a test checks that
+building the parser does not import torch.
 """
 
 from __future__ import annotations
@@ -17,8 +18,16 @@ from .errors import KeySyncError
 COMMAND_MODULES = ["keysync.models.commands", "keysync.synth.commands", "keysync.faces.commands", "keysync.bench.commands", "keysync.pipeline.commands", "keysync.train.commands"]
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse with its usage errors as one line (the problem, then where the options are listed) instead
+    of a usage block; still exit code 2. Subparsers inherit the class."""
+
+    def error(self, message: str):
+        self.exit(2, f"{self.prog}: error: {message}; see `{self.prog} --help`\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="keysync", description="Lip synchronisation with KeySync.")
+    parser = _Parser(prog="keysync", description="Lip synchronisation with KeySync.")
     parser.add_argument("--version", action="version", version=f"keysync {__version__}")
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name in COMMAND_MODULES:
@@ -27,18 +36,24 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    if not getattr(args, "func", None):
-        parser.print_help()
-        return 2
+    """Run one subcommand. A user error is one line and exit 1; Ctrl-C at any point (parsing, the lazy
+    imports inside handlers, the work) is one line and exit 130, never a traceback."""
+    name = "keysync"
     try:
+        argv = sys.argv[1:] if argv is None else list(argv)
+        name += f" {argv[0]}" if argv and not argv[0].startswith("-") else ""
+        parser = build_parser()
+        args = parser.parse_args(argv)
+        if not getattr(args, "func", None):
+            parser.print_help()
+            return 2
+        name = f"keysync {args.command}"
         return int(args.func(args) or 0)
     except KeySyncError as err:
-        print(f"keysync {args.command}: error: {err}", file=sys.stderr)
+        print(f"{name}: error: {err}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
-        print(f"keysync {args.command}: interrupted", file=sys.stderr)
+        print(f"{name}: interrupted", file=sys.stderr)
         return 130
 
 

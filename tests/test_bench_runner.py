@@ -11,6 +11,8 @@ from keysync.bench.runner import spread_over_identities
 from keysync.cli import main
 from keysync.synth.dataset import load_split
 
+from .conftest import assert_umask_modes
+
 
 @pytest.fixture(scope="module")
 def bench_runs(tmp_path_factory):
@@ -53,6 +55,7 @@ def test_results_files(bench_runs):
         summary = list(csv.DictReader(open(root / method / "summary.csv")))
         assert [s["mode"] for s in summary] == ["reconstruction", "cross", "silent"]
         assert (root / method / "plots.png").read_bytes()[:4] == b"\x89PNG"
+        assert_umask_modes(root / method, root / f"{method}.json")
     # results are not overwritten without --overwrite
     assert main(["bench", "--method", "copy", "--clips", "2", "--size", "128", "--out", str(root / "copy")]) == 1
 
@@ -108,8 +111,8 @@ def test_keysync_method_model_errors(tmp_path, capsys):
     assert "--guidance only applies" in capsys.readouterr().err
     assert main(["bench", "--method", "oracle", "--steps", "20", "--out", str(tmp_path / "b")]) == 1
     assert "--steps only applies" in capsys.readouterr().err
-    assert main(["bench", "--method", "keysync", "--steps", "5", "--out", str(tmp_path / "b")]) == 1
-    assert "at least 10 steps" in capsys.readouterr().err
+    assert main(["bench", "--method", "keysync", "--steps", "0", "--out", str(tmp_path / "b")]) == 1
+    assert "at least 1 network call" in capsys.readouterr().err
     assert main(["bench", "--method", "copy", "--split", "val", "--out", str(tmp_path / "b")]) == 1
     assert "--split needs --data" in capsys.readouterr().err
     assert not (tmp_path / "b").exists()

@@ -9,8 +9,7 @@ import torch
 AYS_SVD = (700.0, 54.5, 15.886, 7.977, 4.248, 1.789, 0.981, 0.403, 0.173, 0.034, 0.002)
 
 
-# Network calls per clip per stage on the official schedule: its num_steps 10 is the AYS table, 11 Euler steps.
-OFFICIAL_STEPS = 11
+from ..constants import OFFICIAL_STEPS
 
 
 def sampling_sigmas(steps: int = OFFICIAL_STEPS) -> torch.Tensor:

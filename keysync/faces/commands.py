@@ -84,8 +84,12 @@ def run_occluders(args: argparse.Namespace) -> int:
     from ..media.writer import check_output_path
     from .occluders import DEFAULT_SEGMENTER, Clicks, check_request, load_segmenter, preview_masks, track_occluders
 
+    from ..errors import KeySyncError
+
     clicks = Clicks(args.frame, [parse_xy(p, "--point") for p in args.point], [parse_xy(p, "--negative") for p in args.negative])
-    check_request(args.video, args.output, clicks, args.overwrite)
+    info = check_request(args.video, args.output, clicks, args.overwrite)
+    if 0 < info.frame_count <= clicks.frame:  # before loading SAM 2
+        raise KeySyncError(f"the clicked frame {clicks.frame} is past the video's last frame ({info.frame_count - 1}); give a frame index it has (--frame)")
     if args.preview:
         check_output_path(args.preview, inputs=[args.video, args.output], overwrite=args.overwrite)
     model = load_segmenter(args.segmenter or DEFAULT_SEGMENTER, args.device)
@@ -116,6 +120,10 @@ def run_faces(args: argparse.Namespace) -> int:
     from .tracking import select_target, track_faces
 
     point = _parse_point(args.point)
+    if args.face_index is not None and args.face_index < 0:
+        raise KeySyncError(f"--face-index {args.face_index} is negative; give a face number this command lists (0, 1, ...)")
+    if args.size < 16:
+        raise KeySyncError(f"--size {args.size}: give the model's crop size in pixels (512 for the official model)")
     outputs = [o for o in (args.output, args.json) if o]
     for out in outputs:
         check_output_path(out, inputs=[args.video, args.audio], overwrite=args.overwrite)

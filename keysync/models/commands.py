@@ -70,11 +70,14 @@ def run_convert(args: argparse.Namespace) -> int:
     import torch
 
     from ..errors import KeySyncError
+    from ..media.writer import check_output_path
     from .convert import convert_checkpoints
 
-    out = Path(args.output)
-    if out.exists() and not args.overwrite:
-        raise KeySyncError(f"{out} already exists; choose another output folder or pass --overwrite")
+    given = [("checkpoint", args.keyframe_ckpt), ("checkpoint", args.interpolation_ckpt), ("--vae", args.vae)]
+    for what, path in given + [("--official-config", c) for c in args.official_config]:
+        if path is not None and not Path(path).exists():  # before reading a 1.5 B-parameter checkpoint
+            raise KeySyncError(f"{what} not found: {path}; give the path of the downloaded file")
+    out = check_output_path(args.output, inputs=(args.keyframe_ckpt, args.interpolation_ckpt, args.vae), overwrite=args.overwrite, folder=True)
     model = convert_checkpoints(
         args.keyframe_ckpt,
         args.interpolation_ckpt,
@@ -88,8 +91,10 @@ def run_convert(args: argparse.Namespace) -> int:
 
 
 def _download(args: argparse.Namespace) -> int:
+    from ..media.writer import check_output_path
     from .download import download
 
+    check_output_path(args.folder, overwrite=args.overwrite, folder=True)
     download(args.folder, trust_pickle=args.trust_pickle, overwrite=args.overwrite)
     return 0
 
@@ -97,8 +102,10 @@ def _download(args: argparse.Namespace) -> int:
 def run_export(args: argparse.Namespace) -> int:
     import torch
 
+    from ..media.writer import check_output_path
     from .model import KeySyncModel
 
+    check_output_path(args.output, inputs=(args.model,), overwrite=args.overwrite, folder=True)
     model = KeySyncModel.from_pretrained(args.model)
     if args.note:
         model.info["note"] = args.note

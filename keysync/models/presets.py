@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import copy
 
+from ..errors import KeySyncError
+
 _OFFICIAL_NET = dict(
     latent_channels=4,
     latent_size=64,
@@ -82,9 +84,10 @@ PRESETS["small-128"] = dict(
 
 
 def preset(name: str) -> dict:
-    """A deep copy of a preset: ``{"net": {...}, "vae": {...}, "audio": {...}}`` (net config without ``kind``)."""
+    """A deep copy of a preset: ``{"net": {...}, "vae": {...}, "audio": {...}}`` (net config without ``kind``).
+    An unknown name is a user error (a typo on the command line), not a bug."""
     if name not in PRESETS:
-        raise KeyError(f"unknown preset {name!r}; choose one of: {', '.join(PRESETS)}")
+        raise KeySyncError(f"unknown model preset {name!r}; choose one of {', '.join(PRESETS)}, or give a model folder")
     spec = copy.deepcopy(PRESETS[name])
     spec["vae"]["down_block_types"] = ("DownEncoderBlock2D",) * len(spec["vae"]["block_out_channels"])
     return spec

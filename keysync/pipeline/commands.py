@@ -5,8 +5,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from .plan import LONG_AUDIO, SHORT_AUDIO
-
+from ..constants import OFFICIAL_STEPS, STEPS_HELP
+from .plan import LONG_AUDIO, SHORT_AUDIO, check_steps
 
 GUIDANCE_HELP = (
     "audio and reference guidance scales, for both stages (A,R) or for the keyframes then the interpolation "
@@ -36,7 +36,7 @@ def register(subparsers) -> None:
         "shipped in the package, trained on synthetic faces only",
     )
     p.add_argument("--random-weights", action="store_true", help="build the preset with random weights: tests the plumbing only, the output is noise")
-    p.add_argument("--steps", type=int, default=10, help="sampling steps (>= 10; 10 is the official schedule)")
+    p.add_argument("--steps", type=int, default=OFFICIAL_STEPS, help=STEPS_HELP)
     p.add_argument("--guidance", type=parse_guidance, metavar="A,R", help=GUIDANCE_HELP + " (default: the model folder's, else 5,2)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1, ...")
@@ -67,29 +67,23 @@ def run_dub(args: argparse.Namespace) -> int:
     import tempfile
     from contextlib import nullcontext
 
-    import torch
-
-    from ..errors import KeySyncError
     from ..media.writer import check_output_path
-    from .dub import DubOptions, KeySyncPipeline
 
-    for path in (args.video, args.audio):
-        if not Path(path).is_file():
-            raise KeySyncError(f"{path} does not exist; give the path of an existing file")
+    _check_dub_request(args)  # before torch is imported: a mistake is reported in a fraction of a second
     check_output_path(args.output, inputs=(args.video, args.audio), overwrite=args.overwrite)
-    if args.steps < 10:
-        raise KeySyncError(f"--steps {args.steps}: the schedule needs at least 10 steps")
-    if args.batch_size < 1:
-        raise KeySyncError("--batch-size must be at least 1")
     clicks = _check_occluder_clicks(args)
+    _check_device(args.device)
     if args.model is None:
-        if args.random_weights:
-            raise KeySyncError("--random-weights needs --model PRESET (e.g. small)")
         from ..models.model import shipped_model_dir
 
         args.model = shipped_model_dir()
         print("using the small model shipped with keysync (trained on synthetic faces only; for real footage "
               "convert the released KeySync weights and pass --model)", file=sys.stderr)
+
+    import torch
+
+    from .dub import DubOptions, KeySyncPipeline
+
     # tracked occluder masks live next to the output only while it is made
     scratch = tempfile.TemporaryDirectory(dir=Path(args.output).resolve().parent, prefix=".keysync-occluders.") if clicks else nullcontext()
     with scratch as tmp:
@@ -102,9 +96,55 @@ def run_dub(args: argparse.Namespace) -> int:
             face_index=args.face_index, ref_frame=args.ref_frame, occluders=occluders, long_audio=args.long_audio,
             short_audio=args.short_audio, color_match=args.color_match, paste=args.paste, progress=not args.quiet,
         )
-        out = pipe(args.video, args.audio, args.output, options, overwrite=args.overwrite)
+        out = pipe.dub_file(args.video, args.audio, args.output, options, overwrite=args.overwrite)
     print(f"wrote {out}")
     return 0
+
+
+def _check_dub_request(args: argparse.Namespace) -> None:
+    """Refuse bad numbers, a wrong --model and unreadable inputs before any slow import or work."""
+    from ..errors import KeySyncError
+    from ..media.video import open_media, probe_video
+    from ..models.presets import PRESETS
+
+    check_steps(args.steps)
+    if args.batch_size < 1:
+        raise KeySyncError(f"--batch-size {args.batch_size}: give at least 1 clip per network call")
+    if abs(args.seed) >= 2**32:
+        raise KeySyncError(f"--seed {args.seed} is too large; give a number below 2**32")
+    for flag, value in (("--face-index", args.face_index), ("--ref-frame", args.ref_frame)):
+        if value is not None and value < 0:
+            raise KeySyncError(f"{flag} {value} is negative; give an index from 0 (see keysync faces)")
+    if args.model is None and args.random_weights:
+        raise KeySyncError("--random-weights needs --model PRESET (e.g. small)")
+    if args.model is not None:
+        if args.random_weights and args.model not in PRESETS:
+            raise KeySyncError(f"--random-weights builds a preset; choose --model {' / '.join(PRESETS)}, or drop --random-weights to load a model folder")
+        if not args.random_weights and args.model in PRESETS and not Path(args.model).exists():
+            raise KeySyncError(f"--model {args.model} is a preset, which has no trained weights; give a model folder, or add --random-weights to test the plumbing")
+    for path in (args.video, args.audio, args.occluders):
+        if path is not None and not Path(path).is_file():
+            raise KeySyncError(f"{path} does not exist; give the path of an existing file")
+    info = probe_video(args.video)  # a file that is not a video fails here, not after the model has loaded
+    with open_media(args.audio) as media:
+        if not media.streams.audio:
+            raise KeySyncError(f"{args.audio} has no audio stream; give a file that contains speech")
+    if args.ref_frame is not None and 0 < info.frame_count <= args.ref_frame:
+        raise KeySyncError(f"--ref-frame {args.ref_frame} is not a frame of the video (its last is {info.frame_count - 1})")
+
+
+def _check_device(name: str) -> None:
+    """Refuse a torch device that is not one, or not on this machine, in one line (not torch's traceback)."""
+    import torch
+
+    from ..errors import KeySyncError
+
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise KeySyncError(f"--device {name!r} is not a device; give cpu, cuda or cuda:N") from None
+    if device.type == "cuda" and (not torch.cuda.is_available() or (device.index or 0) >= torch.cuda.device_count()):
+        raise KeySyncError(f"--device {name}: no such CUDA GPU here ({torch.cuda.device_count()} found); use --device cpu")
 
 
 def _check_occluder_clicks(args: argparse.Namespace):

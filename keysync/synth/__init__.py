@@ -18,22 +18,18 @@ Conventions: 25 fps, 16 kHz, 640 samples per frame; landmarks iBUG 68 (0-based, 
 occluder masks 1 = occluder pixel.
 """
 
-from .dataset import (
-    SPLITS,
-    Clip,
-    ClipRecord,
-    ClipSpec,
-    clip_audio,
-    load_split,
-    make_clip,
-    plan_dataset,
-    render_clip,
-    write_clip,
-    write_dataset,
-)
-from .render import FaceRenderer, Identity, Motion, Occluder, Pose, Scene
-from .speech import SAMPLE_RATE, Phoneme, Speech, synthesize
-from .visemes import FPS, MOUTH_PARAMS, REST, mouth_track
+import importlib
+
+# Imported on first use, so that ``keysync --help`` (which imports ``keysync.synth.commands``) stays fast.
+_EXPORTS = {
+    **dict.fromkeys(
+        ["SPLITS", "Clip", "ClipRecord", "ClipSpec", "clip_audio", "load_split", "make_clip", "plan_dataset", "render_clip", "write_clip", "write_dataset"],
+        ".dataset",
+    ),
+    **dict.fromkeys(["FaceRenderer", "Identity", "Motion", "Occluder", "Pose", "Scene"], ".render"),
+    **dict.fromkeys(["SAMPLE_RATE", "Phoneme", "Speech", "synthesize"], ".speech"),
+    **dict.fromkeys(["FPS", "MOUTH_PARAMS", "REST", "mouth_track"], ".visemes"),
+}
 
 __all__ = [
     "FPS",
@@ -62,3 +58,9 @@ __all__ = [
     "write_clip",
     "write_dataset",
 ]
+
+
+def __getattr__(name):
+    if name not in _EXPORTS:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return getattr(importlib.import_module(_EXPORTS[name], __name__), name)

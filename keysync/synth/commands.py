@@ -36,6 +36,7 @@ def run_synth(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from ..errors import KeySyncError
+    from ..media.writer import check_output_path
     from .dataset import plan_dataset, write_dataset
 
     if args.clips < 1:
@@ -48,6 +49,7 @@ def run_synth(args: argparse.Namespace) -> int:
         raise KeySyncError("--jaw-drop is a length in face half-widths between 0 and 1")
     if args.jobs < 1:
         raise KeySyncError("--jobs must be at least 1")
+    check_output_path(args.out_dir, overwrite=args.overwrite, folder=True)
     specs = plan_dataset(args.clips, args.seed, args.size, args.size, occluder_rate=args.occluders, jaw_drop=args.jaw_drop)
     out = write_dataset(Path(args.out_dir), specs, args.seed, overwrite=args.overwrite, jobs=args.jobs)
     counts = {s: sum(c.split == s for c in specs) for s in ("train", "val", "test")}

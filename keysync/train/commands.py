@@ -97,11 +97,15 @@ def run_prepare(args: argparse.Namespace) -> int:
     import torch
 
     from ..errors import KeySyncError
+    from ..media.writer import check_output_path
     from ..models import PRESETS, KeySyncModel
     from .data import prepare
 
     if args.jobs < 1:
         raise KeySyncError("--jobs must be at least 1")
+    if not Path(args.src).is_dir():
+        raise KeySyncError(f"{args.src} is not a folder; give the folder of .mp4 videos to prepare")
+    check_output_path(args.out, inputs=(args.src,), overwrite=True, folder=True)  # an existing one is resumed
     untrained = args.model in PRESETS and not Path(args.model).is_dir()
     # float32 as `keysync train` loads it, so an fp16 folder (a committed sitting) encodes and fingerprints alike
     model = KeySyncModel.from_preset(args.model) if untrained else KeySyncModel.from_pretrained(args.model, dtype=torch.float32)
@@ -137,6 +141,7 @@ def run_train(args: argparse.Namespace) -> int:
     import yaml
 
     from ..errors import KeySyncError
+    from ..media.writer import check_output_path
     from ..models import PRESETS, KeySyncModel
     from .data import ClipSampler, vae_fingerprint
     from .recipe import Recipe
@@ -162,6 +167,7 @@ def run_train(args: argparse.Namespace) -> int:
     missing = [k for k in ("model", "data", "output") if k not in cfg]
     if missing:
         raise KeySyncError(f"config {args.config} lacks {', '.join(missing)}; see `keysync train --help`")
+    check_output_path(cfg["output"], overwrite=True, folder=True)  # an existing run is resumed
     trained = Path(cfg["output"]) / "model"
     if args.export:
         checkpoint, step = latest_checkpoint(Path(cfg["output"]) / args.stage)
@@ -207,9 +213,9 @@ def run_train(args: argparse.Namespace) -> int:
 
         pretrain_audio_mlp(getattr(model, args.stage), sampler.shards, args.stage, seed=config.seed)
     if args.export:
-        from safetensors.torch import load_file
+        from ..models.model import load_weights
 
-        getattr(model, args.stage).load_state_dict(load_file(checkpoint / "model.safetensors"))
+        getattr(model, args.stage).load_state_dict(load_weights(checkpoint / "model.safetensors"))
         done = f"exported step {step}"
     else:
         done = f"trained {len(train(model, config, sampler))} steps"
