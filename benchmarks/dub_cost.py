@@ -79,7 +79,7 @@ def run_one(seconds: float, work: Path) -> dict:
     rss_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     profile = cProfile.Profile()
     start = time.time()
-    profile.runcall(pipe, video, audio, work / "out.mp4", DubOptions(progress=False), overwrite=True)
+    profile.runcall(pipe.dub_file, video, audio, work / "out.mp4", DubOptions(progress=False), overwrite=True)
     wall = time.time() - start
     stats = pstats.Stats(profile).stats
     stage = {}

@@ -119,13 +119,13 @@ def test_dub_tracks_clicked_occluders_like_the_occluders_command(segmenter, tmp_
     assert main(occluders_cmd + ["--point", clicks[0][0], "--point", clicks[0][1], "--negative", clicks[1][0]]) == 0
 
     monkeypatch.setattr(KeySyncPipeline, "from_pretrained", classmethod(lambda cls, *a, **k: cls(micro_model(audio_window=1))))
-    used, real_call = [], KeySyncPipeline.__call__
+    used, real_call = [], KeySyncPipeline.dub_file
 
     def call(self, video, audio, output, options, **kw):
         used.append(np.load(options.occluders))  # the masks dub reads, while they exist
         return real_call(self, video, audio, output, options, **kw)
 
-    monkeypatch.setattr(KeySyncPipeline, "__call__", call)
+    monkeypatch.setattr(KeySyncPipeline, "dub_file", call)
     dub = ["dub", str(video), str(audio), "--quiet", "--segmenter", str(segmenter), "--occluder-frame", "3",
            "--occluder-point", clicks[0][0], "--occluder-point", clicks[0][1], "--occluder-negative", clicks[1][0]]
     assert main(dub + ["-o", str(tmp_path / "out.mp4")]) == 0

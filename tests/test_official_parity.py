@@ -24,8 +24,6 @@ weights in [0, 1], so the error carried does not grow beyond what came in: the b
 sum of the budgets of steps 0..i.
 """
 
-import os
-
 import pytest
 import torch
 from safetensors.torch import load_file
@@ -38,9 +36,7 @@ from .conftest import OFFICIAL_TINY, require_fixtures
 KINDS = ("keyframe", "interpolation")
 LOST_BITS = 10
 RELATIVE = 2.0 ** -(24 - LOST_BITS)
-# The same tests run again, in subprocesses, under these CPU kernel sets and thread counts
-# (test_parity_on_other_kernels): a kernel change must be caught here, not on a user's machine.
-KERNEL_RUNS = [("default", 1), ("avx2", 1), ("avx2", 2)]
+# .ci/run runs this file again with AVX2 kernels and on 1 and 2 threads: a kernel change is caught there.
 
 
 @pytest.fixture(scope="module")

@@ -58,7 +58,7 @@ def run_demo(out_dir: Path, model: str | None, seed: int, steps: int, overwrite:
         speech = tmp / "new_speech.wav"
         write_wav(speech, drive.audio)
         options = DubOptions(steps=steps, seed=seed, progress=progress)
-        pipeline(source.video, speech, dubbed_path, options, overwrite=overwrite)
+        pipeline.dub_file(source.video, speech, dubbed_path, options, overwrite=overwrite)
 
         source_frames = read_mp4_frames(source.video)
         dubbed = read_mp4_frames(dubbed_path)[:frames]

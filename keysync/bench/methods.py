@@ -89,7 +89,7 @@ class OracleMethod:
 
 
 class KeySyncMethod:
-    """KeySync itself: ``keysync dub`` with a model folder (default: the shipped small model), on the clip's
+    """KeySync itself: the dub pipeline with a model folder (default: the shipped small model), on the clip's
     own video file."""
 
     name = "keysync"
@@ -99,17 +99,12 @@ class KeySyncMethod:
         from ..pipeline.dub import DubOptions, KeySyncPipeline
 
         self.pipeline = KeySyncPipeline.from_pretrained(model or shipped_model_dir())
-        self.options = DubOptions(steps=steps, seed=seed, progress=False, crf=10, guidance=guidance)
+        self.options = DubOptions(steps=steps, seed=seed, progress=False, guidance=guidance)
 
     def __call__(self, task: LipSyncTask) -> MethodOutput:
-        import tempfile
-
-        from ..synth.clipio import read_mp4_frames
-
-        with tempfile.TemporaryDirectory() as tmp:
-            out = self.pipeline(task.source_video, task.driving_audio, Path(tmp) / "dubbed.mp4", self.options)
-            frames = read_mp4_frames(out)
-        return MethodOutput(frames[: task.n_frames])
+        """The dubbed frames as the pipeline makes them: scored before any video encoding."""
+        out = self.pipeline(str(task.source_video), str(task.driving_audio), options=self.options)
+        return MethodOutput(np.stack([frame for _, frame in zip(range(task.n_frames), out.frames)]))
 
 
 class AutoencodeMethod(KeySyncMethod):

@@ -63,6 +63,23 @@ def load_audio(path: str | Path, sample_rate: int = SAMPLE_RATE, mono: bool = Tr
     return np.ascontiguousarray(audio[0] if mono else audio)
 
 
+def resample_to_16k(audio, sample_rate: int) -> np.ndarray:
+    """A waveform ((samples,) or (channels, samples), at ``sample_rate``) as 16 kHz mono float32."""
+    from scipy.signal import resample_poly
+
+    audio = np.asarray(audio, dtype=np.float32)
+    if audio.ndim == 2:
+        audio = audio.mean(axis=0)
+    if audio.ndim != 1 or audio.size == 0:
+        raise KeySyncError(f"audio of shape {audio.shape}: give a waveform of shape (samples,) or (channels, samples)")
+    if sample_rate != SAMPLE_RATE:
+        from math import gcd
+
+        g = gcd(int(sample_rate), SAMPLE_RATE)
+        audio = resample_poly(audio, SAMPLE_RATE // g, int(sample_rate) // g).astype(np.float32)
+    return audio
+
+
 def fit_audio_to_frames(
     audio: np.ndarray,
     num_frames: int,

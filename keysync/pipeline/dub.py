@@ -1,6 +1,9 @@
 """Dubbing end to end: a video and a speech track in, the same video with the lower face re-spoken out.
 
-Passes over the input (memory stays flat, whatever the length):
+``KeySyncPipeline(frames, audio, fps=...)`` works on frames and a waveform held in memory and returns the
+dubbed frames as an iterator; ``dub_file`` reads and writes files with the same code.
+
+Passes over the input (memory stays flat, whatever the length, when the input is a file):
 1. track: decode every frame once, track the target face, plan stabilised crops (landmarks only kept);
 2. generate + write, window by window: a crop reader decodes ahead to cut the 25 fps model frames'
    face crops, which are VAE-encoded and sampled (keyframes, then interpolation); a second reader
@@ -14,7 +17,10 @@ from __future__ import annotations
 import logging
 import math
 import sys
-from dataclasses import dataclass
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, replace
+from fractions import Fraction
 from pathlib import Path
 
 import numpy as np
@@ -29,13 +35,12 @@ from ..faces.crops import cut_crop, plan_crops
 from ..faces.masks import build_mask, latent_mask
 from ..faces.paste import PASTE_REGIONS, above_line, jaw_limits, paste_back
 from ..faces.tracking import TargetFace, select_target, track_faces
-from ..media.audio import fit_audio_to_frames, load_audio
+from ..media.audio import SAMPLE_RATE, fit_audio_to_frames, load_audio, resample_to_16k
 from ..media.frames import MODEL_FPS, plan_model_frames
-from ..media.seek import FrameFetcher
-from ..media.video import probe_video, read_frames
+from ..media.source import VideoSource, frame_source
 from ..media.writer import VideoWriter, check_output_path
 from ..models import KeySyncModel
-from .plan import LONG_AUDIO, SHORT_AUDIO, plan_frames
+from .plan import CLIP, LONG_AUDIO, SHORT_AUDIO, check_steps, plan_frames
 from .sampling import FrameData, LatentDubber, SamplingOptions
 
 log = logging.getLogger(__name__)
@@ -61,6 +66,23 @@ class DubOptions:
     color_match: bool = False
     crf: int = 18
     progress: bool = True
+
+
+STAGES = ("tracking", "encode", "sampling", "decode", "paste")  # DubOutput.timings' keys
+
+
+@dataclass
+class DubOutput:
+    """What a dub gives back. ``frames`` yields the dubbed RGB frames (H, W, 3) uint8 one by one, made as
+    it is iterated (memory does not grow with the video's length); ``timings`` fills in as it goes."""
+
+    frames: Iterator[np.ndarray]
+    times: np.ndarray  # seconds, one per output frame
+    audio: np.ndarray  # the new soundtrack, 16 kHz mono float32, sample 0 at time 0
+    target: TargetFace  # the dubbed face's track
+    timings: dict[str, float]  # seconds spent per stage (STAGES)
+    size: tuple[int, int]  # (width, height)
+    rate: Fraction  # the input's frame rate
 
 
 @dataclass
@@ -169,7 +191,8 @@ def load_occluders(path: str, frames: int, info) -> np.ndarray:
 
 
 class KeySyncPipeline:
-    """``KeySyncPipeline.from_pretrained(DIR)(video, audio, output)`` dubs ``video`` with ``audio``."""
+    """``pipe = KeySyncPipeline.from_pretrained(DIR)``; ``pipe(frames, audio, fps=25).frames`` are the dubbed
+    frames, ``pipe.dub_file(video, audio, output)`` dubs files."""
 
     dubber_class = LatentDubber  # makes the output latents; the autoencode baseline swaps in SourceLatents
 
@@ -185,6 +208,16 @@ class KeySyncPipeline:
             if extractor.dim != want:
                 raise KeySyncError(f"{stage} audio features have {extractor.dim} values per row but the network expects {want}; the model folder's audio settings do not match its weights")
 
+    def to(self, device=None, dtype: torch.dtype | None = None) -> "KeySyncPipeline":
+        """Move the networks (and the audio encoders) to ``device`` and/or compute in ``dtype``."""
+        self.device = torch.device(device) if device is not None else self.device
+        self.dtype = dtype or self.dtype
+        self.model.to(self.device, self.dtype)
+        for extractor in self.features.values():
+            if hasattr(extractor, "model"):  # a speech encoder; log-mel features have no weights
+                extractor.model.to(self.device)
+        return self
+
     @classmethod
     def from_pretrained(cls, model: str | Path, device="cpu", dtype=torch.float32, random_weights: bool = False, **kwargs):
         """``model``: a model folder, or with ``random_weights`` a preset name (plumbing tests only)."""
@@ -194,27 +227,50 @@ class KeySyncPipeline:
         kwargs.setdefault("encoder_dir", str(audio_dir) if audio_dir.is_dir() else None)
         return cls(KeySyncModel.from_pretrained(model), device, dtype, **kwargs)
 
-    def __call__(self, video, audio, output, options: DubOptions | None = None, overwrite: bool = False) -> Path:
+    def __call__(self, frames, audio, fps: float | None = None, sample_rate: int = SAMPLE_RATE,
+                 options: DubOptions | None = None, **overrides) -> "DubOutput":
+        """Dub frames: ``frames`` an (N, H, W, 3) array or an iterable of RGB arrays or PIL images at ``fps``
+        (or a video file's path); ``audio`` a waveform at ``sample_rate`` ((samples,) or (channels,
+        samples)), or an audio file's path. Options are a ``DubOptions`` or its fields as keywords (``face_index=1``).
+
+        The face is tracked before this returns; the dubbed frames are made as ``.frames`` is iterated.
+        """
+        opts = replace(options or DubOptions(), **overrides)
+        wave = load_audio(audio) if isinstance(audio, (str, Path)) else resample_to_16k(audio, sample_rate)
+        return self._dub(frame_source(frames, fps), wave, opts)
+
+    def dub_file(self, video, audio, output, options: DubOptions | None = None, overwrite: bool = False) -> Path:
+        """Dub a video file with an audio (or video) file's speech into ``output`` (H.264 + AAC)."""
         opts = options or DubOptions()
+        output = check_output_path(output, inputs=(video, audio), overwrite=overwrite)
+        source = VideoSource(video)
+        result = self._dub(source, load_audio(audio), opts)
+        info = source.info
+        with VideoWriter(output, info.width, info.height, rate=info.average_rate, time_base=info.time_base,
+                         audio=result.audio, audio_rate=SAMPLE_RATE, crf=opts.crf, overwrite=overwrite) as writer:
+            for time, image in zip(result.times, result.frames):
+                writer.write(image, float(time))
+        return output
+
+    def _dub(self, source, wave: np.ndarray, opts: DubOptions) -> "DubOutput":
         if opts.long_audio not in LONG_AUDIO or opts.short_audio not in SHORT_AUDIO:
             raise KeySyncError(f"length policies: long audio one of {LONG_AUDIO}, short audio one of {SHORT_AUDIO}")
-        if opts.steps < 1:
-            raise KeySyncError(f"--steps {opts.steps}: sampling needs at least 1 network call per stage ({OFFICIAL_STEPS} is the official schedule)")
+        check_steps(opts.steps)
         if opts.paste not in PASTE_REGIONS:
             raise KeySyncError(f"paste region {opts.paste!r}: choose one of {', '.join(PASTE_REGIONS)}")
         if self.note:
             print(f"keysync: {self.note}", file=sys.stderr)
-        output = check_output_path(output, inputs=(video, audio), overwrite=overwrite)
-        info = probe_video(video)
-        wave = load_audio(audio)
+        info = source.info
         size, factor = self.model.crop_size, self.model.vae.downsample_factor
+        timings = dict.fromkeys(STAGES, 0.0)
+        clock = time.perf_counter()
 
         # 1. track
-        frames = tqdm(read_frames(video), total=info.frame_count or None, desc="tracking", disable=not opts.progress, unit="frame")
+        frames = tqdm(source.frames(), total=info.frame_count or None, desc="tracking", disable=not opts.progress, unit="frame")
         tracked = track_faces(frames, load_backend(opts.backend))
         target = select_target(tracked, face_index=opts.face_index)
         if not target.present.any():
-            raise KeySyncError(f"no face found in {video}; give a video in which the speaker's face is visible")
+            raise KeySyncError(f"no face found in {info.path}; give a video in which the speaker's face is visible")
         boxes = plan_crops(target, tracked.times, size=size, follow=self.model.crop_plan)
         fill = nearest_present(target.present)
         boxes = [boxes[i] if boxes[i] is not None else boxes[fill[i]] for i in range(len(boxes))]
@@ -266,7 +322,7 @@ class KeySyncPipeline:
             masks = np.stack([latent_mask(mask_for(i), factor) if target.present[i] else np.zeros((size // factor,) * 2, np.float32) for i in indices])
             return latents, torch.from_numpy(masks)[:, None].to(self.device, self.dtype)
 
-        ref_latent, ref_mask = encode([ref], {ref: cut_crop(FrameFetcher(video, tracked.times).fetch(ref), boxes[ref])})
+        ref_latent, ref_mask = encode([ref], {ref: cut_crop(source.fetcher(tracked.times).fetch(ref), boxes[ref])})
         ref_model = int(np.argmin(np.abs(timeline.model_source - ref)))
         anchor = FrameData(
             ref_model, ref_latent, ref_mask,
@@ -274,15 +330,17 @@ class KeySyncPipeline:
         )
 
         dubber = self.dubber_class(self.model, SamplingOptions(opts.steps, keyframe_guidance, interpolation_guidance, opts.clips_per_call, opts.seed))
-        reader, writing = FrameFetcher(video, tracked.times), FrameFetcher(video, tracked.times)
         dilate, blur = opts.feather
-        written = 0
-        previous = None
-        bar = tqdm(total=len(timeline.output_source), desc="dubbing", disable=not opts.progress, unit="frame")
-        with VideoWriter(output, info.width, info.height, rate=info.average_rate, time_base=info.time_base,
-                         audio=soundtrack, audio_rate=16000, crf=opts.crf, overwrite=overwrite) as writer:
+        timings["tracking"] += time.perf_counter() - clock
+
+        def generate() -> Iterator[np.ndarray]:
+            """Window by window: cut and encode the crops, sample, decode, paste; yield each output frame."""
+            reader, writing = source.fetcher(tracked.times), source.fetcher(tracked.times)
+            written, previous = 0, None
+            bar = tqdm(total=len(timeline.output_source), desc="dubbing", disable=not opts.progress, unit="frame")
             for w, window in enumerate(plan.windows):
-                padded = list(range(window.segments[0], window.segments[-1] + 14))
+                clock = time.perf_counter()
+                padded = list(range(window.segments[0], window.segments[-1] + CLIP))
                 model_frames = [plan.source_frame(p) for p in padded]
                 sources = [int(timeline.model_source[k]) for k in model_frames]
                 uniq = list(dict.fromkeys(sources))  # in playback order: backwards when played back and forth
@@ -291,21 +349,29 @@ class KeySyncPipeline:
                 row = {s: r for r, s in enumerate(uniq)}
                 pick = [row[s] for s in sources]
                 data = FrameData(padded[0], lat[pick], msk[pick], feats["keyframe"][padded].to(self.device, self.dtype), feats["interpolation"][padded].to(self.device, self.dtype))
+                timings["encode"] += time.perf_counter() - clock
+                clock = time.perf_counter()
                 latents, previous = dubber.window(plan, w, data, anchor, previous)
+                timings["sampling"] += time.perf_counter() - clock
+                clock = time.perf_counter()
                 with torch.no_grad():
                     pixels = self.model.vae.decode_frames(latents, opts.decode_frames)
                 images = ((pixels.float().clamp(-1, 1) + 1) * 127.5).round().byte().permute(0, 2, 3, 1).cpu().numpy()
                 generated = {k: images[k - window.first_frame] for k in range(window.first_frame, window.stop_frame)}
-                # write every output frame whose model frame is ready
+                timings["decode"] += time.perf_counter() - clock
+                # every output frame whose model frame is ready
                 while written < len(timeline.output_source) and timeline.output_model[written] < window.stop_frame:
+                    clock = time.perf_counter()
                     src = int(timeline.output_source[written])
                     image = writing.fetch(src)
                     k = int(timeline.output_model[written])
                     shown = int(timeline.model_source[k])
                     if target.present[src] and target.present[shown]:
                         image = paste_back(image, generated[k], boxes[shown], paste_mask(shown), dilate=dilate, blur=blur, color_match=opts.color_match)
-                    writer.write(image, float(timeline.output_times[written]))
+                    timings["paste"] += time.perf_counter() - clock
                     written += 1
                     bar.update(1)
-        bar.close()
-        return output
+                    yield image
+            bar.close()
+
+        return DubOutput(generate(), timeline.output_times, soundtrack, target, timings, (info.width, info.height), info.average_rate)
