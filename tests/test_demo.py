@@ -1,5 +1,5 @@
 """`keysync demo` with the shipped small model: two videos and the clip's numbers, the face kept outside the
-regenerated lower face, and the mouth following the new speech at least loosely (README, "The small model")."""
+regenerated lower face, and the mouth following the new speech at least loosely (docs/small-model.md)."""
 
 import re
 
