@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import logging
 import sys
 
 from . import __version__
@@ -35,10 +36,25 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+class _StderrNotes(logging.Handler):
+    """The stages' notes (what a length policy drops, a face that leaves) as ``keysync: ...`` lines on
+    whatever ``sys.stderr`` is when they are made."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        print(f"keysync: {record.getMessage()}", file=sys.stderr)
+
+
+def _show_notes() -> None:
+    logger = logging.getLogger("keysync")
+    if not any(isinstance(h, _StderrNotes) for h in logger.handlers):
+        logger.addHandler(_StderrNotes(logging.WARNING))
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run one subcommand. A user error is one line and exit 1; Ctrl-C at any point (parsing, the lazy
     imports inside handlers, the work) is one line and exit 130, never a traceback."""
     name = "keysync"
+    _show_notes()
     try:
         argv = sys.argv[1:] if argv is None else list(argv)
         name += f" {argv[0]}" if argv and not argv[0].startswith("-") else ""
