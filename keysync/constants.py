@@ -1,5 +1,10 @@
 """Conventions every stage shares, in one place (importing this module costs nothing)."""
 
+SAMPLE_RATE = 16_000  # Hz: every waveform inside the model
+MODEL_FPS = 25  # frames per second inside the model (video is resampled to it)
+SAMPLES_PER_FRAME = SAMPLE_RATE // MODEL_FPS  # 640 audio samples per model frame
+CLIP = 14  # frames per network call (and per interpolation segment)
+
 # Network calls per clip per stage on the official schedule: its num_steps 10 is the 11-level AYS table.
 OFFICIAL_STEPS = 11
 STEPS_HELP = f"network calls per clip per stage (>= 1; default {OFFICIAL_STEPS}, the official schedule)"

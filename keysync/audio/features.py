@@ -17,11 +17,9 @@ import os
 import numpy as np
 import torch
 
+from ..constants import MODEL_FPS, SAMPLE_RATE, SAMPLES_PER_FRAME
 from ..errors import KeySyncError
 
-SAMPLE_RATE = 16_000
-FPS = 25
-SAMPLES_PER_FRAME = SAMPLE_RATE // FPS  # 640
 ROWS_PER_FRAME = 2
 HOP = SAMPLES_PER_FRAME // ROWS_PER_FRAME  # 320
 WINDOW = 400
@@ -78,8 +76,8 @@ class SpeechEncoderFeatures:
     def __init__(self, model, normalize: bool, window_s: float = 20.0, context_s: float = 2.0, name: str = ""):
         self.model = model.eval()
         self.normalize = normalize
-        self.window_frames = max(1, round(window_s * FPS))
-        self.context_frames = max(0, round(context_s * FPS))
+        self.window_frames = max(1, round(window_s * MODEL_FPS))
+        self.context_frames = max(0, round(context_s * MODEL_FPS))
         self.dim = model.config.hidden_size
         self.name = name or model.config.model_type
 

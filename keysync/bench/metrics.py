@@ -27,7 +27,7 @@ SILENCE_DBFS = -45.0
 OCCLUDED_SHARE = 0.1
 SPEAKING_MAR = 0.08
 PSNR_CAP = 100.0  # dB reported for identical pixels
-SAMPLES_PER_FRAME = 640
+from ..constants import SAMPLES_PER_FRAME
 
 
 def silent_frames(audio: np.ndarray, n_frames: int) -> np.ndarray:

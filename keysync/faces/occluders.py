@@ -19,6 +19,7 @@ import cv2
 import numpy as np
 import torch
 
+from ..constants import SAMPLE_RATE
 from ..errors import KeySyncError
 from ..files import write_atomic
 from ..media.video import probe_video, read_frames
@@ -199,7 +200,7 @@ def preview_masks(video: str | Path, masks: str | Path, output: Path, overwrite:
     audio = load_audio(video, sample_rate=info.audio_rate, mono=info.audio_channels == 1) if info.has_audio else None
     red = np.array([255, 0, 0], np.float32)
     with VideoWriter(output, info.width, info.height, rate=info.average_rate, time_base=info.time_base,
-                     audio=audio, audio_rate=info.audio_rate or 16000, overwrite=overwrite) as writer:
+                     audio=audio, audio_rate=info.audio_rate or SAMPLE_RATE, overwrite=overwrite) as writer:
         for frame in read_frames(video):
             image = frame.image
             if frame.index < len(tracked):

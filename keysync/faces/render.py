@@ -12,7 +12,7 @@ from typing import Callable
 
 import numpy as np
 
-from ..media.audio import load_audio
+from ..media.audio import SAMPLE_RATE, load_audio
 from ..media.video import probe_video, read_frames
 from ..media.writer import VideoWriter
 from .crops import CropBox, cut_crop
@@ -46,7 +46,7 @@ def render_through_crops(
     its audio, or the audio of ``audio_path`` (16 kHz mono) when given.
     """
     info = probe_video(video)
-    audio, audio_rate = None, 16000
+    audio, audio_rate = None, SAMPLE_RATE
     if audio_path is not None:
         audio = load_audio(audio_path)
     elif info.has_audio:

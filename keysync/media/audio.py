@@ -14,11 +14,9 @@ from pathlib import Path
 import av
 import numpy as np
 
+from ..constants import SAMPLE_RATE, SAMPLES_PER_FRAME  # noqa: F401 (SAMPLES_PER_FRAME: keysync.media's)
 from ..errors import KeySyncError
 from .video import container_start, open_media
-
-SAMPLE_RATE = 16000
-SAMPLES_PER_FRAME = 640  # 16000 / 25: audio samples per 25 fps model frame
 
 
 def load_audio(path: str | Path, sample_rate: int = SAMPLE_RATE, mono: bool = True) -> np.ndarray:

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-MODEL_FPS = 25
+from ..constants import MODEL_FPS
 
 
 @dataclass(frozen=True)

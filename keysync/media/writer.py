@@ -9,6 +9,7 @@ from pathlib import Path
 import av
 import numpy as np
 
+from ..constants import SAMPLE_RATE
 from ..errors import KeySyncError
 from ..files import temp_file
 
@@ -66,7 +67,7 @@ class VideoWriter:
         rate: Fraction | float = 25,
         time_base: Fraction | None = None,
         audio: np.ndarray | None = None,
-        audio_rate: int = 16000,
+        audio_rate: int = SAMPLE_RATE,
         crf: int = 18,
         preset: str = "medium",
         overwrite: bool = False,

@@ -280,7 +280,7 @@ class KeySyncPipeline:
         start = float(tracked.times[0])  # model frame 0 is shown at the first frame's timestamp
         # the speech's time 0 is the video container's start, as when FFmpeg muxes the two files
         speech = fit_audio_to_frames(wave, timeline.num_model_frames, start - info.start).reshape(-1)
-        soundtrack = np.pad(speech, (int(round(start * 16000)), 0))  # the writer's audio starts at time 0
+        soundtrack = np.pad(speech, (int(round(start * SAMPLE_RATE)), 0))  # the writer's audio starts at time 0
         feats = {
             s: frame_windows(f(speech, frames=plan.padded_frames), getattr(self.model, s).config.audio_window)
             for s, f in self.features.items()

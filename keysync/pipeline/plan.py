@@ -12,10 +12,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ..constants import OFFICIAL_STEPS
+from ..constants import CLIP, OFFICIAL_STEPS
 from ..errors import KeySyncError
 
-CLIP = 14
 LONG_AUDIO = ("trim", "hold", "pingpong")  # audio longer than the video: cut it, hold the last frame, play back and forth
 SHORT_AUDIO = ("pad", "trim")  # audio shorter than the video: pad it with silence, or cut the video
 STEP = CLIP - 1  # 13: keyframe spacing, and keyframes per batch after the anchor

@@ -14,7 +14,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-SAMPLE_RATE = 16000
+from ..constants import SAMPLE_RATE
+
 """Audio rate of every sound in the world (the model's rate)."""
 
 VOICES = (

@@ -14,9 +14,9 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from ..constants import MODEL_FPS as FPS  # noqa: I001 (the world is rendered at the model's own rate)
 from .speech import Phoneme
 
-FPS = 25
 """Video frame rate of the world (the model's rate)."""
 
 MOUTH_PARAMS = ("jaw", "width", "round", "teeth", "tongue")

@@ -23,11 +23,11 @@ import torch
 from safetensors.torch import load_file
 
 from ..audio import SAMPLES_PER_FRAME, build_features, frame_windows
+from ..constants import CLIP
 from ..errors import KeySyncError
 from ..files import save_tensors, write_atomic
 from ..models import KeySyncModel
 
-CLIP = 14
 KEYFRAME_STRIDE = 13
 VAE_FRAMES = 4  # consecutive frames per VAE training clip: the temporal decoder sees motion
 
