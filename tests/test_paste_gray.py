@@ -95,7 +95,7 @@ def test_dubbing_a_gray_video_gives_a_gray_video(tmp_path):
     video = write_clip(tmp_path / "gray.mp4", frames)
     assert all(_spread(f.image).max() == 0 for f in read_frames(video))  # the codec alone keeps gray gray
     audio = write_wav(tmp_path / "speech.mp4", tone(0.4))
-    out = KeySyncPipeline(micro_model(audio_window=1))(video, audio, tmp_path / "out.mp4", DubOptions(progress=False))
+    out = KeySyncPipeline(micro_model(audio_window=1)).dub_file(video, audio, tmp_path / "out.mp4", DubOptions(progress=False))
     dubbed = [f.image for f in read_frames(out)]
     assert len(dubbed) == 10
     coloured = [int((_spread(image) > 4).sum()) for image in dubbed]

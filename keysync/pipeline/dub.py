@@ -227,7 +227,7 @@ class KeySyncPipeline:
         kwargs.setdefault("encoder_dir", str(audio_dir) if audio_dir.is_dir() else None)
         return cls(KeySyncModel.from_pretrained(model), device, dtype, **kwargs)
 
-    def __call__(self, frames, audio, fps: float | None = None, sample_rate: int = SAMPLE_RATE,
+    def __call__(self, frames, audio, *, fps: float | None = None, sample_rate: int = SAMPLE_RATE,
                  options: DubOptions | None = None, **overrides) -> "DubOutput":
         """Dub frames: ``frames`` an (N, H, W, 3) array or an iterable of RGB arrays or PIL images at ``fps``
         (or a video file's path); ``audio`` a waveform at ``sample_rate`` ((samples,) or (channels,
