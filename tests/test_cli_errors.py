@@ -177,7 +177,9 @@ def test_ctrl_c_at_start_up_is_one_line_and_exit_130(tmp_path, media, delay):
     a loaded machine can outlast any delay, which would make the test flaky."""
     video, audio = media
     out = tmp_path / "out.mp4"
-    code = ("import sys, keysync.cli as cli; build = cli.build_parser\n"
+    # a shell's background job (CI under nohup, say) starts with SIGINT ignored; a terminal's ^C is not
+    code = ("import signal; signal.signal(signal.SIGINT, signal.default_int_handler)\n"
+            "import sys, keysync.cli as cli; build = cli.build_parser\n"
             "def announced():\n    print('ready', flush=True)\n    return build()\n"
             "cli.build_parser = announced\n"
             f"sys.exit(cli.main(['dub', {str(video)!r}, {str(audio)!r}, '-o', {str(out)!r}, '--model', {str(SHIPPED_MODEL)!r}, '--quiet']))")
