@@ -30,7 +30,7 @@ from .vae import KeySyncVAE
 WEIGHTS = "model.safetensors"
 INDEX = "keysync.json"
 COMPONENTS = ("keyframe", "interpolation", "vae")
-# The small model trained on the synthetic world and shipped in the package (training/small/README.md).
+# The small model trained on the synthetic world and shipped in the package (training/small-128/README.md).
 SHIPPED_MODEL = Path(__file__).parent / "weights" / "small"
 
 
