@@ -131,23 +131,6 @@ def test_resumed_run_continues_the_same_loss_curve(tmp_path, stage):
     assert rows[0].startswith("step,loss") and [int(r.split(",")[0]) for r in rows[1:]] == [1, 2, 3, 4, 5, 6]
 
 
-def test_freeze_audio_keeps_the_audio_path_while_the_rest_trains(tmp_path):
-    """`freeze_audio`: a spliced perceptron and the projection stay as they were; the network around them learns."""
-    from keysync.train import TrainConfig, train
-
-    model = micro()
-    model.keyframe.add_audio_mlp(16, seed=1)
-    with torch.no_grad():
-        model.keyframe.audio_mlp[-1].weight.normal_()  # as after a splice: the perceptron reaches the tokens
-    before = {k: v.clone() for k, v in model.keyframe.state_dict().items()}
-    recipe = Recipe(lr=1e-3, warmup_steps=1)
-    train(model, TrainConfig("keyframe", str(tmp_path), steps=3, freeze_audio=True, recipe=recipe), fixed_batches("keyframe"), log=lambda *_: None)
-    after = model.keyframe.state_dict()
-    audio = [k for k in before if k.startswith(("audio_proj.", "audio_mlp."))]
-    assert len(audio) == 8 and all(torch.equal(before[k], after[k]) for k in audio)
-    assert sum(not torch.equal(before[k], after[k]) for k in before if k not in audio) > 10
-
-
 def test_one_process_can_train_at_two_precisions(tmp_path):
     """accelerate refuses a second Accelerator with another precision in one process; train() lets it."""
     from keysync.train import TrainConfig, train
@@ -322,19 +305,6 @@ def test_keyframe_copy_keeps_the_output_then_gives_each_frame_its_nearer_keyfram
     assert torch.allclose(widened[:, :4], after, atol=1e-5)  # (backward alone moved no weight)
     with pytest.raises(ValueError, match="interpolation"):
         micro().keyframe.add_keyframe_copy()
-
-
-@pytest.mark.parametrize("p", [0.0, 1.0])
-def test_drop_keyframe_copy_hides_only_the_copied_keyframe(p):
-    net = micro().interpolation.train()
-    net.add_keyframe_copy()
-    batch = batch_for("interpolation", latent=8, feat=40, pixels=32)
-    recipe = Recipe(drop_reference=0.0, drop_audio=0.0, drop_keyframe_copy=p)
-    diffusion_loss(net, batch, recipe, torch.Generator().manual_seed(0))[0].backward()
-    grad = net.unet.conv_in.weight.grad  # inputs: noisy latent (4), keyframes (4), end-frame flag (1), copy (4)
-    copied, keyframes = grad[:, 9:].abs().sum(), grad[:, 4:8].abs().sum()
-    assert keyframes > 0
-    assert (copied == 0) == (p == 1.0)  # a hidden copy teaches its weights nothing
 
 
 def test_audio_mlp_starts_silent_survives_a_save_and_cannot_be_widened_after(tmp_path):

@@ -229,7 +229,7 @@ class KeySyncNet(ModelMixin, ConfigMixin):
 
         ``per_frame``: ``concat`` already given per frame: a keyframe one (B*T, 4, h, w), as training uses it
         to drop the reference frame by frame (the official recipe), or an interpolation one as this method
-        returns it, as training uses it to hide the copied keyframe (``drop_keyframe_copy``).
+        returns it.
         """
         if per_frame:
             return concat

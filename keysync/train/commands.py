@@ -30,10 +30,6 @@ A training config is YAML (or JSON)::
                             # widened to the VAE's latent channels (new channels start at zero)
     keyframe_copy: false    # interpolation only (not official): give every frame its nearer keyframe too
                             # (KeySyncNet.keyframe_copy); a loaded network without it gets it, output unchanged
-    drop_keyframe_copy: 0.0 # with keyframe_copy (not official): share of clips trained with the copy hidden,
-                            # so the frames between keyframes must follow the audio (see Recipe)
-    freeze_audio: false     # keyframe/interpolation (not official): keep the audio projection and perceptron
-                            # (e.g. a spliced one) fixed while the rest of the network trains
     audio_mlp: 0            # keyframe/interpolation (not official): width of a perceptron beside the linear
                             # audio projection (KeySyncNet.audio_mlp); a network without one gets it, first
                             # trained to read the mouth from the audio and spliced into the tokens where they
@@ -54,12 +50,12 @@ import argparse
 STAGES = ("keyframe", "interpolation", "vae")
 RECIPE_KEYS = (
     "p_mean", "p_std", "drop_reference", "drop_audio", "pixel_loss_weight", "lr", "weight_decay", "warmup_steps", "kl_weight", "edge_weight", "lip_weight",
-    "decay_steps", "drop_keyframe_copy",
+    "decay_steps",
 )
 CONFIG_KEYS = (
     "model", "data", "output", "steps", "checkpoint_every", "sample_every", "batch_size", "seed", "mixed_precision",
     "gradient_checkpointing", "freeze_temporal", "freeze_encoder", "mask", "latent_scale", "audio_window", "init_networks", "keyframe_copy",
-    "audio_mlp", "freeze_audio",
+    "audio_mlp",
     *RECIPE_KEYS,
 )
 
@@ -188,9 +184,8 @@ def run_train(args: argparse.Namespace) -> int:
         if args.stage != "interpolation":
             raise KeySyncError(f"config {args.config}: keyframe_copy is for the interpolation stage; drop it from the {args.stage} config")
         model.interpolation.add_keyframe_copy()
-    for key in ("audio_mlp", "freeze_audio"):
-        if cfg.get(key) and args.stage == "vae":
-            raise KeySyncError(f"config {args.config}: {key} is for the keyframe and interpolation stages; drop it from the vae config")
+    if cfg.get("audio_mlp") and args.stage == "vae":
+        raise KeySyncError(f"config {args.config}: audio_mlp is for the keyframe and interpolation stages; drop it from the vae config")
     new_audio_mlp = bool(cfg.get("audio_mlp")) and getattr(model, args.stage).add_audio_mlp(int(cfg["audio_mlp"]), seed=int(cfg.get("seed", 0)))
     if cfg.get("freeze_encoder") and args.stage != "vae":
         raise KeySyncError(f"config {args.config}: freeze_encoder is for the vae stage; drop it from the {args.stage} config")
@@ -200,7 +195,6 @@ def run_train(args: argparse.Namespace) -> int:
         checkpoint_every=int(cfg.get("checkpoint_every", 500)), seed=int(cfg.get("seed", 0)),
         mixed_precision=cfg.get("mixed_precision", "no"), gradient_checkpointing=bool(cfg.get("gradient_checkpointing", False)),
         freeze_temporal=bool(cfg.get("freeze_temporal", False)), freeze_encoder=bool(cfg.get("freeze_encoder", False)),
-        freeze_audio=bool(cfg.get("freeze_audio", False)),
         sample_every=int(cfg.get("sample_every", 0)), recipe=recipe,
     )
     sampler = ClipSampler(

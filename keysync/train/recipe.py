@@ -39,10 +39,6 @@ class Recipe:
     # ``lr`` at the end of warm-up to 0 at this step. A small model trained at batch 1 and a constant rate
     # keeps moving with the latest batches; decaying the rate at the end of a run lets it settle.
     decay_steps: int = 0
-    # Not in the official recipe (0 = off): interpolation networks with ``keyframe_copy`` only. The share of
-    # clips whose copied keyframe is hidden (zeros), so that the frames between keyframes must follow the
-    # audio rather than repeat the nearer keyframe's mouth.
-    drop_keyframe_copy: float = 0.0
 
 
 def sample_sigmas(clips: int, frames: int, recipe: Recipe, generator=None, device=None) -> torch.Tensor:
@@ -71,11 +67,6 @@ def diffusion_loss(
         concat = concat.repeat_interleave(frames, dim=0) * _keep(clips * frames, recipe.drop_reference, generator).to(x0)[:, None, None, None]
     else:
         concat = concat * _keep(clips, recipe.drop_reference, generator).to(x0)[:, None, None, None]
-        if net.config.keyframe_copy and recipe.drop_keyframe_copy > 0:
-            concat = net.conditioning_frames(concat, frames)  # per frame: keyframe or mask token, flag, copy
-            shown = net.config.latent_channels + 1
-            keep = _keep(clips, recipe.drop_keyframe_copy, generator).to(x0).repeat_interleave(frames)
-            concat = torch.cat([concat[:, :shown], concat[:, shown:] * keep[:, None, None, None]], dim=1)
     cond = Conditioning(concat=concat, context=context, known=x0, mask=masks)
     denoised = MaskedDenoiser(net)(x_noisy, sigma, cond)
     weight = (sigma**2 + 1) / sigma**2

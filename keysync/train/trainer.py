@@ -36,7 +36,6 @@ class TrainConfig:
     gradient_checkpointing: bool = False
     freeze_temporal: bool = False  # fine-tuning from SVD weights: keep its temporal layers
     freeze_encoder: bool = False  # vae only: train the decoder alone, so the latents (and networks on them) stay valid
-    freeze_audio: bool = False  # keyframe/interpolation (not official): keep the audio projection and perceptron as they are
     sample_every: int = 0  # write STAGE/samples/step_N.mp4 (truth | output on one fixed clip) every N steps; 0: never
     recipe: Recipe = field(default_factory=Recipe)
 
@@ -69,10 +68,6 @@ def train(model: KeySyncModel, config: TrainConfig, batches: Callable[[int], dic
     net.requires_grad_(True)  # a loaded model folder comes frozen for inference
     if config.freeze_temporal and config.stage != "vae":
         freeze_temporal_layers(net)
-    if config.freeze_audio and config.stage != "vae":
-        for part in (net.audio_proj, net.audio_mlp):
-            if part is not None:
-                part.requires_grad_(False)
     if config.freeze_encoder and config.stage == "vae":
         net.encoder.requires_grad_(False)
         net.quant_conv.requires_grad_(False)
