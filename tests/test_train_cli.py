@@ -125,6 +125,18 @@ def test_freeze_encoder_trains_the_decoder_alone_and_keeps_the_latents(tmp_path,
     assert "freeze_encoder is for the vae stage" in capsys.readouterr().err
 
 
+def test_every_config_key_is_in_the_help(capsys):
+    """The unknown-key error sends the user to `keysync train --help`: every key must be listed there."""
+    import re
+
+    from keysync.train.commands import CONFIG_KEYS
+
+    with pytest.raises(SystemExit):
+        main(["train", "--help"])
+    listed = capsys.readouterr().out
+    assert [key for key in CONFIG_KEYS if not re.search(rf"\b{key}\b", listed)] == []
+
+
 def test_train_config_errors_name_the_key(tmp_path, capsys):
     config = tmp_path / "train.yaml"
     config.write_text(yaml.safe_dump({"model": "small", "data": "shards", "output": "run", "step": 3}))
@@ -134,7 +146,7 @@ def test_train_config_errors_name_the_key(tmp_path, capsys):
     assert main(["train", "keyframe", "--config", str(config), "--set", "seed"]) == 1
     assert "--set seed: expected KEY=VALUE" in capsys.readouterr().err
     assert main(["train", "keyframe", "--config", str(config), "--set", "sed=3"]) == 1
-    assert "unknown key sed" in capsys.readouterr().err
+    assert "unknown key sed (did you mean seed?)" in capsys.readouterr().err
     assert main(["train", "keyframe", "--config", str(config), "--set", "keyframe_copy=true"]) == 1
     assert "keyframe_copy is for the interpolation stage" in capsys.readouterr().err
     assert main(["train", "vae", "--config", str(config), "--set", "audio_mlp=16"]) == 1

@@ -159,7 +159,10 @@ def run_train(args: argparse.Namespace) -> int:
             raise KeySyncError(f"--set {item}: cannot read the value: {err}") from err
     unknown = sorted(set(cfg) - set(CONFIG_KEYS))
     if unknown:
-        raise KeySyncError(f"config {args.config}: unknown key {', '.join(unknown)}; the keys are listed by `keysync train --help`")
+        from difflib import get_close_matches
+
+        near = [f"{key} (did you mean {close[0]}?)" if (close := get_close_matches(key, CONFIG_KEYS, n=1)) else key for key in unknown]
+        raise KeySyncError(f"config {args.config}: unknown key {', '.join(near)}; the keys are listed by `keysync train --help`")
     missing = [k for k in ("model", "data", "output") if k not in cfg]
     if missing:
         raise KeySyncError(f"config {args.config} lacks {', '.join(missing)}; see `keysync train --help`")
