@@ -99,3 +99,31 @@ def test_preview_tints_what_dub_pastes(tmp_path, video, run):
     tinted_jaw = (np.abs(jaw - source).max(-1) > 40).sum()
     tinted_whole = (np.abs(whole - source).max(-1) > 40).sum()
     assert 0 < tinted_jaw < 0.9 * tinted_whole
+
+
+def test_preview_shows_exactly_what_dub_regenerates_and_pastes(tmp_path, video, run, monkeypatch):
+    """`keysync faces` (default: the shipped model, as `dub`'s) draws the very crop box and paste mask that
+    `dub` pastes through on that frame. The dub runs without diffusion (the source's latents) for speed:
+    what is pasted where does not depend on the generated pixels."""
+    from keysync.faces import preview
+    from keysync.models.model import shipped_model_dir
+    from keysync.pipeline import dub as dub_module
+    from keysync.pipeline.sampling import SourceLatents
+
+    from .faces_media_clips import tone, write_wav
+
+    shown, pasted = [], []
+    real_preview_paste, real_dub_paste = preview.paste_back, dub_module.paste_back
+    monkeypatch.setattr(preview, "paste_back", lambda image, crop, box, mask, **kw: shown.append((box, mask)) or real_preview_paste(image, crop, box, mask, **kw))
+    monkeypatch.setattr(dub_module, "paste_back", lambda image, crop, box, mask, **kw: pasted.append((box, mask)) or real_dub_paste(image, crop, box, mask, **kw))
+    status, err = run("faces", video, "-o", tmp_path / "preview.png")
+    assert status == 0, err
+    pipe = dub_module.KeySyncPipeline.from_pretrained(shipped_model_dir())
+    pipe.dubber_class = SourceLatents
+    out = pipe(str(video), str(write_wav(tmp_path / "speech.mp4", tone(0.2))), progress=False)
+    list(out.frames)
+    (box, mask), = shown
+    assert box.size == 128  # the shipped model's crops, not a generic 512 px box
+    middle = 2  # the preview shows the middle frame of the face's run
+    assert pasted[middle][0] == box
+    assert np.array_equal(pasted[middle][1], mask) and mask.any()

@@ -26,10 +26,12 @@ def register(subparsers) -> None:
     p.add_argument("--audio", metavar="FILE", help="speech track to put in an .mp4 preview (checked before tracking)")
     p.add_argument("--json", metavar="FILE", help="write the tracks, shots and target as JSON")
     p.add_argument("--backend", default="mediapipe", choices=["mediapipe", "dlib", "face-alignment"], help="landmark back end")
-    p.add_argument("--mask", default="box", choices=["box", "heart", "mouth", "full"], help="mask to show")
+    p.add_argument("--model", metavar="DIR", help="show what `keysync dub --model DIR` cuts and pastes: its crop size, crop plan "
+                   "and mask (default: the shipped small model, as dub's)")
+    p.add_argument("--mask", default=None, choices=["box", "heart", "mouth", "full"], help="mask to show (default: the model's)")
     p.add_argument("--paste", default="jaw", choices=["jaw", "mask"],
                    help="show the mask down to the line under the jaw that keysync dub pastes to (jaw, its default) or all of it")
-    p.add_argument("--size", type=int, default=512, help="model crop resolution in pixels (512 for the official model)")
+    p.add_argument("--size", type=int, default=None, help="crop resolution in pixels (default: the model's)")
     p.add_argument("--overwrite", action="store_true", help="replace existing output files")
     p.set_defaults(func=run_faces)
 
@@ -112,6 +114,7 @@ def run_faces(args: argparse.Namespace) -> int:
     from ..media.audio import load_audio
     from ..media.video import probe_video, read_frames
     from ..media.writer import check_output_path
+    from ..models.model import crop_geometry, shipped_model_dir
     from .backends import load_backend
     from .crops import plan_crops
     from .paste import jaw_limits
@@ -122,8 +125,10 @@ def run_faces(args: argparse.Namespace) -> int:
     point = _parse_point(args.point)
     if args.face_index is not None and args.face_index < 0:
         raise KeySyncError(f"--face-index {args.face_index} is negative; give a face number this command lists (0, 1, ...)")
-    if args.size < 16:
+    if args.size is not None and args.size < 16:
         raise KeySyncError(f"--size {args.size}: give the model's crop size in pixels (512 for the official model)")
+    geometry = crop_geometry(args.model or shipped_model_dir())
+    size, mask = args.size or geometry.size, args.mask or geometry.mask
     outputs = [o for o in (args.output, args.json) if o]
     for out in outputs:
         check_output_path(out, inputs=[args.video, args.audio], overwrite=args.overwrite)
@@ -134,7 +139,7 @@ def run_faces(args: argparse.Namespace) -> int:
         load_audio(args.audio)  # fail now, not after tracking
     result = track_faces(read_frames(args.video), load_backend(args.backend))
     target = select_target(result, face_index=args.face_index, point=point)
-    crops = plan_crops(target, result.times, size=args.size)
+    crops = plan_crops(target, result.times, size=size, follow=geometry.plan)
     limits = jaw_limits(target) if args.paste == "jaw" else [None] * result.num_frames
 
     print(f"{args.video}: {info.width}x{info.height}, {result.num_frames} frames, {float(info.average_rate):.3f} fps, {len(result.shot_starts)} shot(s)")
@@ -160,7 +165,7 @@ def run_faces(args: argparse.Namespace) -> int:
         if out.suffix.lower() in VIDEO_SUFFIXES:
             render_through_crops(
                 args.video, out, target, [None] * result.num_frames,
-                decorate=lambda image, i: preview_frame(image, i, table.get(i, []), target, crops[i], args.mask, limits[i]),
+                decorate=lambda image, i: preview_frame(image, i, table.get(i, []), target, crops[i], mask, limits[i]),
                 audio_path=args.audio,
                 overwrite=args.overwrite,
             )
@@ -168,7 +173,7 @@ def run_faces(args: argparse.Namespace) -> int:
             present = target.present.nonzero()[0]
             show = int(present[len(present) // 2]) if len(present) else 0
             frame = next(f for f in read_frames(args.video) if f.index == show)
-            image = preview_frame(frame.image, show, table.get(show, []), target, crops[show], args.mask, limits[show])
+            image = preview_frame(frame.image, show, table.get(show, []), target, crops[show], mask, limits[show])
             ok, data = cv2.imencode(out.suffix.lower(), cv2.cvtColor(image, cv2.COLOR_RGB2BGR))
             if not ok:
                 raise KeySyncError(f"could not encode {out}")

@@ -23,7 +23,7 @@ from safetensors.torch import load_file
 
 from ..errors import KeySyncError
 from ..files import replace_folder, save_tensors, temp_folder
-from .network import KeySyncNet
+from .network import KeySyncNet, as_hw
 from .presets import preset
 from .vae import KeySyncVAE
 
@@ -38,6 +38,45 @@ def shipped_model_dir() -> Path:
     if not (SHIPPED_MODEL / INDEX).is_file():
         raise KeySyncError(f"the shipped small model is missing from {SHIPPED_MODEL}; reinstall keysync or pass --model DIR")
     return SHIPPED_MODEL
+
+
+def crop_plan(info: dict) -> str:
+    """How a model's face crops are placed (``keysync.faces.crops.plan_crops``'s ``follow``): a model is
+    dubbed with the crops it was trained on. ``keysync.json``'s ``crops``: presets and converted official
+    weights say ``"head"``; a folder that names none was written before there was a choice, and its shards
+    were cut by ``"landmarks"``."""
+    return info.get("crops", "landmarks")
+
+
+def trained_mask(info: dict) -> str:
+    """The mask a model was trained with (``keysync.json``'s ``mask``; the paper's box if it names none)."""
+    return info.get("mask", "box")
+
+
+@dataclass(frozen=True)
+class CropGeometry:
+    """What a model cuts from each frame and regenerates: crop side in pixels, crop plan, mask."""
+
+    size: int
+    plan: str
+    mask: str
+
+
+def crop_geometry(directory: str | Path) -> CropGeometry:
+    """A model folder's ``CropGeometry`` from its config files alone (no weights are read), so that
+    ``keysync faces`` previews exactly what ``keysync dub`` with that folder cuts and pastes."""
+    directory = Path(directory)
+    try:
+        info = json.loads((directory / INDEX).read_text())
+        net = KeySyncNet.load_config(directory / "keyframe")
+        vae = KeySyncVAE.load_config(directory / "vae")
+    except (OSError, ValueError, json.JSONDecodeError) as err:
+        raise KeySyncError(f"{directory} is not a readable KeySync model folder ({err}); give a folder made by `keysync convert`") from None
+    h, w = as_hw(net["latent_size"])
+    factor = 2 ** (len(vae["block_out_channels"]) - 1)  # KeySyncVAE.downsample_factor
+    if h != w:
+        raise KeySyncError(f"{directory} works on {h * factor}x{w * factor} crops; non-square crops are not supported for dubbing yet")
+    return CropGeometry(h * factor, crop_plan(info), trained_mask(info))
 
 
 # A VAE converted without the SVD encoder can decode but not encode; these keys may then be absent.
@@ -65,11 +104,11 @@ class KeySyncModel:
 
     @property
     def crop_plan(self) -> str:
-        """How its face crops are placed (``keysync.faces.crops.plan_crops``'s ``follow``): a model is dubbed
-        with the crops it was trained on. ``keysync.json``'s ``crops``: presets and converted official
-        weights say ``"head"``; a folder that names none was written before there was a choice, and its
-        shards were cut by ``"landmarks"``."""
-        return self.info.get("crops", "landmarks")
+        return crop_plan(self.info)
+
+    @property
+    def mask(self) -> str:
+        return trained_mask(self.info)
 
     @property
     def crop_hw(self) -> tuple[int, int]:

@@ -298,7 +298,7 @@ class KeySyncPipeline:
                 candidates = np.asarray(clear) if clear else candidates
             ref = choose_reference(target, candidates)
 
-        mask_kind = opts.mask or self.model.info.get("mask", "box")
+        mask_kind = opts.mask or self.model.mask
         try:
             keyframe_guidance, interpolation_guidance = stage_guidance(opts.guidance or self.model.info.get("guidance", (5.0, 2.0)))
         except (TypeError, ValueError) as err:
