@@ -159,10 +159,30 @@ def test_frames_in_memory_give_what_dub_file_writes(tmp_path, pipe, monkeypatch)
         pipe(frames, wave)
 
 
+def test_training_crops_are_the_crops_dub_cuts(tmp_path, pipe, monkeypatch):
+    """One face front end: the crops `keysync prepare` stores for training are, bit for bit, the crops
+    `keysync dub` cuts from the same video (moving head, a gap without the face in the middle)."""
+    from safetensors.torch import load_file
+
+    from keysync.train.data import prepare
+
+    frames = list(moving_frames(astronaut(), 320, 240, 20, photo_height=220))
+    for i in (9, 10):
+        frames[i] = np.zeros_like(frames[i])  # no face: both fill these frames from the nearest face
+    (tmp_path / "src").mkdir()
+    video = write_clip(tmp_path / "src" / "clip.mp4", frames, rate=25, audio=tone(0.8))
+    shards = prepare(tmp_path / "src", tmp_path / "shards", pipe.model, progress=False, latents=False)
+    stored = load_file(shards[0])["pixels"].permute(0, 2, 3, 1).numpy()
+    cut, real_cut = [], dub_module.cut_crop
+    monkeypatch.setattr(dub_module, "cut_crop", lambda image, box: cut.append(real_cut(image, box)) or cut[-1])
+    list(pipe(str(video), str(video), progress=False).frames)
+    assert len(stored) == 20 and np.array_equal(np.stack(cut[1:21]), stored)  # cut[0]: the identity reference
+
+
 def test_no_face_at_all_is_an_error(tmp_path, pipe):
     video = write_clip(tmp_path / "grey.mp4", [np.full((120, 160, 3), 90, np.uint8)] * 5)
     audio = write_wav(tmp_path / "speech.mp4", tone(0.3))
-    with pytest.raises(Exception, match="no face found"):
+    with pytest.raises(KeySyncError, match="no face found"):
         pipe.dub_file(video, audio, tmp_path / "out.mp4", DubOptions(progress=False))
     assert not (tmp_path / "out.mp4").exists()
 

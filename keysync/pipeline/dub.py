@@ -31,10 +31,11 @@ from ..audio import SAMPLES_PER_FRAME, build_features, frame_windows
 from ..diffusion import OFFICIAL_STEPS, stage_guidance
 from ..errors import KeySyncError
 from ..faces.backends import load_backend
-from ..faces.crops import cut_crop, plan_crops
+from ..faces.crops import cut_crop
+from ..faces.frontend import locate_face
 from ..faces.masks import build_mask, latent_mask
 from ..faces.paste import PASTE_REGIONS, above_line, jaw_limits, paste_back
-from ..faces.tracking import TargetFace, select_target, track_faces
+from ..faces.tracking import TargetFace
 from ..media.audio import SAMPLE_RATE, fit_audio_to_frames, load_audio, resample_to_16k
 from ..media.frames import MODEL_FPS, plan_model_frames
 from ..media.source import VideoSource, frame_source
@@ -151,15 +152,6 @@ def make_timeline(times: np.ndarray, rate: float, audio_frames: int, long_audio:
     return Timeline(length, model_source.astype(np.int64), out_source.astype(np.int64), out_model, out_times)
 
 
-def nearest_present(present: np.ndarray) -> np.ndarray:
-    """For each frame, the nearest frame where the face is present (ties go to the earlier one)."""
-    idx = np.flatnonzero(present)
-    pos = np.clip(np.searchsorted(idx, np.arange(len(present))), 1, max(1, len(idx) - 1))
-    before, after = idx[np.maximum(pos - 1, 0)], idx[np.minimum(pos, len(idx) - 1)]
-    frames = np.arange(len(present))
-    return np.where(np.abs(frames - before) <= np.abs(after - frames), before, after)
-
-
 def choose_reference(target: TargetFace, candidates: np.ndarray) -> int:
     """A source frame for the identity: frontal (nose centred between the eyes) with the mouth closed."""
     lm = target.landmarks[candidates]
@@ -267,13 +259,8 @@ class KeySyncPipeline:
 
         # 1. track
         frames = tqdm(source.frames(), total=info.frame_count or None, desc="tracking", disable=not opts.progress, unit="frame")
-        tracked = track_faces(frames, load_backend(opts.backend))
-        target = select_target(tracked, face_index=opts.face_index)
-        if not target.present.any():
-            raise KeySyncError(f"no face found in {info.path}; give a video in which the speaker's face is visible")
-        boxes = plan_crops(target, tracked.times, size=size, follow=self.model.crop_plan)
-        fill = nearest_present(target.present)
-        boxes = [boxes[i] if boxes[i] is not None else boxes[fill[i]] for i in range(len(boxes))]
+        face = locate_face(frames, load_backend(opts.backend), size, self.model.crop_plan, face_index=opts.face_index, name=info.path)
+        tracked, target, boxes, fill = face.tracked, face.target, face.boxes, face.fill
 
         timeline = make_timeline(tracked.times, float(info.average_rate), math.ceil(len(wave) / SAMPLES_PER_FRAME), opts.long_audio, opts.short_audio)
         plan = plan_frames(timeline.num_model_frames, opts.batches_per_window)

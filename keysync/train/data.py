@@ -51,21 +51,15 @@ def _ground_truth_for(video: Path, keys=("occluder", "mouth")) -> dict[str, np.n
 
 def prepare_video(video: Path, model: KeySyncModel, features: dict, backend) -> dict[str, torch.Tensor]:
     """One video -> the tensors of its shard."""
-    from ..faces.crops import cut_crop, plan_crops
-    from ..faces.tracking import select_target, track_faces
+    from ..faces.crops import cut_crop
+    from ..faces.frontend import locate_face
     from ..media.audio import fit_audio_to_frames, load_audio
     from ..media.frames import plan_model_frames
     from ..media.seek import FrameFetcher
     from ..media.video import read_frames
-    from ..pipeline.dub import nearest_present
 
-    tracked = track_faces(read_frames(video), backend)
-    target = select_target(tracked)
-    if not target.present.any():
-        raise KeySyncError(f"no face found in {video}")
-    size = model.crop_size
-    boxes = plan_crops(target, tracked.times, size=size, follow=model.crop_plan)
-    fill = nearest_present(target.present)
+    face = locate_face(read_frames(video), backend, model.crop_size, model.crop_plan, name=str(video))
+    tracked, target, boxes, fill = face.tracked, face.target, face.boxes, face.fill
     plan = plan_model_frames(tracked.times)
     sources = plan.source_index
     fetcher = FrameFetcher(video, tracked.times)
@@ -73,7 +67,7 @@ def prepare_video(video: Path, model: KeySyncModel, features: dict, backend) -> 
     occluders = truth.get("occluder")
     crops, landmarks, covered = [], [], []
     for s in sources:
-        box = boxes[fill[s]]
+        box = boxes[s]
         crops.append(cut_crop(fetcher.fetch(int(s)), box))
         landmarks.append(box.to_crop(target.landmarks[fill[s]]))
         if occluders is not None:

@@ -1,0 +1,47 @@
+"""The one face front end: frames -> the target face's track and one crop box per frame.
+
+``keysync dub``, ``keysync prepare`` (training shards) and the benchmark all call ``locate_face``, so the
+crops a model is trained on are cut exactly as the crops it dubs.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+import numpy as np
+
+from ..errors import KeySyncError
+from ..media.video import Frame
+from .crops import CropBox, plan_crops
+from .tracking import TargetFace, TrackingResult, select_target, track_faces
+
+
+@dataclass
+class FaceLocation:
+    tracked: TrackingResult
+    target: TargetFace
+    boxes: list[CropBox]  # one per frame; where the face is absent, the nearest present frame's box
+    fill: np.ndarray  # per frame, the nearest frame where the face is present
+
+
+def nearest_present(present: np.ndarray) -> np.ndarray:
+    """For each frame, the nearest frame where the face is present (ties go to the earlier one)."""
+    idx = np.flatnonzero(present)
+    pos = np.clip(np.searchsorted(idx, np.arange(len(present))), 1, max(1, len(idx) - 1))
+    before, after = idx[np.maximum(pos - 1, 0)], idx[np.minimum(pos, len(idx) - 1)]
+    frames = np.arange(len(present))
+    return np.where(np.abs(frames - before) <= np.abs(after - frames), before, after)
+
+
+def locate_face(frames: Iterable[Frame], backend, size: int, follow: str, face_index: int | None = None,
+                point=None, name: str = "the video") -> FaceLocation:
+    """Track every face, pick the target (``face_index``, ``point``, else the largest per shot) and plan its
+    ``size``-pixel crops by the model's crop plan ``follow``."""
+    tracked = track_faces(frames, backend)
+    target = select_target(tracked, face_index=face_index, point=point)
+    if not target.present.any():
+        raise KeySyncError(f"no face found in {name}; give a video in which the speaker's face is visible")
+    boxes = plan_crops(target, tracked.times, size=size, follow=follow)
+    fill = nearest_present(target.present)
+    return FaceLocation(tracked, target, [boxes[i] if boxes[i] is not None else boxes[fill[i]] for i in range(len(boxes))], fill)
