@@ -72,11 +72,17 @@ def crop_geometry(directory: str | Path) -> CropGeometry:
         vae = KeySyncVAE.load_config(directory / "vae")
     except (OSError, ValueError, json.JSONDecodeError) as err:
         raise KeySyncError(f"{directory} is not a readable KeySync model folder ({err}); give a folder made by `keysync convert`") from None
+    factor = 2 ** (len(vae["block_out_channels"]) - 1)  # KeySyncVAE.downsample_factor, from its config
     h, w = as_hw(net["latent_size"])
-    factor = 2 ** (len(vae["block_out_channels"]) - 1)  # KeySyncVAE.downsample_factor
+    return CropGeometry(square_crop_side(h * factor, w * factor), crop_plan(info), trained_mask(info))
+
+
+def square_crop_side(h: int, w: int) -> int:
+    """The side of a model's face crops, which must be square to dub; a non-square model (from an official
+    config with a non-square im_size) converts and runs on latents, but cannot dub yet."""
     if h != w:
-        raise KeySyncError(f"{directory} works on {h * factor}x{w * factor} crops; non-square crops are not supported for dubbing yet")
-    return CropGeometry(h * factor, crop_plan(info), trained_mask(info))
+        raise KeySyncError(f"this model works on {h}x{w} (height x width) face crops; non-square crops are not supported for dubbing yet")
+    return h
 
 
 # A VAE converted without the SVD encoder can decode but not encode; these keys may then be absent.
@@ -118,12 +124,8 @@ class KeySyncModel:
 
     @property
     def crop_size(self) -> int:
-        """The side of the square face crops the face pipeline cuts. A non-square model (from an official
-        config with a non-square im_size) converts and runs on latents, but cannot dub yet."""
-        h, w = self.crop_hw
-        if h != w:
-            raise KeySyncError(f"this model works on {h}x{w} (height x width) face crops; non-square crops are not supported for dubbing yet")
-        return h
+        """The side of the square face crops it dubs."""
+        return square_crop_side(*self.crop_hw)
 
     @classmethod
     def from_config(cls, net: dict, vae: dict, device: str | torch.device = "cpu", info: dict | None = None):
