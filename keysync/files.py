@@ -52,9 +52,14 @@ def save_tensors(tensors: dict, path: str | Path, metadata: dict | None = None) 
     from safetensors.torch import save_file
 
     save_file(tensors, str(path), metadata=metadata)
-    mask = os.umask(0o022)  # reading the umask means setting it; it is set straight back
+    os.chmod(path, 0o666 & ~current_umask())
+
+
+def current_umask() -> int:
+    """The process's umask (reading it means setting it; it is set straight back)."""
+    mask = os.umask(0o022)
     os.umask(mask)
-    os.chmod(path, 0o666 & ~mask)
+    return mask
 
 
 def replace_folder(tmp: Path, path: Path) -> None:

@@ -24,16 +24,12 @@ def require_fixtures():
         pytest.skip(f"golden fixtures not found at {OFFICIAL_TINY}")
 
 
-def umask() -> int:
-    mask = os.umask(0o022)
-    os.umask(mask)
-    return mask
-
-
 def assert_umask_modes(*paths):
     """Every file and folder written under ``paths`` has the permissions the umask gives (0644 and 0755
     under 022), as any other tool's output: none is left 0600 or 0700 by a temporary-file helper."""
-    mask = umask()
+    from keysync.files import current_umask
+
+    mask = current_umask()
     for path in paths:
         for item in [path, *path.rglob("*")] if path.is_dir() else [path]:
             want = (0o777 if item.is_dir() else 0o666) & ~mask

@@ -13,8 +13,7 @@ The frames in between stay absent from the track: the dub passes them through un
 
 ``select_target`` turns the tracks into per-frame landmarks of one person (NaN where absent), smoothed
 over time within each visible run. When a track chosen by the user covers only part of the video, it
-says so on the ``keysync.faces`` logger (a warning: with no logging set up, Python prints it on stderr,
-so a CLI user sees it too).
+says so on the ``keysync.faces`` logger (a warning, which the CLI prints as a ``keysync: ...`` line).
 """
 
 from __future__ import annotations
