@@ -1,0 +1,223 @@
+"""One batch run: read and check the manifest, skip what the journal says is done, hand the rest to the
+workers one job at a time, move each finished output into OUT_DIR, and sum up."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import sys
+import time
+from collections import Counter, deque
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from ..errors import KeySyncError
+from .journal import Journal
+from .manifest import InvalidRow, Job, read_manifest
+
+
+@dataclass
+class BatchRequest:
+    manifest: str
+    out_dir: str
+    run_dir: str | None = None  # default: OUT_DIR.keysync-batch beside OUT_DIR
+    model: str | None = None  # for rows without a model column
+    dtype: str = "float32"
+    workers: int | None = None
+    devices: str | None = None  # "cpu", or GPU indices "0,1"
+    ray: str | None = None  # None: local processes; "": a Ray cluster from the environment or a new local one
+    worker_cpus: int = 1  # per Ray actor without a GPU
+    retries: int = 1
+    skip_invalid: bool = False
+    overwrite: bool = False
+    progress: bool = True
+
+
+@dataclass
+class Summary:
+    jobs: int
+    done: list = field(default_factory=list)  # (job, outcome)
+    failed: list = field(default_factory=list)  # (row, name, error)
+    skipped: int = 0  # done by an earlier run
+    slots: list = field(default_factory=list)
+    seconds: float = 0.0
+    journal: Path | None = None
+    load_seconds: float = 0.0
+
+    def print(self, file=sys.stdout) -> None:
+        dubbed = sum(o.seconds for _, o in self.done)
+        print(f"{len(self.done)} done, {len(self.failed)} failed, {self.skipped} already done, of {self.jobs} jobs; "
+              f"{dubbed:.1f} s of video dubbed in {self.seconds:.1f} s", file=file)
+        for slot in self.slots:
+            if slot.jobs:
+                print(f"  {slot.name} ({slot.device}): {slot.jobs} job(s), {slot.frames} frames, "
+                      f"{slot.frames / max(slot.busy, 1e-9):.2f} frames/s", file=file)
+        for row, name, error in self.failed:
+            print(f"  failed: row {row} {name}: {error}", file=file)
+        print(f"journal: {self.journal}", file=file)
+
+
+def run_batch(request: BatchRequest) -> Summary:
+    from filelock import FileLock, Timeout
+
+    from ..media.writer import check_output_path
+
+    clock = time.perf_counter()
+    out_dir = Path(request.out_dir)
+    check_output_path(out_dir, overwrite=True, folder=True)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    run_dir = Path(request.run_dir) if request.run_dir else out_dir.parent / f"{out_dir.name}.keysync-batch"
+    run_dir.mkdir(parents=True, exist_ok=True)
+    if run_dir.stat().st_dev != out_dir.stat().st_dev:
+        raise KeySyncError(f"run folder {run_dir} is on another filesystem than {out_dir}; outputs are moved into place by "
+                           "renaming, so give a --run-dir on the same one")
+    if request.retries < 0:
+        raise KeySyncError(f"--retries {request.retries}: give 0 or more")
+    try:
+        lock = FileLock(run_dir / "lock").acquire(timeout=0)
+    except Timeout:
+        raise KeySyncError(f"another keysync batch is running with run folder {run_dir}; wait for it, or give another --run-dir") from None
+    with lock:
+        return _run(request, out_dir.resolve(), run_dir, clock)
+
+
+def _run(request: BatchRequest, out_dir: Path, run_dir: Path, clock: float) -> Summary:
+    jobs, invalid = read_manifest(request.manifest, out_dir, request.model, request.dtype)
+    journal = Journal(run_dir)
+    try:
+        summary = Summary(len(jobs) + len(invalid), journal=journal.path)
+        todo = []
+        for job in jobs:
+            if journal.finished(job) and not request.overwrite:
+                summary.skipped += 1
+            elif Path(job.output).exists() and not request.overwrite:
+                invalid.append(InvalidRow(job.row, job.name, f"{job.output} exists and is not this job's output in the journal; "
+                                                             "remove it, or pass --overwrite"))
+            else:
+                todo.append(job)
+        invalid.sort(key=lambda r: r.row)
+        for row in invalid:
+            print(f"keysync batch: row {row.row} ({row.name}): {row.error}", file=sys.stderr)
+        if invalid and not request.skip_invalid:
+            raise KeySyncError(f"{len(invalid)} of {summary.jobs} rows cannot be dubbed (listed above); fix them, or pass "
+                               "--skip-invalid to dub the others")
+        for row in invalid:
+            journal.write(row, "invalid", error=row.error)
+            summary.failed.append((row.row, row.name, row.error))
+        if todo:
+            _dub(request, todo, journal, run_dir, summary)
+        summary.seconds = time.perf_counter() - clock
+        return summary
+    finally:
+        journal.close()
+
+
+def _workers(request: BatchRequest, jobs: int, staging: Path):
+    if request.workers is not None and request.workers < 1:
+        raise KeySyncError(f"--workers {request.workers}: give at least 1")
+    if request.ray is not None:
+        from .ray_backend import RayWorkers
+
+        if request.worker_cpus < 1:
+            raise KeySyncError(f"--worker-cpus {request.worker_cpus}: give at least 1")
+        return RayWorkers(request.ray, request.workers, request.worker_cpus, request.devices == "cpu", staging)
+    from ..pipeline.commands import _check_device
+    from .local import LocalWorkers
+
+    devices = _devices(request.devices)
+    for device in dict.fromkeys(devices):
+        _check_device(device)
+    count = min(request.workers or (len(devices) if devices != ["cpu"] else 1), jobs)
+    on_cpu = sum(devices[i % len(devices)] == "cpu" for i in range(count))
+    threads = max(1, len(os.sched_getaffinity(0)) // on_cpu) if on_cpu else None
+    return LocalWorkers([devices[i % len(devices)] for i in range(count)], threads, staging)
+
+
+def _devices(text: str | None) -> list[str]:
+    """--devices: 'cpu', or GPU indices '0,1'; default every GPU here, else the CPU."""
+    if text is None:
+        import torch
+
+        return [f"cuda:{i}" for i in range(torch.cuda.device_count())] or ["cpu"]
+    if text.strip() == "cpu":
+        return ["cpu"]
+    names = []
+    for item in text.split(","):
+        item = item.strip()
+        if not item.isdigit():
+            raise KeySyncError(f"--devices {text}: give GPU indices such as 0,1 or cpu")
+        names.append(f"cuda:{item}")
+    return names
+
+
+def _dub(request: BatchRequest, todo: list[Job], journal: Journal, run_dir: Path, summary: Summary) -> None:
+    from tqdm.auto import tqdm
+
+    staging = run_dir / "staging"
+    shutil.rmtree(staging, ignore_errors=True)  # what workers of an interrupted run left
+    staging.mkdir()
+    queue, tries, started = deque(todo), Counter(), {}
+    workers = _workers(request, len(todo), staging)
+    summary.slots = workers.slots
+    bar = tqdm(total=len(todo), desc="jobs", unit="job", disable=not request.progress, dynamic_ncols=True)
+    lines = {s.name: tqdm(total=0, position=i + 1, bar_format="{desc}", disable=not request.progress, leave=False)
+             for i, s in enumerate(workers.slots)}
+    seconds_out = 0.0
+    try:
+        while queue or workers.busy():
+            for slot in workers.idle():
+                if not queue:
+                    break
+                job = queue.popleft()
+                tries[job.name] += 1
+                started[job.name] = time.time()
+                workers.submit(slot, job)
+                journal.write(job, "started", worker=slot.name, pid=slot.pid, device=slot.device, attempt=tries[job.name],
+                              start=started[job.name], end=None)
+                lines[slot.name].set_description_str(f"  {slot.name}: row {job.row} {job.name}")
+            for item in workers.wait():
+                job, slot, outcome = item.job, item.slot, item.outcome
+                lines[slot.name].set_description_str(f"  {slot.name}: idle")
+                start, end = started[job.name], time.time()
+                slot.busy += end - start
+                again = tries[job.name] <= request.retries
+                if outcome is None:
+                    journal.write(job, "lost", worker=slot.name, start=start, end=end, error=item.error)
+                    bar.write(f"keysync batch: row {job.row} {job.name}: {item.error}; " + ("queued again" if again else "giving up"))
+                    if again:
+                        queue.appendleft(job)
+                    else:
+                        summary.failed.append((job.row, job.name, item.error))
+                        bar.update()
+                    continue
+                for note in outcome.notes:
+                    bar.write(f"keysync: row {job.row} {job.name}: {note}")
+                summary.load_seconds += outcome.load_seconds
+                if outcome.status == "done":
+                    journal.write(job, "done", worker=slot.name, pid=outcome.pid, start=start, end=end, output=job.output,
+                                  sha256=outcome.sha256, frames=outcome.frames, seconds=outcome.seconds)
+                    Path(job.output).parent.mkdir(parents=True, exist_ok=True)
+                    os.replace(outcome.staged, job.output)  # journal first: a crash between leaves the job to redo
+                    slot.jobs, slot.frames = slot.jobs + 1, slot.frames + outcome.frames
+                    summary.done.append((job, outcome))
+                    seconds_out += outcome.seconds
+                    bar.set_postfix_str(f"{seconds_out:.1f} s of video")
+                    bar.update()
+                    continue
+                journal.write(job, "failed", worker=slot.name, pid=outcome.pid, start=start, end=end, error=outcome.error)
+                if outcome.retry and again:
+                    queue.append(job)
+                else:
+                    summary.failed.append((job.row, job.name, outcome.error))
+                    bar.update()
+    except BaseException:  # Ctrl-C or an error: the jobs in hand are journaled as interrupted, to run next time
+        for slot in workers.slots:
+            if slot.job is not None:
+                journal.write(slot.job, "interrupted", worker=slot.name, start=started[slot.job.name])
+        raise
+    finally:
+        workers.stop()
+        for line in lines.values():
+            line.close()
+        bar.close()
+        shutil.rmtree(staging, ignore_errors=True)

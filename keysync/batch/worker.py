@@ -1,0 +1,129 @@
+"""What one worker does, in a local process or a Ray actor: load the model once, then dub job after job into
+its own staging folder. The driver moves a finished output into OUT_DIR, so a worker that dies leaves
+nothing there."""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from ..errors import KeySyncError
+
+
+@dataclass
+class Outcome:
+    status: str  # "done" or "failed"
+    staged: str | None = None  # the finished output in the worker's staging folder
+    sha256: str | None = None
+    frames: int = 0
+    seconds: float = 0.0  # the output's duration
+    error: str | None = None  # one line
+    retry: bool = False  # whether another try may succeed (an unexpected error, not a problem with the input)
+    load_seconds: float = 0.0  # spent loading the model for this job (0 when it was loaded already)
+    notes: list[str] = field(default_factory=list)  # the pipeline's notes (length policy, a face that leaves)
+    pid: int = 0
+
+
+class _Notes(logging.Handler):
+    def __init__(self):
+        super().__init__(logging.WARNING)
+        self.lines: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.lines.append(record.getMessage())
+
+
+class Dubber:
+    """Holds the loaded pipeline (and SAM 2 segmenter) from one job to the next."""
+
+    def __init__(self, device: str, threads: int | None, staging: str):
+        import torch
+
+        if threads:
+            torch.set_num_threads(threads)
+        self.device, self.staging = device, Path(staging)
+        self.staging.mkdir(parents=True, exist_ok=True)
+        self._pipe, self._loaded, self._segmenters = None, None, {}
+
+    def pipeline(self, job):
+        """The job's model, loaded only when it differs from the last job's."""
+        import torch
+
+        from ..models.model import shipped_model_dir
+        from ..pipeline.dub import KeySyncPipeline
+
+        wanted = (job.model, job.random_weights, job.dtype)
+        if wanted != self._loaded:
+            self._pipe = None  # free the previous model's memory before loading the next
+            self._pipe = KeySyncPipeline.from_pretrained(job.model or shipped_model_dir(), device=self.device,
+                                                         dtype=getattr(torch, job.dtype), random_weights=job.random_weights)
+            self._loaded = wanted
+        return self._pipe
+
+    def dub(self, job) -> Outcome:
+        from ..media.video import probe_video
+        from ..pipeline.dub import DubOptions
+        from .journal import sha256_of
+
+        staged = self.staging / f"{job.key[:16]}{Path(job.name).suffix}"
+        notes = _Notes()
+        logging.getLogger("keysync").addHandler(notes)
+        occluders = self.staging / f"{job.key[:16]}.occluders.npy"
+        try:
+            clock = time.perf_counter()
+            pipe = self.pipeline(job)
+            loaded = time.perf_counter() - clock
+            options = DubOptions(**job.options)
+            if job.clicks is not None:
+                options.occluders = str(self._track(job, occluders))
+            pipe.dub_file(job.video, job.audio, staged, options, overwrite=True)
+            info = probe_video(staged)
+            return Outcome("done", str(staged), sha256_of(staged), info.frame_count, info.duration,
+                           load_seconds=loaded, notes=notes.lines, pid=os.getpid())
+        except KeySyncError as err:
+            return Outcome("failed", error=str(err), notes=notes.lines, pid=os.getpid())
+        except Exception as err:  # noqa: BLE001 - any failure of one job is reported, and the worker goes on
+            line = str(err).strip().splitlines()[0] if str(err).strip() else ""
+            return Outcome("failed", error=f"{type(err).__name__}: {line}", retry=True, notes=notes.lines, pid=os.getpid())
+        finally:
+            logging.getLogger("keysync").removeHandler(notes)
+            occluders.unlink(missing_ok=True)
+
+    def _track(self, job, masks: Path) -> Path:
+        """The clicked occluder tracked with SAM 2, as `keysync dub --occluder-point` does."""
+        from ..faces.occluders import DEFAULT_SEGMENTER, Clicks, load_segmenter, track_occluders
+
+        name = job.segmenter or DEFAULT_SEGMENTER
+        if name not in self._segmenters:
+            self._segmenters = {name: load_segmenter(name, self.device)}
+        frame, positive, negative = job.clicks
+        return Path(track_occluders(job.video, masks, Clicks(frame, list(positive), list(negative)), self._segmenters[name],
+                                    overwrite=True, progress=False))
+
+
+@dataclass
+class Slot:
+    """The driver's view of one worker: its name in the journal, its device, the job it holds."""
+
+    name: str
+    device: str
+    pid: int | None = None
+    job: object = None
+    handle: object = None  # the backend's: a local process's (process, connection), a Ray actor
+    ready: bool = False  # it has started (a local worker that dies before that cannot start at all)
+    jobs: int = 0
+    frames: int = 0
+    busy: float = 0.0
+
+
+@dataclass
+class Finished:
+    """A job a worker returned (``outcome``), or lost with the worker (``outcome`` None, ``error`` why)."""
+
+    slot: Slot
+    job: object
+    outcome: Outcome | None
+    error: str | None = None
