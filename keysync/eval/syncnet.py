@@ -158,8 +158,6 @@ def offset_distances(video: torch.Tensor, audio: torch.Tensor, vshift: int = VSH
 
 def scores_from_distances(dists: torch.Tensor, vshift: int = VSHIFT) -> SyncScores:
     """LSE-D, LSE-C, offset and the per-window confidence from the distances, as the reference takes them."""
-    from scipy.signal import medfilt
-
     mean = dists.mean(dim=0)
     min_dist, best = torch.min(mean, 0)
     median = torch.median(mean)  # the lower middle value, as torch.median takes it
@@ -169,8 +167,19 @@ def scores_from_distances(dists: torch.Tensor, vshift: int = VSHIFT) -> SyncScor
         min_dist=float(min_dist),
         confidence=float(median - min_dist),
         dists=dists.numpy(),
-        framewise_confidence=medfilt(framewise, kernel_size=9),
+        framewise_confidence=framewise_median(framewise),
     )
+
+
+def framewise_median(values: np.ndarray) -> np.ndarray:
+    """The reference's 9-tap median filter (zero-padded ends), quiet on clips of fewer than 9 windows."""
+    import warnings
+
+    from scipy.signal import medfilt
+
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", "kernel_size exceeds volume extent")
+        return medfilt(values, kernel_size=9)
 
 
 def score_sync(net: SyncNet, faces: np.ndarray, audio: np.ndarray, batch_size: int = BATCH_SIZE) -> SyncScores:
