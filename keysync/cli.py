@@ -16,7 +16,7 @@ import sys
 from . import __version__
 from .errors import KeySyncError
 
-COMMAND_MODULES = ["keysync.models.commands", "keysync.synth.commands", "keysync.faces.commands", "keysync.bench.commands", "keysync.pipeline.commands", "keysync.train.commands", "keysync.batch.commands", "keysync.eval.commands"]
+COMMAND_MODULES = ["keysync.models.commands", "keysync.synth.commands", "keysync.faces.commands", "keysync.bench.commands", "keysync.pipeline.commands", "keysync.train.commands", "keysync.batch.commands", "keysync.app.commands", "keysync.eval.commands"]
 
 
 class _Parser(argparse.ArgumentParser):

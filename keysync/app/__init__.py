@@ -1,0 +1,1 @@
+"""``keysync app``: a web page (Gradio) for dubbing, served on this machine."""

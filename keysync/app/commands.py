@@ -1,0 +1,64 @@
+"""``keysync app``: serve the dubbing page on this machine (127.0.0.1 unless ``--host`` says otherwise)."""
+
+from __future__ import annotations
+
+import argparse
+
+
+def register(subparsers) -> None:
+    p = subparsers.add_parser(
+        "app", help="serve a web page for dubbing (Gradio)",
+        description="Serve a web page where a video and a speech track are uploaded, the face is chosen, and the "
+        "dub runs with the models the server was started with. One dub runs at a time; the others wait in a queue.",
+    )
+    p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1: this machine only; 0.0.0.0 opens it to the network)")
+    p.add_argument("--port", type=int, default=7860, help="port (default 7860)")
+    p.add_argument("--model", action="append", default=[], metavar="DIR",
+                   help="a model folder the page offers (repeatable); the shipped small model is always offered as `small`")
+    p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1, ...")
+    p.add_argument("--max-upload-mb", type=int, default=500, help="largest upload in MB (default 500)")
+    p.add_argument("--max-seconds", type=float, default=600, help="longest video or speech in seconds (default 600)")
+    p.add_argument("--queue-size", type=int, default=20, help="jobs that may wait in the queue (default 20)")
+    p.add_argument("--temp-dir", metavar="DIR", help="where the server's scratch folder (uploads, results) is made "
+                   "(default: the system's temporary folder); it is removed when the server stops")
+    p.add_argument("--share", action="store_true", help="also open a public Gradio share link (off by default)")
+    p.set_defaults(func=run_app)
+
+
+def run_app(args: argparse.Namespace) -> int:
+    from ..errors import KeySyncError
+    from ..pipeline.commands import _check_device
+
+    if not 0 < args.port < 65536:
+        raise KeySyncError(f"--port {args.port}: give a port between 1 and 65535")
+    for flag, value in (("--max-upload-mb", args.max_upload_mb), ("--max-seconds", args.max_seconds), ("--queue-size", args.queue_size)):
+        if value <= 0:
+            raise KeySyncError(f"{flag} {value}: give a positive number")
+    models = model_choices(args.model)
+    _check_device(args.device)
+
+    from .page import serve
+
+    serve(args, models)
+    return 0
+
+
+def model_choices(folders: list[str]) -> dict[str, str]:
+    """Name shown on the page -> model folder: each ``--model`` folder by its name, then ``small``. A user
+    picks a name; a path never comes from the page."""
+    from pathlib import Path
+
+    from ..errors import KeySyncError
+    from ..models.model import crop_geometry, shipped_model_dir
+
+    choices: dict[str, str] = {}
+    for folder in folders:
+        if not Path(folder).is_dir():
+            raise KeySyncError(f"--model {folder} is not a folder; give a model folder made by `keysync download` or `keysync convert`")
+        crop_geometry(folder)  # a folder that is not a model is refused now, not when a user picks it
+        name, k = Path(folder).resolve().name, 2
+        while name in choices or name == "small":
+            name, k = f"{Path(folder).resolve().name}-{k}", k + 1
+        choices[name] = str(Path(folder).resolve())
+    choices["small"] = str(shipped_model_dir())
+    return choices
