@@ -44,7 +44,7 @@ class Summary:
     journal: Path | None = None
     load_seconds: float = 0.0
 
-    def print(self, file=sys.stdout) -> None:
+    def print(self, file=None) -> None:
         dubbed = sum(o.seconds for _, o in self.done)
         print(f"{len(self.done)} done, {len(self.failed)} failed, {self.skipped} already done, of {self.jobs} jobs; "
               f"{dubbed:.1f} s of video dubbed in {self.seconds:.1f} s", file=file)
@@ -71,6 +71,10 @@ def run_batch(request: BatchRequest) -> Summary:
     if run_dir.stat().st_dev != out_dir.stat().st_dev:
         raise KeySyncError(f"run folder {run_dir} is on another filesystem than {out_dir}; outputs are moved into place by "
                            "renaming, so give a --run-dir on the same one")
+    if request.ray is not None:
+        from .ray_backend import import_ray
+
+        import_ray()  # not installed: say so before any work
     if request.retries < 0:
         raise KeySyncError(f"--retries {request.retries}: give 0 or more")
     try:
@@ -157,13 +161,13 @@ def _dub(request: BatchRequest, todo: list[Job], journal: Journal, run_dir: Path
     shutil.rmtree(staging, ignore_errors=True)  # what workers of an interrupted run left
     staging.mkdir()
     queue, tries, started = deque(todo), Counter(), {}
-    workers = _workers(request, len(todo), staging)
-    summary.slots = workers.slots
     bar = tqdm(total=len(todo), desc="jobs", unit="job", disable=not request.progress, dynamic_ncols=True)
-    lines = {s.name: tqdm(total=0, position=i + 1, bar_format="{desc}", disable=not request.progress, leave=False)
-             for i, s in enumerate(workers.slots)}
-    seconds_out = 0.0
+    workers, lines, seconds_out = None, {}, 0.0
     try:
+        workers = _workers(request, len(todo), staging)
+        summary.slots = workers.slots
+        lines = {s.name: tqdm(total=0, position=i + 1, bar_format="{desc}", disable=not request.progress, leave=False)
+                 for i, s in enumerate(workers.slots)}
         while queue or workers.busy():
             for slot in workers.idle():
                 if not queue:
@@ -211,12 +215,13 @@ def _dub(request: BatchRequest, todo: list[Job], journal: Journal, run_dir: Path
                     summary.failed.append((job.row, job.name, outcome.error))
                     bar.update()
     except BaseException:  # Ctrl-C or an error: the jobs in hand are journaled as interrupted, to run next time
-        for slot in workers.slots:
+        for slot in workers.slots if workers else []:
             if slot.job is not None:
                 journal.write(slot.job, "interrupted", worker=slot.name, start=started[slot.job.name])
         raise
     finally:
-        workers.stop()
+        if workers:
+            workers.stop()
         for line in lines.values():
             line.close()
         bar.close()

@@ -1,0 +1,59 @@
+"""A tiny catalogue for the `keysync batch` tests: three 8-frame clips, one speech file, a file that is not
+a video, the random-weight micro model saved as a model folder, and the outputs of single `keysync dub`
+runs of each job on one thread, as each of 2 workers has on 2 cores, to compare with (made once per session)."""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+import torch
+
+from keysync.cli import main
+
+from .faces_media_clips import astronaut, moving_frames, tone, write_clip, write_wav
+from .micro import micro_model
+
+ROWS = [("v0.mp4", 1, None), ("v1.mp4", 2, None), ("v2.mp4", 3, "two.mp4")]  # video, seed, output name
+_made: dict[str, Path] = {}
+
+
+def sha256(path) -> str:
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+
+
+def catalogue(tmp_path_factory) -> Path:
+    """The folder with the clips, ``micro`` (model), ``speech.mp4``, ``broken.mp4`` and ``reference/``: each
+    valid job dubbed by `keysync dub` (steps 1, the row's seed)."""
+    if "root" not in _made:
+        root = tmp_path_factory.mktemp("catalogue")
+        micro_model(audio_window=1).save_pretrained(root / "micro")
+        for i, (video, _, _) in enumerate(ROWS):
+            write_clip(root / video, moving_frames(astronaut(), 160, 120, 8, photo_height=110, amplitude=10 + 5 * i), rate=25)
+        write_wav(root / "speech.mp4", tone(0.3))
+        (root / "broken.mp4").write_bytes(b"not a video" * 10)
+        (root / "reference").mkdir()
+        threads = torch.get_num_threads()
+        torch.set_num_threads(1)  # as a worker has on 2 cores with 2 workers: float sums depend on the thread count
+        try:
+            for video, seed, output in ROWS:
+                assert main(["dub", str(root / video), str(root / "speech.mp4"), "-o", str(root / "reference" / (output or video)),
+                             "--model", str(root / "micro"), "--steps", "1", "--seed", str(seed), "--quiet"]) == 0
+        finally:
+            torch.set_num_threads(threads)
+        _made["root"] = root
+    return _made["root"]
+
+
+def write_manifest(path: Path, root: Path, rows=ROWS, broken: bool = True) -> Path:
+    """A CSV manifest of ``rows`` (paths relative to the manifest's folder ``root``), and the broken video last."""
+    lines = ["video,audio,steps,seed,output"]
+    lines += [f"{video},speech.mp4,1,{seed},{output or ''}" for video, seed, output in rows]
+    lines += ["broken.mp4,speech.mp4,1,1,"] if broken else []
+    path.write_text("\n".join(lines) + "\n")
+    assert path.parent == root
+    return path
+
+
+def outputs(rows=ROWS) -> list[str]:
+    return sorted(output or video for video, _, output in rows)

@@ -1,0 +1,158 @@
+"""`keysync batch` on local worker processes: the manifest checked before any work, a resumable run whose
+outputs equal single `keysync dub` runs, a worker killed mid-job, Ctrl-C (docs/batch.md)."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from keysync.batch.manifest import read_manifest
+from keysync.cli import main
+
+from .batch_catalogue import ROWS, catalogue, outputs, sha256, write_manifest
+from .conftest import ROOT
+
+
+def journal(out_dir: Path) -> list[dict]:
+    path = out_dir.parent / f"{out_dir.name}.keysync-batch" / "journal.jsonl"
+    return [json.loads(line) for line in path.read_text().splitlines()]
+
+
+def test_manifest_problems_are_named_before_any_work(tmp_path_factory, tmp_path, capsys, monkeypatch):
+    root = catalogue(tmp_path_factory)
+    out = tmp_path / "out"
+    bad_columns = root / "columns.csv"
+    bad_columns.write_text("video,audio,colour,face-index,vidoe\nv0.mp4,speech.mp4,red,0,x\n")
+    assert main(["batch", str(bad_columns), "-o", str(out)]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "unknown column(s) colour, vidoe;" in err[0], err  # face-index is dub's --face-index
+
+    rows = root / "rows.csv"
+    rows.write_text("video,audio,steps,seed\nv0.mp4,speech.mp4,1,1\nmissing.mp4,speech.mp4,1,1\nv1.mp4,speech.mp4,0,1\n"
+                    "broken.mp4,speech.mp4,1,1\n")
+    assert main(["batch", str(rows), "-o", str(out), "--model", str(root / "micro")]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[0].startswith("keysync batch: row 2 (missing.mp4):") and "does not exist" in err[0]
+    assert err[1].startswith("keysync batch: row 3 (v1.mp4): --steps 0")
+    assert err[2].startswith("keysync batch: row 4 (broken.mp4):") and "cannot be read as media" in err[2]
+    assert err[3] == ("keysync batch: error: 3 of 4 rows cannot be dubbed (listed above); fix them, or pass --skip-invalid "
+                      "to dub the others")
+    assert list(out.iterdir()) == []  # nothing dubbed
+
+    jsonl = root / "rows.jsonl"
+    jsonl.write_text(json.dumps({"video": "v0.mp4", "audio": "speech.mp4", "guidance": [4, 1.5], "color_match": True,
+                                 "long-audio": "hold", "output": "sub/a.mp4"}) + "\n")
+    (job,), invalid = read_manifest(jsonl, out)
+    assert invalid == [] and job.output == str(out / "sub" / "a.mp4") and job.video == str(root / "v0.mp4")
+    assert (job.options["guidance"], job.options["color_match"], job.options["long_audio"]) == ((4.0, 1.5), True, "hold")
+
+    monkeypatch.setitem(sys.modules, "ray", None)  # as if Ray were not installed
+    assert main(["batch", str(jsonl), "-o", str(out), "--ray"]) == 1
+    assert capsys.readouterr().err.strip() == ('keysync batch: error: --ray needs Ray, which is not installed; install it with '
+                                               'pip install "keysync[ray]"')
+
+
+def _watch(folder: Path, seen: dict, stop: threading.Event) -> None:
+    """Every file that appears under ``folder``, with its size when first seen."""
+    while not stop.is_set():
+        for path in folder.rglob("*"):
+            try:
+                seen.setdefault(path.relative_to(folder).as_posix(), path.stat().st_size)
+            except FileNotFoundError:
+                seen.setdefault(path.relative_to(folder).as_posix(), "vanished")
+        time.sleep(0.005)
+
+
+def _wait_for(condition, what: str, process, timeout: float = 240):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        found = condition()
+        if found:
+            return found
+        assert process.poll() is None, f"batch ended (exit {process.returncode}) before {what}"
+        time.sleep(0.01)
+    pytest.fail(f"no {what} within {timeout} s")
+
+
+def _batch(command: list[str], log: Path, cwd: Path) -> subprocess.Popen:
+    """`keysync batch` in a child process started as a terminal starts it (SIGINT not ignored)."""
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
+    with open(log, "w") as output:
+        return subprocess.Popen([sys.executable, "-m", "keysync.cli", *command], stdout=output, stderr=subprocess.STDOUT,
+                                env=env, cwd=cwd, preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+
+
+def _started_pid(out: Path, job: str):
+    """The pid of the worker holding ``job`` once it is encoding the output (a partial file in staging)."""
+    run_dir = out.parent / f"{out.name}.keysync-batch"
+    started = [r for r in journal(out) if r["status"] == "started" and r["job"] == job] if (run_dir / "journal.jsonl").exists() else []
+    if started and list((run_dir / "staging" / started[-1]["worker"]).glob("*.partial*")):
+        return started[-1]["pid"]
+    return None
+
+
+def test_two_workers_a_killed_one_and_a_rerun_that_retries_only_the_failed_job(tmp_path_factory, tmp_path, capsys):
+    """4 jobs, one video unreadable, 2 workers; the worker writing the first output is killed (SIGKILL):
+    its job is queued again and done; the outputs equal single `keysync dub` runs byte for byte, and only
+    complete outputs ever appear in OUT_DIR. The same command again dubs nothing and retries the failed job."""
+    root = catalogue(tmp_path_factory)
+    manifest, out = write_manifest(root / "jobs-local.csv", root), tmp_path / "out"
+    command = ["batch", str(manifest), "-o", str(out), "--model", str(root / "micro"), "--workers", "2", "--skip-invalid", "--quiet"]
+    out.mkdir()
+    seen, stop, log = {}, threading.Event(), tmp_path / "log.txt"
+    watcher = threading.Thread(target=_watch, args=(out, seen, stop))
+    watcher.start()
+    try:
+        batch = _batch(command, log, tmp_path)
+        killed = _wait_for(lambda: _started_pid(out, "v0.mp4"), "first output being written", batch)
+        os.kill(killed, signal.SIGKILL)
+        assert batch.wait(timeout=240) == 1, log.read_text()  # a job failed: the unreadable video
+    finally:
+        stop.set()
+        watcher.join()
+    printed = log.read_text()
+    assert sorted(p.name for p in out.iterdir()) == outputs()
+    assert seen == {name: (out / name).stat().st_size for name in outputs()}  # renamed into place complete, nothing else
+    for name in outputs():  # byte for byte what `keysync dub` wrote for the same row
+        assert sha256(out / name) == sha256(root / "reference" / name), name
+    records = journal(out)
+    by_job = {name: [r["status"] for r in records if r["job"] == name] for name in outputs()}
+    assert by_job == {"v0.mp4": ["started", "lost", "started", "done"], "v1.mp4": ["started", "done"], "two.mp4": ["started", "done"]}
+    lost = next(r for r in records if r["status"] == "lost")
+    assert f"(pid {killed}) died (exit code -9)" in lost["error"]
+    done = {r["job"]: r for r in records if r["status"] == "done"}
+    assert all(done[n]["sha256"] == sha256(out / n) for n in done) and killed not in {r["pid"] for r in done.values()}
+    (failed,) = [r for r in records if r["job"] == "broken.mp4"]
+    assert failed["status"] == "invalid" and "cannot be read as media" in failed["error"]
+    assert "3 done, 1 failed, 0 already done, of 4 jobs" in printed
+    assert f"failed: row 4 broken.mp4: {failed['error']}" in printed
+    assert not (out.parent / "out.keysync-batch" / "staging").exists()
+
+    stamps = {p.name: p.stat().st_mtime_ns for p in out.iterdir()}
+    assert main(command) == 1
+    assert "0 done, 1 failed, 3 already done, of 4 jobs" in capsys.readouterr().out
+    again = journal(out)[len(records):]
+    assert [(r["job"], r["status"]) for r in again] == [("broken.mp4", "invalid")]  # tried again, nothing else started
+    assert {p.name: p.stat().st_mtime_ns for p in out.iterdir()} == stamps
+
+
+def test_ctrl_c_stops_the_workers_and_journals_the_job_as_interrupted(tmp_path_factory, tmp_path):
+    root = catalogue(tmp_path_factory)
+    manifest, out = write_manifest(root / "jobs-interrupt.csv", root, ROWS[:1], broken=False), tmp_path / "out"
+    log = tmp_path / "log.txt"
+    batch = _batch(["batch", str(manifest), "-o", str(out), "--model", str(root / "micro"), "--quiet"], log, tmp_path)
+    _wait_for(lambda: (out.parent / "out.keysync-batch" / "journal.jsonl").exists() and journal(out), "job started", batch)
+    batch.send_signal(signal.SIGINT)  # what a terminal's Ctrl-C gives the driver (its workers ignore it)
+    assert batch.wait(timeout=60) == 130
+    assert log.read_text().strip().splitlines()[-1] == "keysync batch: interrupted"
+    assert [(r["job"], r["status"]) for r in journal(out)] == [("v0.mp4", "started"), ("v0.mp4", "interrupted")]
+    assert list(out.iterdir()) == [] and not (out.parent / "out.keysync-batch" / "staging").exists()
+    worker = journal(out)[0]["pid"]
+    with pytest.raises(ProcessLookupError):  # the worker is gone too
+        os.kill(worker, 0)
