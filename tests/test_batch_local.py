@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from keysync.batch.commands import dub_rules
 from keysync.batch.manifest import read_manifest
 from keysync.cli import main
 
@@ -48,7 +49,7 @@ def test_manifest_problems_are_named_before_any_work(tmp_path_factory, tmp_path,
     jsonl = root / "rows.jsonl"
     jsonl.write_text(json.dumps({"video": "v0.mp4", "audio": "speech.mp4", "guidance": [4, 1.5], "color_match": True,
                                  "long-audio": "hold", "output": "sub/a.mp4"}) + "\n")
-    (job,), invalid = read_manifest(jsonl, out)
+    (job,), invalid = read_manifest(jsonl, out, dub_rules())
     assert invalid == [] and job.output == str(out / "sub" / "a.mp4") and job.video == str(root / "v0.mp4")
     assert (job.options["guidance"], job.options["color_match"], job.options["long_audio"]) == ((4.0, 1.5), True, "hold")
 

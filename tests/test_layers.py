@@ -15,7 +15,7 @@ LAYERS = [
     {"media", "audio", "diffusion", "models", "synth"},
     {"faces"},
     {"pipeline"},
-    {"bench", "train", "eval"},
+    {"bench", "train", "eval", "batch"},
     {"shell"},
 ]
 RANK = {name: i for i, layer in enumerate(LAYERS) for name in layer}

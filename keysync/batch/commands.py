@@ -30,6 +30,21 @@ def register(subparsers) -> None:
     p.set_defaults(func=run_batch_command)
 
 
+def dub_rules():
+    """``keysync dub``'s parser and checks, which make a manifest row mean what the same dub command means."""
+    from ..pipeline import commands as dub
+    from .manifest import DubRules, RowParser
+
+    subparsers = RowParser(prog="keysync").add_subparsers()
+    dub.register(subparsers)
+
+    def check(args: argparse.Namespace):
+        dub._check_dub_request(args)
+        return dub._check_occluder_clicks(args)
+
+    return DubRules(subparsers.choices["dub"], check, dub._check_device)
+
+
 def run_batch_command(args: argparse.Namespace) -> int:
     from .run import BatchRequest, run_batch
 
@@ -37,6 +52,6 @@ def run_batch_command(args: argparse.Namespace) -> int:
         manifest=args.jobs, out_dir=args.out_dir, run_dir=args.run_dir, model=args.model, dtype=args.dtype,
         workers=args.workers, devices=args.devices, ray=args.ray, worker_cpus=args.worker_cpus, retries=args.retries,
         skip_invalid=args.skip_invalid, overwrite=args.overwrite, progress=not args.quiet,
-    ))
+    ), dub_rules())
     summary.print()
     return 1 if summary.failed else 0

@@ -14,6 +14,7 @@ import hashlib
 import json
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
+from typing import Callable
 
 from ..errors import KeySyncError
 
@@ -48,19 +49,22 @@ class InvalidRow:
     error: str
 
 
-class _RowParser(argparse.ArgumentParser):
-    """``keysync dub``'s parser, with its errors raised instead of printed and exited on."""
+class RowParser(argparse.ArgumentParser):
+    """For ``keysync dub``'s parser: its errors raised instead of printed and exited on."""
 
     def error(self, message: str):
         raise KeySyncError(message)
 
 
-def dub_parser() -> argparse.ArgumentParser:
-    from ..pipeline import commands as dub_commands
+@dataclass(frozen=True)
+class DubRules:
+    """``keysync dub``'s command line as the batch needs it, lent by the shell (keysync/batch/commands.py),
+    which sits above this layer: its parser (made with ``RowParser``), its checks of the parsed arguments
+    (which return the occluder clicks or None), and its check of a device name."""
 
-    subparsers = _RowParser(prog="keysync").add_subparsers()
-    dub_commands.register(subparsers)
-    return subparsers.choices["dub"]
+    parser: argparse.ArgumentParser
+    check: Callable[[argparse.Namespace], object]
+    check_device: Callable[[str], None]
 
 
 def manifest_columns(parser: argparse.ArgumentParser) -> dict[str, argparse.Action]:
@@ -103,13 +107,13 @@ def read_rows(path: str | Path) -> list[dict]:
     return cleaned
 
 
-def read_manifest(path: str | Path, out_dir: Path, model: str | None = None, dtype: str = "float32") -> tuple[list[Job], list[InvalidRow]]:
+def read_manifest(path: str | Path, out_dir: Path, rules: DubRules, model: str | None = None,
+                  dtype: str = "float32") -> tuple[list[Job], list[InvalidRow]]:
     """Every row checked as ``keysync dub`` checks its arguments (files exist and are readable media,
     numbers in range), plus outputs that two rows share. Unknown columns are an error for the whole manifest."""
     path = Path(path)
     rows = read_rows(path)
-    parser = dub_parser()
-    columns = manifest_columns(parser)
+    columns = manifest_columns(rules.parser)
     known = {"video", "audio", "output", *columns}
     unknown = sorted({k for row in rows for k in row} - known)
     if unknown:
@@ -119,7 +123,7 @@ def read_manifest(path: str | Path, out_dir: Path, model: str | None = None, dty
     for number, row in enumerate(rows, 1):
         name = _output_name(row)
         try:
-            job = _read_row(number, row, name, path.parent, out_dir, parser, columns, model, dtype)
+            job = _read_row(number, row, name, path.parent, out_dir, rules, columns, model, dtype)
             if name in owners:
                 raise KeySyncError(f"output {name} is also row {owners[name]}'s; give each row its own output")
             owners[name] = number
@@ -135,9 +139,7 @@ def _output_name(row: dict) -> str:
     return PurePosixPath(str(row.get("video", "job"))).with_suffix(".mp4").name
 
 
-def _read_row(number, row, name, base: Path, out_dir: Path, parser, columns, model, dtype) -> Job:
-    from ..pipeline.commands import _check_dub_request, _check_occluder_clicks
-
+def _read_row(number, row, name, base: Path, out_dir: Path, rules: DubRules, columns, model, dtype) -> Job:
     for column in ("video", "audio"):
         if column not in row:
             raise KeySyncError(f"no {column}; give the {column} file's path in the {column} column")
@@ -152,9 +154,8 @@ def _read_row(number, row, name, base: Path, out_dir: Path, parser, columns, mod
     for column in FOLDER_COLUMNS:
         if row.get(column) is not None and (base / str(row[column])).exists():
             row[column] = str(base / str(row[column]))
-    args = parser.parse_args(_argv(row, columns, out_dir / name))
-    _check_dub_request(args)
-    clicks = _check_occluder_clicks(args)
+    args = rules.parser.parse_args(_argv(row, columns, out_dir / name))
+    clicks = rules.check(args)
     if args.model is not None and not args.random_weights and not (Path(args.model) / "keysync.json").is_file():
         raise KeySyncError(f"--model {args.model} is not a KeySync model folder (no keysync.json); make one with keysync convert")
     options = dict(

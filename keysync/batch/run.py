@@ -13,7 +13,7 @@ from pathlib import Path
 
 from ..errors import KeySyncError
 from .journal import Journal
-from .manifest import InvalidRow, Job, read_manifest
+from .manifest import DubRules, InvalidRow, Job, read_manifest
 
 
 @dataclass
@@ -57,7 +57,7 @@ class Summary:
         print(f"journal: {self.journal}", file=file)
 
 
-def run_batch(request: BatchRequest) -> Summary:
+def run_batch(request: BatchRequest, rules: DubRules) -> Summary:
     from filelock import FileLock, Timeout
 
     from ..media.writer import check_output_path
@@ -82,11 +82,11 @@ def run_batch(request: BatchRequest) -> Summary:
     except Timeout:
         raise KeySyncError(f"another keysync batch is running with run folder {run_dir}; wait for it, or give another --run-dir") from None
     with lock:
-        return _run(request, out_dir.resolve(), run_dir, clock)
+        return _run(request, rules, out_dir.resolve(), run_dir, clock)
 
 
-def _run(request: BatchRequest, out_dir: Path, run_dir: Path, clock: float) -> Summary:
-    jobs, invalid = read_manifest(request.manifest, out_dir, request.model, request.dtype)
+def _run(request: BatchRequest, rules: DubRules, out_dir: Path, run_dir: Path, clock: float) -> Summary:
+    jobs, invalid = read_manifest(request.manifest, out_dir, rules, request.model, request.dtype)
     journal = Journal(run_dir)
     try:
         summary = Summary(len(jobs) + len(invalid), journal=journal.path)
@@ -109,14 +109,14 @@ def _run(request: BatchRequest, out_dir: Path, run_dir: Path, clock: float) -> S
             journal.write(row, "invalid", error=row.error)
             summary.failed.append((row.row, row.name, row.error))
         if todo:
-            _dub(request, todo, journal, run_dir, summary)
+            _dub(request, rules, todo, journal, run_dir, summary)
         summary.seconds = time.perf_counter() - clock
         return summary
     finally:
         journal.close()
 
 
-def _workers(request: BatchRequest, jobs: int, staging: Path):
+def _workers(request: BatchRequest, rules: DubRules, jobs: int, staging: Path):
     if request.workers is not None and request.workers < 1:
         raise KeySyncError(f"--workers {request.workers}: give at least 1")
     if request.ray is not None:
@@ -125,12 +125,11 @@ def _workers(request: BatchRequest, jobs: int, staging: Path):
         if request.worker_cpus < 1:
             raise KeySyncError(f"--worker-cpus {request.worker_cpus}: give at least 1")
         return RayWorkers(request.ray, request.workers, request.worker_cpus, request.devices == "cpu", staging)
-    from ..pipeline.commands import _check_device
     from .local import LocalWorkers
 
     devices = _devices(request.devices)
     for device in dict.fromkeys(devices):
-        _check_device(device)
+        rules.check_device(device)
     count = min(request.workers or (len(devices) if devices != ["cpu"] else 1), jobs)
     on_cpu = sum(devices[i % len(devices)] == "cpu" for i in range(count))
     threads = max(1, len(os.sched_getaffinity(0)) // on_cpu) if on_cpu else None
@@ -154,7 +153,7 @@ def _devices(text: str | None) -> list[str]:
     return names
 
 
-def _dub(request: BatchRequest, todo: list[Job], journal: Journal, run_dir: Path, summary: Summary) -> None:
+def _dub(request: BatchRequest, rules: DubRules, todo: list[Job], journal: Journal, run_dir: Path, summary: Summary) -> None:
     from tqdm.auto import tqdm
 
     staging = run_dir / "staging"
@@ -164,7 +163,7 @@ def _dub(request: BatchRequest, todo: list[Job], journal: Journal, run_dir: Path
     bar = tqdm(total=len(todo), desc="jobs", unit="job", disable=not request.progress, dynamic_ncols=True)
     workers, lines, seconds_out = None, {}, 0.0
     try:
-        workers = _workers(request, len(todo), staging)
+        workers = _workers(request, rules, len(todo), staging)
         summary.slots = workers.slots
         lines = {s.name: tqdm(total=0, position=i + 1, bar_format="{desc}", disable=not request.progress, leave=False)
                  for i, s in enumerate(workers.slots)}
