@@ -6,6 +6,7 @@ the right) and a third one's speech, cut to 14 frames (one model clip) so that a
 """
 
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -69,11 +70,6 @@ def server(tmp_path_factory):
                               "--model", str(base / "micro")], cwd=base, env=env, stdout=log, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}/"
     try:
-        deadline = time.monotonic() + 180
-        while not answers(url):
-            assert child.poll() is None, (base / "server.log").read_text()
-            assert time.monotonic() < deadline, "keysync app did not answer in 180 s"
-            time.sleep(0.5)
         yield {"url": url, "scratch": scratch, "log": base / "server.log", "process": child}
     finally:
         child.send_signal(signal.SIGTERM)
@@ -83,6 +79,16 @@ def server(tmp_path_factory):
             child.kill()
             child.wait()
         log.close()
+    assert not list(scratch.iterdir()), "the server left its scratch folder behind"
+
+
+def wait_until_serving(server) -> None:
+    """The server starts while the clips are made; a page opens once it answers."""
+    deadline = time.monotonic() + 180
+    while not answers(server["url"]):
+        assert server["process"].poll() is None, server["log"].read_text()
+        assert time.monotonic() < deadline, "keysync app did not answer in 180 s"
+        time.sleep(0.3)
 
 
 def answers(url: str) -> bool:
@@ -104,6 +110,7 @@ def browser():
 
 
 def open_page(browser, server):
+    wait_until_serving(server)
     page = browser.new_page(viewport={"width": 1280, "height": 1400})
     page.set_default_timeout(TIMEOUT_MS)
     page.goto(server["url"])
@@ -149,7 +156,7 @@ def served_video(page, server, tmp_path, name) -> Path:
     return path
 
 
-def test_dub_face_1_with_the_small_model(browser, server, clips, tmp_path):
+def test_dub_face_1_with_the_small_model(server, browser, clips, tmp_path):
     page = open_page(browser, server)
     fill_in(page, clips, clips["two_faces"], "small")
     page.locator("#faces img").wait_for()  # the faces step: the first frame, faces boxed and numbered
@@ -171,7 +178,7 @@ def test_dub_face_1_with_the_small_model(browser, server, clips, tmp_path):
     assert left < 2 < right  # face 1 (right) was regenerated, face 0 (left) only re-encoded
 
 
-def test_a_video_without_a_face_is_one_line_on_the_page(browser, server, clips, tmp_path):
+def test_a_video_without_a_face_is_one_line_on_the_page(server, browser, clips, tmp_path):
     page = open_page(browser, server)
     fill_in(page, clips, clips["no_face"], "micro")
     message = "error: no face found in grey.mp4; give a video in which the speaker's face is visible"
@@ -182,3 +189,52 @@ def test_a_video_without_a_face_is_one_line_on_the_page(browser, server, clips, 
     assert "Traceback" not in page.content()
     page.screenshot(path=str(tmp_path / "error.png"), full_page=True)
     assert answers(server["url"]) and server["process"].poll() is None  # still serving
+
+
+def session_files(server) -> set[str]:
+    return {str(p.relative_to(server["scratch"])) for p in server["scratch"].rglob("*") if "sessions" in p.parts}
+
+
+def test_two_sessions_queue_in_order_and_cancel_leaves_nothing(server, browser, clips, tmp_path):
+    second_video = tmp_path / "second.mp4"  # the same clip under another name, to tell the jobs apart in the server's log
+    second_video.write_bytes(clips["two_faces"].read_bytes())
+    first, second = open_page(browser, server), open_page(browser, server)  # two tabs: two sessions
+    for page, video in ((first, clips["two_faces"]), (second, second_video)):
+        fill_in(page, clips, video, "micro")
+        wait_status(page, ("2 face(s) found", "error"))
+    first.locator("#dub").click()
+    wait_status(first, ("loading", "dubbing", "done", "error"))
+    second.locator("#dub").click()
+    queued = second.get_by_text(re.compile(r"queue: \d+/\d+")).first
+    queued.wait_for()
+    position = queued.inner_text()
+    second.screenshot(path=str(tmp_path / "queued.png"), full_page=True)
+    assert position.startswith("queue: 1/")  # first in line while the other session's job runs
+    assert wait_status(first, ("done", "error")).startswith("done: 256x128, 14 frames")
+    assert wait_status(second, ("done", "error")).startswith("done: 256x128, 14 frames")
+    jobs = re.findall(r"keysync app: (two-speakers.mp4|second.mp4) with micro: (started|done)", server["log"].read_text())
+    assert jobs == [("two-speakers.mp4", "started"), ("two-speakers.mp4", "done"), ("second.mp4", "started"), ("second.mp4", "done")]
+
+    before = session_files(server)
+    first.locator("#dub").click()
+    wait_status(first, ("loading", "dubbing"))
+    first.locator("#cancel").click()
+    assert wait_status(first, ("cancelled", "done", "error")) == "cancelled"
+    deadline = time.monotonic() + 60
+    while session_files(server) != before and time.monotonic() < deadline:
+        time.sleep(0.2)
+    time.sleep(1)
+    assert session_files(server) == before  # the cancelled job's folder and partial output are gone
+    assert not [p for p in server["scratch"].rglob("*") if "partial" in p.name]
+    assert "two-speakers.mp4 with micro: stopped, its files removed" in server["log"].read_text()
+
+    def results(name):
+        return list((server["scratch"]).rglob(name))
+
+    assert results("two-speakers-dubbed.mp4") and results("second-dubbed.mp4")
+    started = time.monotonic()
+    first.close()  # the session ends: its folder (previews, results) goes
+    while results("two-speakers-dubbed.mp4") and time.monotonic() < started + 60:
+        time.sleep(0.2)
+    print(f"session folder removed {time.monotonic() - started:.1f} s after the tab closed")
+    assert not results("two-speakers-dubbed.mp4") and results("second-dubbed.mp4")  # the other session keeps its own

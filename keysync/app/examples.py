@@ -12,20 +12,21 @@ from ..constants import SAMPLES_PER_FRAME
 
 def make_example(folder: Path, seconds: float | None = None, size: int = 192, seed: int = 0) -> tuple[Path, Path]:
     """Write ``two-speakers.mp4`` (two test-split faces side by side, the left one's own audio) and
-    ``speech.wav`` (another test-split speaker's sentence) into ``folder``; ``seconds`` cuts both short."""
+    ``speech.wav`` (another test-split speaker's sentence) into ``folder``; ``seconds`` cuts both short
+    (only the frames kept are rendered)."""
     from ..synth.clipio import write_mp4, write_wav
-    from ..synth.dataset import clip_audio, make_clip, plan_dataset
+    from ..synth.dataset import clip_audio, plan_dataset, render_clip
+    from ..synth.visemes import mouth_track
 
     specs = plan_dataset(3, seed, size, size, clips_per_identity=1, occluder_rate=0.0, sound_mix=(1.0, 0.0, 0.0, 0.0), only_split="test")
-    left, right = (make_clip(spec) for spec in specs[:2])
-    frames = min(len(left.frames), len(right.frames))
-    if seconds is not None:
-        frames = min(frames, round(seconds * left.spec.fps))
-    speech = clip_audio(specs[2])[0]
-    if seconds is not None:
-        speech = speech[: round(seconds * left.spec.fps) * SAMPLES_PER_FRAME]
+    sounds = [clip_audio(spec) for spec in specs]  # (audio, phonemes, frames)
+    fps = specs[0].fps
+    frames = min(sounds[0][2], sounds[1][2], round(seconds * fps) if seconds is not None else np.inf)
+    faces = [render_clip(spec, mouth_track(phonemes, n, fps, spec.identity.articulation)[:frames])[0]
+             for spec, (_, phonemes, n) in zip(specs[:2], sounds[:2])]
+    speech = sounds[2][0] if seconds is None else sounds[2][0][: round(seconds * fps) * SAMPLES_PER_FRAME]
     folder = Path(folder)
     video, wav = folder / "two-speakers.mp4", folder / "speech.wav"
-    write_mp4(video, np.concatenate([left.frames[:frames], right.frames[:frames]], axis=2), left.audio[: frames * SAMPLES_PER_FRAME], left.spec.fps)
+    write_mp4(video, np.concatenate(faces, axis=2), sounds[0][0][: frames * SAMPLES_PER_FRAME], fps)
     write_wav(wav, speech)
     return video, wav

@@ -15,6 +15,7 @@ import signal
 import sys
 import tempfile
 import threading
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -257,6 +258,8 @@ def build_page(server: Server):
             server.check_duration(video, "video")
             server.check_duration(speech, "speech")
             job = Path(tempfile.mkdtemp(prefix="job-", dir=server.session_folder(session_of(request))))
+            name, started = f"{Path(video).name} with {model}", time.monotonic()
+            say(f"{name}: started")
             yield "loading the model", None, None, None
             pipe = server.pipeline(model)
             options = DubOptions(
@@ -270,11 +273,12 @@ def build_page(server: Server):
             output = job / f"{Path(video).stem}-dubbed.mp4"
             with VideoWriter(output, info.width, info.height, rate=info.average_rate, time_base=info.time_base,
                              audio=out.audio, audio_rate=SAMPLE_RATE, crf=options.crf) as writer:
-                for k, (time, image) in enumerate(zip(out.times, out.frames)):
-                    writer.write(image, float(time))
+                for k, (seconds, image) in enumerate(zip(out.times, out.frames)):
+                    writer.write(image, float(seconds))
                     yield f"dubbing: frame {k + 1} of {len(out.times)}", None, None, None
             done = f"done: {info.width}x{info.height}, {len(out.times)} frames, {len(out.audio) / SAMPLE_RATE:.2f} s"
             yield " ".join([done] + [f"({n})" for n in notes]), str(output), str(output), video
+            say(f"{name}: done in {time.monotonic() - started:.1f} s")
             job = None  # kept: the page serves it until the session ends
         except Exception as err:
             log_unexpected(err)
@@ -282,6 +286,7 @@ def build_page(server: Server):
         finally:  # an error, or Cancel (the generator is closed): nothing of the job is left
             if job is not None:
                 shutil.rmtree(job, ignore_errors=True)
+                say(f"{name}: stopped, its files removed")
 
     with gr.Blocks(title="keysync", analytics_enabled=False) as page:
         gr.Markdown("# keysync: dub a video\nUpload a video and the new speech, choose the face, dub. "
@@ -333,6 +338,11 @@ def build_page(server: Server):
 
         page.unload(end_session)
     return page
+
+
+def say(line: str) -> None:
+    """One line on the server's console per job event (the operator's log)."""
+    print(f"keysync app: {line}", file=sys.stderr, flush=True)
 
 
 def log_unexpected(err: BaseException) -> None:
