@@ -111,8 +111,10 @@ def read_manifest(path: str | Path, out_dir: Path, rules: DubRules, model: str |
                   dtype: str = "float32") -> tuple[list[Job], list[InvalidRow]]:
     """Every row checked as ``keysync dub`` checks its arguments (files exist and are readable media,
     numbers in range), plus outputs that two rows share. Unknown columns are an error for the whole manifest."""
-    path = Path(path)
+    path = Path(path).resolve()  # absolute paths: a Ray actor's working folder is not this one
     rows = read_rows(path)
+    if model is not None and Path(model).exists():
+        model = str(Path(model).resolve())
     columns = manifest_columns(rules.parser)
     known = {"video", "audio", "output", *columns}
     unknown = sorted({k for row in rows for k in row} - known)
