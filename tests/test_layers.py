@@ -16,7 +16,7 @@ LAYERS = [
     {"faces"},
     {"pipeline"},
     {"bench", "train", "eval", "batch"},
-    {"shell"},
+    {"shell", "app"},  # the user interfaces: the CLI's commands and the web page
 ]
 RANK = {name: i for i, layer in enumerate(LAYERS) for name in layer}
 PACKAGE = Path(keysync.__file__).parent

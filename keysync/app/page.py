@@ -69,7 +69,7 @@ class Server:
             if self.example is None:
                 folder = self.root / "example"
                 folder.mkdir(exist_ok=True)
-                self.example = tuple(str(p) for p in make_example(folder, seconds=4.0))
+                self.example = tuple(str(p) for p in make_example(folder, seconds=2.0))
             return self.example
 
     def check_duration(self, path: str, what: str) -> None:
