@@ -1,7 +1,7 @@
 """`keysync batch` throughput: jobs and output seconds per hour with 1 and 2 local workers, against the same
 jobs as separate `keysync dub` runs (each starting Python, importing torch and loading the model again).
 
-    python benchmarks/batch.py --jobs 8 --frames 15 --steps 1
+    python benchmarks/batch.py --jobs 8 --frames 14 --steps 1
 
 Dubs short clips (a real face photo with head motion, tests/faces_media_clips.py) with the shipped small
 model; every run is a fresh `keysync` process, as a user runs it. Also measures, in fresh processes, what
@@ -50,7 +50,7 @@ def keysync(*args: str) -> float:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--jobs", type=int, default=8)
-    parser.add_argument("--frames", type=int, default=15, help="frames per clip (25 fps)")
+    parser.add_argument("--frames", type=int, default=14, help="frames per clip (25 fps; 14 is one sampling window)")
     parser.add_argument("--steps", type=int, default=1)
     args = parser.parse_args()
     load_before = os.getloadavg()[0]

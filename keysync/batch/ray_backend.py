@@ -24,7 +24,7 @@ def import_ray():
 
 
 class RayWorkers:
-    def __init__(self, address: str | None, workers: int | None, worker_cpus: int, cpu_only: bool, staging: Path):
+    def __init__(self, address: str | None, workers: int | None, worker_cpus: int, cpu_only: bool, jobs: int, staging: Path):
         ray = self._ray = import_ray()
         self._owns = not ray.is_initialized()  # a cluster this run started or joined, to leave at the end
         if self._owns:
@@ -35,7 +35,7 @@ class RayWorkers:
                                    "with `ray start --head`, or give --ray alone to run a local one") from None
         resources = ray.cluster_resources()
         gpus = 0 if cpu_only else int(resources.get("GPU", 0))
-        count = workers or gpus or max(1, int(resources.get("CPU", 1)) // worker_cpus)
+        count = min(workers or gpus or max(1, int(resources.get("CPU", 1)) // worker_cpus), jobs)
         self._options = dict(num_cpus=worker_cpus, num_gpus=1 if gpus else 0)
         self._actor = ray.remote(Dubber)
         self._threads = None if gpus else worker_cpus

@@ -42,12 +42,13 @@ class Summary:
     slots: list = field(default_factory=list)
     seconds: float = 0.0
     journal: Path | None = None
-    load_seconds: float = 0.0
+    loads: list = field(default_factory=list)  # seconds per model load in the workers
 
     def print(self, file=None) -> None:
         dubbed = sum(o.seconds for _, o in self.done)
         print(f"{len(self.done)} done, {len(self.failed)} failed, {self.skipped} already done, of {self.jobs} jobs; "
-              f"{dubbed:.1f} s of video dubbed in {self.seconds:.1f} s", file=file)
+              f"{dubbed:.1f} s of video dubbed in {self.seconds:.1f} s; the model loaded {len(self.loads)} time(s) "
+              f"in {sum(self.loads):.1f} s", file=file)
         for slot in self.slots:
             if slot.jobs:
                 print(f"  {slot.name} ({slot.device}): {slot.jobs} job(s), {slot.frames} frames, "
@@ -124,7 +125,7 @@ def _workers(request: BatchRequest, rules: DubRules, jobs: int, staging: Path):
 
         if request.worker_cpus < 1:
             raise KeySyncError(f"--worker-cpus {request.worker_cpus}: give at least 1")
-        return RayWorkers(request.ray, request.workers, request.worker_cpus, request.devices == "cpu", staging)
+        return RayWorkers(request.ray, request.workers, request.worker_cpus, request.devices == "cpu", jobs, staging)
     from .local import LocalWorkers
 
     devices = _devices(request.devices)
@@ -195,7 +196,8 @@ def _dub(request: BatchRequest, rules: DubRules, todo: list[Job], journal: Journ
                     continue
                 for note in outcome.notes:
                     bar.write(f"keysync: row {job.row} {job.name}: {note}")
-                summary.load_seconds += outcome.load_seconds
+                if outcome.load_seconds:
+                    summary.loads.append(outcome.load_seconds)
                 if outcome.status == "done":
                     journal.write(job, "done", worker=slot.name, pid=outcome.pid, start=start, end=end, output=job.output,
                                   sha256=outcome.sha256, frames=outcome.frames, seconds=outcome.seconds)

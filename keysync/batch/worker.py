@@ -46,7 +46,7 @@ class Dubber:
             torch.set_num_threads(threads)
         self.device, self.staging = device, Path(staging)
         self.staging.mkdir(parents=True, exist_ok=True)
-        self._pipe, self._loaded, self._segmenters = None, None, {}
+        self._pipe, self._loaded, self._loaded_now, self._segmenters = None, None, False, {}
 
     def pipeline(self, job):
         """The job's model, loaded only when it differs from the last job's."""
@@ -56,8 +56,9 @@ class Dubber:
         from ..pipeline.dub import KeySyncPipeline
 
         wanted = (job.model, job.random_weights, job.dtype)
-        if wanted != self._loaded:
-            self._pipe = None  # free the previous model's memory before loading the next
+        self._loaded_now = wanted != self._loaded
+        if self._loaded_now:
+            self._pipe, self._loaded = None, None  # free the previous model's memory before loading the next
             self._pipe = KeySyncPipeline.from_pretrained(job.model or shipped_model_dir(), device=self.device,
                                                          dtype=getattr(torch, job.dtype), random_weights=job.random_weights)
             self._loaded = wanted
@@ -72,10 +73,11 @@ class Dubber:
         notes = _Notes()
         logging.getLogger("keysync").addHandler(notes)
         occluders = self.staging / f"{job.key[:16]}.occluders.npy"
+        loaded = 0.0
         try:
             clock = time.perf_counter()
             pipe = self.pipeline(job)
-            loaded = time.perf_counter() - clock
+            loaded = time.perf_counter() - clock if self._loaded_now else 0.0
             options = DubOptions(**job.options)
             if job.clicks is not None:
                 options.occluders = str(self._track(job, occluders))
@@ -84,10 +86,11 @@ class Dubber:
             return Outcome("done", str(staged), sha256_of(staged), info.frame_count, info.duration,
                            load_seconds=loaded, notes=notes.lines, pid=os.getpid())
         except KeySyncError as err:
-            return Outcome("failed", error=str(err), notes=notes.lines, pid=os.getpid())
+            return Outcome("failed", error=str(err), load_seconds=loaded, notes=notes.lines, pid=os.getpid())
         except Exception as err:  # noqa: BLE001 - any failure of one job is reported, and the worker goes on
             line = str(err).strip().splitlines()[0] if str(err).strip() else ""
-            return Outcome("failed", error=f"{type(err).__name__}: {line}", retry=True, notes=notes.lines, pid=os.getpid())
+            return Outcome("failed", error=f"{type(err).__name__}: {line}", retry=True, load_seconds=loaded, notes=notes.lines,
+                           pid=os.getpid())
         finally:
             logging.getLogger("keysync").removeHandler(notes)
             occluders.unlink(missing_ok=True)
