@@ -147,3 +147,43 @@ def test_half_precision_networks_sample_finite_latents(tiny):
     half = run(half_model, plan, half_data, SamplingOptions(seed=2))
     assert half.dtype == torch.float16 and torch.isfinite(half).all()
     assert (half.float() - full).abs().mean() < 0.02 * full.abs().mean()
+
+
+def count_rows(net):
+    """Frame-evaluations of ``net``: rows of every batch it is called on."""
+    seen = []
+    net.register_forward_pre_hook(lambda module, args: seen.append(args[0].shape[0]))
+    return seen
+
+
+@pytest.mark.parametrize("speed", ["quality", "fast", "fastest"])
+def test_speed_presets_spend_the_evaluations_they_promise(tiny, speed):
+    """A 326-frame timeline (two full keyframe batches, 25 segments, two windows): the networks are called on
+    exactly the rows the schedule says (guided steps x3 variants, plain steps x1), which is what
+    ``evaluations_per_output_frame`` counts for a long video; fast spends at most 15 per output frame."""
+    from keysync.diffusion.speed import evaluations_per_output_frame, stage_schedules
+
+    model = copy.deepcopy(tiny).to("meta")  # shapes only: counting rows needs no arithmetic
+    keyframe_rows, interpolation_rows = count_rows(model.keyframe), count_rows(model.interpolation)
+    plan = plan_frames(326)
+    keyframe, interpolation = stage_schedules(speed)
+    run(model, plan, frame_data(plan, device="meta"), SamplingOptions(keyframe_schedule=keyframe, interpolation_schedule=interpolation, clips_per_call=64))
+    batches, segments = sum(len(w.batches) for w in plan.windows), len(plan.segments)
+    assert sum(keyframe_rows) == batches * CLIP * keyframe.evaluations_per_clip_frame()
+    assert sum(interpolation_rows) == segments * CLIP * interpolation.evaluations_per_clip_frame()
+    guided_first = [rows for w in plan.windows for rows in
+                    [3 * CLIP * len(w.segments)] * interpolation.guided + [CLIP * len(w.segments)] * (interpolation.steps - interpolation.guided)]
+    assert interpolation_rows == guided_first  # each window's guided steps come first, at high noise
+    per_frame = (sum(keyframe_rows) + sum(interpolation_rows)) / 326
+    assert per_frame == pytest.approx(evaluations_per_output_frame(keyframe, interpolation), rel=0.01)
+    assert per_frame <= {"quality": 41, "fast": 15, "fastest": 8}[speed]
+
+
+def test_steps_replace_the_presets_step_counts():
+    from keysync.diffusion.speed import StageSchedule, stage_schedules
+
+    assert stage_schedules("quality", 4) == (StageSchedule(4, 4), StageSchedule(4, 4))  # every step guided, as before presets
+    assert stage_schedules("fast", 4) == (StageSchedule(4, 4), StageSchedule(4, 2))
+    assert stage_schedules("fast", 1) == (StageSchedule(1, 1), StageSchedule(1, 1))
+    with pytest.raises(ValueError, match="unknown speed 'turbo'"):
+        stage_schedules("turbo")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from ..constants import OFFICIAL_STEPS, STEPS_HELP
+from ..constants import SPEED_HELP, SPEEDS, STEPS_HELP
 from ..pipeline.commands import GUIDANCE_HELP, parse_guidance
 from ..pipeline.plan import check_steps
 
@@ -25,6 +25,7 @@ def register(subparsers) -> None:
     p.add_argument("--data", default=None, help="use the test split of this `keysync synth` dataset instead of rendering one")
     p.add_argument("--split", default="test", choices=["test", "val"], help="with --data: the split to score (val to tune settings on, test to report)")
     p.add_argument("--guidance", type=parse_guidance, metavar="A,R", help="with --method keysync: " + GUIDANCE_HELP + " (default: the model folder's)")
+    p.add_argument("--speed", choices=SPEEDS, help=f"with --method keysync: {SPEED_HELP}")
     p.add_argument("--steps", type=int, help=f"with --method keysync: {STEPS_HELP}")
     p.add_argument("--clips", type=int, default=None, help="source clips (default 20; 3 with --quick)")
     p.add_argument("--quick", action="store_true", help="a few clips: a fast smoke run")
@@ -53,7 +54,8 @@ def register(subparsers) -> None:
     d.add_argument("--out-dir", default=".", help="where to write the two videos (default: the current folder)")
     d.add_argument("--model", help="a model folder instead of the shipped small model")
     d.add_argument("--seed", type=int, default=0, help="which held-out speaker and sentence (default 0)")
-    d.add_argument("--steps", type=int, default=OFFICIAL_STEPS, help=STEPS_HELP)
+    d.add_argument("--speed", choices=SPEEDS, default="quality", help=SPEED_HELP)
+    d.add_argument("--steps", type=int, help=STEPS_HELP)
     d.add_argument("--overwrite", action="store_true", help="replace the videos of an earlier demo")
     d.add_argument("--quiet", action="store_true", help="no progress bars")
     d.set_defaults(func=run_demo)
@@ -69,9 +71,10 @@ def run_demo(args: argparse.Namespace) -> int:
     out_dir = Path(args.out_dir)
     if not out_dir.is_dir():
         raise KeySyncError(f"--out-dir {out_dir} is not a folder; create it first")
-    check_steps(args.steps)
+    if args.steps is not None:
+        check_steps(args.steps)
     start = time.perf_counter()
-    result = demo(out_dir, args.model, args.seed, args.steps, args.overwrite, progress=not args.quiet)
+    result = demo(out_dir, args.model, args.seed, args.speed, args.steps, args.overwrite, progress=not args.quiet)
     m = result["metrics"]
     print(f"dubbed:       {result['dubbed']}")
     print(f"side by side: {result['side_by_side']}  (source | dubbed | target)")
@@ -103,13 +106,14 @@ def run_bench(args: argparse.Namespace) -> int:
         raise KeySyncError("--model only applies to --method keysync (or a method of your own)")
     if args.guidance and args.method != "keysync":
         raise KeySyncError("--guidance only applies to --method keysync")
-    if args.steps is not None and args.method != "keysync":
-        raise KeySyncError("--steps only applies to --method keysync")
+    for flag, value in (("--speed", args.speed), ("--steps", args.steps)):
+        if value is not None and args.method != "keysync":
+            raise KeySyncError(f"{flag} only applies to --method keysync")
     if args.steps is not None:
         check_steps(args.steps)
     if args.split != "test" and not args.data:
         raise KeySyncError("--split needs --data (a `keysync synth` dataset); rendered benchmark clips are all test clips")
-    options = {k: v for k, v in (("model", args.model), ("guidance", args.guidance), ("steps", args.steps)) if v}
+    options = {k: v for k, v in (("model", args.model), ("guidance", args.guidance), ("speed", args.speed), ("steps", args.steps)) if v}
     method = get_method(args.method, **options)
     out = check_output_path(args.out or f"keysync-bench/{method.name}", overwrite=True, folder=True)  # may hold the clips of an earlier run
     json_path = Path(args.json) if args.json else None

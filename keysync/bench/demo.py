@@ -32,7 +32,7 @@ def side_by_side(columns: list[np.ndarray], labels=LABELS) -> np.ndarray:
     return np.concatenate(out, axis=2)
 
 
-def run_demo(out_dir: Path, model: str | None, seed: int, steps: int, overwrite: bool, progress: bool = True) -> dict:
+def run_demo(out_dir: Path, model: str | None, seed: int, speed: str, steps: int | None, overwrite: bool, progress: bool = True) -> dict:
     """Make, dub, write and score the demo clip; returns {"dubbed", "side_by_side", "metrics"}."""
     from ..media.writer import VideoWriter, check_output_path
     from ..models.model import shipped_model_dir
@@ -57,7 +57,7 @@ def run_demo(out_dir: Path, model: str | None, seed: int, steps: int, overwrite:
         drive = driving_for("cross", 0, records, frames, seed)
         speech = tmp / "new_speech.wav"
         write_wav(speech, drive.audio)
-        options = DubOptions(steps=steps, seed=seed, progress=progress)
+        options = DubOptions(speed=speed, steps=steps, seed=seed, progress=progress)
         pipeline.dub_file(source.video, speech, dubbed_path, options, overwrite=overwrite)
 
         source_frames = read_mp4_frames(source.video)

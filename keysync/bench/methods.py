@@ -25,7 +25,6 @@ from typing import Protocol
 
 import numpy as np
 
-from ..diffusion.sigmas import OFFICIAL_STEPS
 from ..synth.dataset import ClipRecord
 from ..synth.speech import Phoneme
 
@@ -94,12 +93,13 @@ class KeySyncMethod:
 
     name = "keysync"
 
-    def __init__(self, model: str | None = None, steps: int = OFFICIAL_STEPS, seed: int = 0, guidance: tuple[float, ...] | None = None):
+    def __init__(self, model: str | None = None, speed: str = "quality", steps: int | None = None, seed: int = 0,
+                 guidance: tuple[float, ...] | None = None):
         from ..models.model import shipped_model_dir
         from ..pipeline.dub import DubOptions, KeySyncPipeline
 
         self.pipeline = KeySyncPipeline.from_pretrained(model or shipped_model_dir())
-        self.options = DubOptions(steps=steps, seed=seed, progress=False, guidance=guidance)
+        self.options = DubOptions(speed=speed, steps=steps, seed=seed, progress=False, guidance=guidance)
 
     def __call__(self, task: LipSyncTask) -> MethodOutput:
         """The dubbed frames as the pipeline makes them: scored before any video encoding."""

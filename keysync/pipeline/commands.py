@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from ..constants import OFFICIAL_STEPS, STEPS_HELP
+from ..constants import SPEED_HELP, SPEEDS, STEPS_HELP
 from .plan import LONG_AUDIO, SHORT_AUDIO, check_steps
 
 GUIDANCE_HELP = (
@@ -36,7 +36,8 @@ def register(subparsers) -> None:
         "shipped in the package, trained on synthetic faces only",
     )
     p.add_argument("--random-weights", action="store_true", help="build the preset with random weights: tests the plumbing only, the output is noise")
-    p.add_argument("--steps", type=int, default=OFFICIAL_STEPS, help=STEPS_HELP)
+    p.add_argument("--speed", choices=SPEEDS, default="quality", help=SPEED_HELP)
+    p.add_argument("--steps", type=int, help=STEPS_HELP)
     p.add_argument("--guidance", type=parse_guidance, metavar="A,R", help=GUIDANCE_HELP + " (default: the model folder's, else 5,2)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1, ...")
@@ -92,7 +93,7 @@ def run_dub(args: argparse.Namespace) -> int:
             args.model, device=args.device, dtype=getattr(torch, args.dtype), random_weights=args.random_weights
         )
         options = DubOptions(
-            steps=args.steps, guidance=args.guidance, seed=args.seed, clips_per_call=args.batch_size, mask=args.mask,
+            speed=args.speed, steps=args.steps, guidance=args.guidance, seed=args.seed, clips_per_call=args.batch_size, mask=args.mask,
             face_index=args.face_index, ref_frame=args.ref_frame, occluders=occluders, long_audio=args.long_audio,
             short_audio=args.short_audio, color_match=args.color_match, paste=args.paste, progress=not args.quiet,
         )
@@ -107,7 +108,8 @@ def _check_dub_request(args: argparse.Namespace) -> None:
     from ..media.video import open_media, probe_video
     from ..models.presets import PRESETS
 
-    check_steps(args.steps)
+    if args.steps is not None:
+        check_steps(args.steps)
     if args.batch_size < 1:
         raise KeySyncError(f"--batch-size {args.batch_size}: give at least 1 clip per network call")
     if abs(args.seed) >= 2**32:

@@ -11,7 +11,8 @@ from dataclasses import dataclass, field
 
 import torch
 
-from ..diffusion import OFFICIAL_STEPS, Conditioning, Guidance, MaskedDenoiser, sample_euler, sampling_sigmas
+from ..diffusion import Conditioning, Guidance, MaskedDenoiser, sample_euler, sampling_sigmas
+from ..diffusion.speed import StageSchedule, stage_schedules
 from ..models import KeySyncModel
 from .plan import CLIP, STEP, Plan, Window
 
@@ -36,7 +37,8 @@ class FrameData:
 
 @dataclass
 class SamplingOptions:
-    steps: int = OFFICIAL_STEPS  # network calls per clip per stage (each call batches the 3 guidance variants)
+    keyframe_schedule: StageSchedule = field(default_factory=lambda: stage_schedules()[0])  # steps, and how many guided
+    interpolation_schedule: StageSchedule = field(default_factory=lambda: stage_schedules()[1])
     guidance: Guidance = field(default_factory=Guidance)  # keyframes
     interpolation_guidance: Guidance | None = None  # None: the same as the keyframes'
     clips_per_call: int = 2  # keyframe batches / interpolation segments per network call (x3 for guidance); results differ by float rounding at most
@@ -49,7 +51,6 @@ class LatentDubber:
     def __init__(self, model: KeySyncModel, options: SamplingOptions | None = None):
         self.model = model
         self.options = options or SamplingOptions()
-        self.sigmas = sampling_sigmas(self.options.steps)
 
     def _noise(self, clips: int, like: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
         shape = (clips * CLIP, *like.shape[1:])
@@ -57,16 +58,19 @@ class LatentDubber:
             return torch.empty(shape, device="meta", dtype=like.dtype)
         return torch.randn(shape, generator=generator).to(like.device, like.dtype)
 
-    def _sample(self, net, noise: torch.Tensor, cond: Conditioning, guide: Guidance) -> torch.Tensor:
-        """Sample ``cond``'s clips in groups of ``clips_per_call`` (each its own sampling run)."""
+    def _sample(self, net, noise: torch.Tensor, cond: Conditioning, guide: Guidance, schedule: StageSchedule) -> torch.Tensor:
+        """Sample ``cond``'s clips in groups of ``clips_per_call`` (each its own sampling run): guided
+        steps first, then plain conditional passes (audio and reference) as the schedule says."""
         denoiser = MaskedDenoiser(net)
+        per_step = [lambda x, s, c: guide(denoiser, x, s, c)] * schedule.guided + [denoiser] * (schedule.steps - schedule.guided)
+        sigmas = sampling_sigmas(schedule.steps)
         step = self.options.clips_per_call
         clips = cond.context.shape[0]
         out = []
         for start in range(0, clips, step):
             part = cond.select_clips(start, min(clips, start + step))
             rows = slice(start * CLIP, start * CLIP + part.known.shape[0])
-            out.append(sample_euler(lambda x, s, c: guide(denoiser, x, s, c), noise[rows], part, self.sigmas))
+            out.append(sample_euler(per_step, noise[rows], part, sigmas))
         return torch.cat(out)
 
     @torch.no_grad()
@@ -102,7 +106,7 @@ class LatentDubber:
             known=known,
             mask=gather("masks"),
         )
-        out = self._sample(net, self._noise(len(slots), known, generator), cond, self.options.guidance)
+        out = self._sample(net, self._noise(len(slots), known, generator), cond, self.options.guidance, self.options.keyframe_schedule)
         result = {}
         for b, batch in enumerate(window.batches):
             for j, frame in enumerate(batch.keyframes):
@@ -120,7 +124,8 @@ class LatentDubber:
             known=known,
             mask=data.take("masks", frames),
         )
-        out = self._sample(net, self._noise(len(window.segments), known, generator), cond, self.options.interpolation_guidance or self.options.guidance)
+        guide = self.options.interpolation_guidance or self.options.guidance
+        out = self._sample(net, self._noise(len(window.segments), known, generator), cond, guide, self.options.interpolation_schedule)
         out = out.reshape(len(window.segments), CLIP, *out.shape[1:])
         out[:, 0], out[:, -1] = ends[:, :, 0], ends[:, :, 1]
         # Segments share their boundary keyframe: keep each segment's first 13 frames, plus the very last.
