@@ -44,7 +44,7 @@ def test_manifest_problems_are_named_before_any_work(tmp_path_factory, tmp_path,
     assert err[2].startswith("keysync batch: row 4 (broken.mp4):") and "cannot be read as media" in err[2]
     assert err[3] == ("keysync batch: error: 3 of 4 rows cannot be dubbed (listed above); fix them, or pass --skip-invalid "
                       "to dub the others")
-    assert list(out.iterdir()) == []  # nothing dubbed
+    assert not out.exists() and not (tmp_path / "out.keysync-batch").exists()  # nothing made, not even a folder
 
     jsonl = root / "rows.jsonl"
     jsonl.write_text(json.dumps({"video": "v0.mp4", "audio": "speech.mp4", "guidance": [4, 1.5], "color_match": True,
@@ -53,6 +53,8 @@ def test_manifest_problems_are_named_before_any_work(tmp_path_factory, tmp_path,
     assert invalid == [] and job.output == str(out / "sub" / "a.mp4") and job.video == str(root / "v0.mp4")
     assert (job.options["guidance"], job.options["color_match"], job.options["long_audio"]) == ((4.0, 1.5), True, "hold")
 
+    assert main(["batch", str(jsonl), "-o", str(out), "--workers", "0"]) == 1
+    assert capsys.readouterr().err.strip() == "keysync batch: error: --workers 0: give at least 1"
     monkeypatch.setitem(sys.modules, "ray", None)  # as if Ray were not installed
     assert main(["batch", str(jsonl), "-o", str(out), "--ray"]) == 1
     assert capsys.readouterr().err.strip() == ('keysync batch: error: --ray needs Ray, which is not installed; install it with '

@@ -24,7 +24,7 @@ class Journal:
     def __init__(self, run_dir: Path):
         self.path = Path(run_dir) / JOURNAL
         self.records = self._read()
-        self._file = open(self.path, "a", encoding="utf-8")
+        self._file = None  # opened (and the file made) at the first record
 
     def _read(self) -> list[dict]:
         if not self.path.exists():
@@ -41,6 +41,8 @@ class Journal:
         """Append a record for ``job`` (a Job, or an InvalidRow, which has no key)."""
         record = {"job": job.name, "row": job.row, "key": getattr(job, "key", None), "status": status, **fields}
         record.setdefault("end", time.time())
+        if self._file is None:
+            self._file = open(self.path, "a", encoding="utf-8")
         self._file.write(json.dumps(record) + "\n")
         self._file.flush()
         os.fsync(self._file.fileno())
@@ -55,4 +57,5 @@ class Journal:
         return sha256_of(job.output) == done[-1]["sha256"]
 
     def close(self) -> None:
-        self._file.close()
+        if self._file is not None:
+            self._file.close()

@@ -8,6 +8,7 @@ import shutil
 import sys
 import time
 from collections import Counter, deque
+from contextlib import closing
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -59,37 +60,20 @@ class Summary:
 
 
 def run_batch(request: BatchRequest, rules: DubRules) -> Summary:
-    from filelock import FileLock, Timeout
+    """Check everything (arguments, every row) before creating any folder or starting any worker."""
+    from contextlib import ExitStack
 
     from ..media.writer import check_output_path
 
     clock = time.perf_counter()
-    out_dir = Path(request.out_dir)
-    check_output_path(out_dir, overwrite=True, folder=True)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    run_dir = Path(request.run_dir) if request.run_dir else out_dir.parent / f"{out_dir.name}.keysync-batch"
-    run_dir.mkdir(parents=True, exist_ok=True)
-    if run_dir.stat().st_dev != out_dir.stat().st_dev:
-        raise KeySyncError(f"run folder {run_dir} is on another filesystem than {out_dir}; outputs are moved into place by "
-                           "renaming, so give a --run-dir on the same one")
-    if request.ray is not None:
-        from .ray_backend import import_ray
-
-        import_ray()  # not installed: say so before any work
-    if request.retries < 0:
-        raise KeySyncError(f"--retries {request.retries}: give 0 or more")
-    try:
-        lock = FileLock(run_dir / "lock").acquire(timeout=0)
-    except Timeout:
-        raise KeySyncError(f"another keysync batch is running with run folder {run_dir}; wait for it, or give another --run-dir") from None
-    with lock:
-        return _run(request, rules, out_dir.resolve(), run_dir, clock)
-
-
-def _run(request: BatchRequest, rules: DubRules, out_dir: Path, run_dir: Path, clock: float) -> Summary:
-    jobs, invalid = read_manifest(request.manifest, out_dir, rules, request.model, request.dtype)
-    journal = Journal(run_dir)
-    try:
+    workers = _check_workers(request, rules)
+    out_dir = check_output_path(request.out_dir, overwrite=True, folder=True).resolve()
+    run_dir = Path(request.run_dir).resolve() if request.run_dir else out_dir.parent / f"{out_dir.name}.keysync-batch"
+    with ExitStack() as stack:
+        if run_dir.is_dir():  # an earlier run's journal: no other run may write it while this one reads it
+            stack.enter_context(_lock(run_dir))
+        jobs, invalid = read_manifest(request.manifest, out_dir, rules, request.model, request.dtype)
+        journal = stack.enter_context(closing(Journal(run_dir)))
         summary = Summary(len(jobs) + len(invalid), journal=journal.path)
         todo = []
         for job in jobs:
@@ -106,35 +90,57 @@ def _run(request: BatchRequest, rules: DubRules, out_dir: Path, run_dir: Path, c
         if invalid and not request.skip_invalid:
             raise KeySyncError(f"{len(invalid)} of {summary.jobs} rows cannot be dubbed (listed above); fix them, or pass "
                                "--skip-invalid to dub the others")
+        out_dir.mkdir(parents=True, exist_ok=True)
+        if not run_dir.is_dir():
+            run_dir.mkdir(parents=True)
+            stack.enter_context(_lock(run_dir))
+        if run_dir.stat().st_dev != out_dir.stat().st_dev:
+            raise KeySyncError(f"run folder {run_dir} is on another filesystem than {out_dir}; outputs are moved into place "
+                               "by renaming, so give a --run-dir on the same one")
         for row in invalid:
             journal.write(row, "invalid", error=row.error)
             summary.failed.append((row.row, row.name, row.error))
         if todo:
-            _dub(request, rules, todo, journal, run_dir, summary)
-        summary.seconds = time.perf_counter() - clock
-        return summary
-    finally:
-        journal.close()
+            _dub(workers, todo, journal, run_dir, summary, request)
+    summary.seconds = time.perf_counter() - clock
+    return summary
 
 
-def _workers(request: BatchRequest, rules: DubRules, jobs: int, staging: Path):
+def _lock(run_dir: Path):
+    from filelock import FileLock, Timeout
+
+    try:
+        return FileLock(run_dir / "lock").acquire(timeout=0)
+    except Timeout:
+        raise KeySyncError(f"another keysync batch is running with run folder {run_dir}; wait for it, or give another --run-dir") from None
+
+
+def _check_workers(request: BatchRequest, rules: DubRules):
+    """The workers' arguments checked; returns what starts them: ``start(jobs, staging)``."""
     if request.workers is not None and request.workers < 1:
         raise KeySyncError(f"--workers {request.workers}: give at least 1")
+    if request.retries < 0:
+        raise KeySyncError(f"--retries {request.retries}: give 0 or more")
     if request.ray is not None:
-        from .ray_backend import RayWorkers
+        from .ray_backend import RayWorkers, import_ray
 
+        import_ray()  # not installed: say so before any work
         if request.worker_cpus < 1:
             raise KeySyncError(f"--worker-cpus {request.worker_cpus}: give at least 1")
-        return RayWorkers(request.ray, request.workers, request.worker_cpus, request.devices == "cpu", jobs, staging)
+        return lambda jobs, staging: RayWorkers(request.ray, request.workers, request.worker_cpus, request.devices == "cpu", jobs, staging)
     from .local import LocalWorkers
 
     devices = _devices(request.devices)
     for device in dict.fromkeys(devices):
         rules.check_device(device)
-    count = min(request.workers or (len(devices) if devices != ["cpu"] else 1), jobs)
-    on_cpu = sum(devices[i % len(devices)] == "cpu" for i in range(count))
-    threads = max(1, len(os.sched_getaffinity(0)) // on_cpu) if on_cpu else None
-    return LocalWorkers([devices[i % len(devices)] for i in range(count)], threads, staging)
+
+    def start(jobs: int, staging: Path):
+        count = min(request.workers or (len(devices) if devices != ["cpu"] else 1), jobs)
+        on_cpu = sum(devices[i % len(devices)] == "cpu" for i in range(count))
+        threads = max(1, len(os.sched_getaffinity(0)) // on_cpu) if on_cpu else None
+        return LocalWorkers([devices[i % len(devices)] for i in range(count)], threads, staging)
+
+    return start
 
 
 def _devices(text: str | None) -> list[str]:
@@ -154,7 +160,7 @@ def _devices(text: str | None) -> list[str]:
     return names
 
 
-def _dub(request: BatchRequest, rules: DubRules, todo: list[Job], journal: Journal, run_dir: Path, summary: Summary) -> None:
+def _dub(start_workers, todo: list[Job], journal: Journal, run_dir: Path, summary: Summary, request: BatchRequest) -> None:
     from tqdm.auto import tqdm
 
     staging = run_dir / "staging"
@@ -164,7 +170,7 @@ def _dub(request: BatchRequest, rules: DubRules, todo: list[Job], journal: Journ
     bar = tqdm(total=len(todo), desc="jobs", unit="job", disable=not request.progress, dynamic_ncols=True)
     workers, lines, seconds_out = None, {}, 0.0
     try:
-        workers = _workers(request, rules, len(todo), staging)
+        workers = start_workers(len(todo), staging)
         summary.slots = workers.slots
         lines = {s.name: tqdm(total=0, position=i + 1, bar_format="{desc}", disable=not request.progress, leave=False)
                  for i, s in enumerate(workers.slots)}
