@@ -159,6 +159,13 @@ def collect_notes():
         logger.removeHandler(handler)
 
 
+def dub_defaults() -> argparse.Namespace:
+    """`keysync dub`'s arguments as its parser fills them in: the page's defaults are the CLI's."""
+    from ..cli import build_parser
+
+    return build_parser().parse_args(["dub", "VIDEO", "AUDIO", "-o", "OUT.mp4"])
+
+
 def dub_request(video, speech, face, model_dir, steps, guidance, mask, paste, seed, long_audio, short_audio) -> argparse.Namespace:
     """The page's choices as `keysync dub`'s arguments, so that the CLI's own checks (and messages) apply."""
     from ..pipeline.commands import parse_guidance
@@ -170,17 +177,19 @@ def dub_request(video, speech, face, model_dir, steps, guidance, mask, paste, se
             raise KeySyncError(f"--guidance: {err}") from None
     else:
         guidance = None
-    return argparse.Namespace(
-        video=video, audio=speech, model=model_dir, random_weights=False, steps=int(steps), guidance=guidance, seed=int(seed),
-        face_index=face, mask=None if mask == MODEL_MASK else mask, paste=paste, long_audio=long_audio, short_audio=short_audio,
-        occluders=None, ref_frame=None, batch_size=2,
+    args = dub_defaults()
+    args.__dict__.update(
+        video=video, audio=speech, model=model_dir, steps=args.steps if steps is None else int(steps), guidance=guidance,
+        seed=int(seed or 0), face_index=face, mask=None if mask == MODEL_MASK else mask, paste=paste, long_audio=long_audio,
+        short_audio=short_audio,
     )
+    return args
 
 
 def build_page(server: Server):
     import gradio as gr
 
-    from ..constants import OFFICIAL_STEPS
+    defaults = dub_defaults()
     from ..pipeline.plan import LONG_AUDIO, SHORT_AUDIO
 
     def session_of(request: gr.Request) -> str:
@@ -305,15 +314,15 @@ def build_page(server: Server):
                 face = gr.Dropdown([DEFAULT_FACE], value=DEFAULT_FACE, label="face to dub (--face-index)", elem_id="face")
                 names = list(server.models)
                 model = gr.Dropdown(names, value=names[0], label="--model", elem_id="model")
-                steps = gr.Number(OFFICIAL_STEPS, precision=0, minimum=1, label="--steps (network calls per clip per stage)", elem_id="steps")
+                steps = gr.Number(defaults.steps, precision=0, minimum=1, label="--steps (network calls per clip per stage)", elem_id="steps")
                 guidance = gr.Textbox("", label="--guidance A,R (empty: the model's)", elem_id="guidance")
                 with gr.Row():
                     mask = gr.Dropdown([MODEL_MASK, "box", "heart", "mouth", "full"], value=MODEL_MASK, label="--mask", elem_id="mask")
-                    paste = gr.Radio(["jaw", "mask"], value="jaw", label="--paste", elem_id="paste")
-                seed = gr.Number(0, precision=0, label="--seed", elem_id="seed")
+                    paste = gr.Radio(["jaw", "mask"], value=defaults.paste, label="--paste", elem_id="paste")
+                seed = gr.Number(defaults.seed, precision=0, label="--seed", elem_id="seed")
                 with gr.Row():
-                    long_audio = gr.Radio(list(LONG_AUDIO), value="trim", label="--long-audio", elem_id="long-audio")
-                    short_audio = gr.Radio(list(SHORT_AUDIO), value="pad", label="--short-audio", elem_id="short-audio")
+                    long_audio = gr.Radio(list(LONG_AUDIO), value=defaults.long_audio, label="--long-audio", elem_id="long-audio")
+                    short_audio = gr.Radio(list(SHORT_AUDIO), value=defaults.short_audio, label="--short-audio", elem_id="short-audio")
                 gr.Markdown(OCCLUDER_NOTE, elem_id="occluders")
         with gr.Row():
             run = gr.Button("dub", variant="primary", elem_id="dub")
