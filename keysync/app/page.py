@@ -166,7 +166,7 @@ def dub_defaults() -> argparse.Namespace:
     return build_parser().parse_args(["dub", "VIDEO", "AUDIO", "-o", "OUT.mp4"])
 
 
-def dub_request(video, speech, face, model_dir, steps, guidance, mask, paste, seed, long_audio, short_audio) -> argparse.Namespace:
+def dub_request(video, speech, face, model_dir, speed, steps, guidance, mask, paste, seed, long_audio, short_audio) -> argparse.Namespace:
     """The page's choices as `keysync dub`'s arguments, so that the CLI's own checks (and messages) apply."""
     from ..pipeline.commands import parse_guidance
 
@@ -179,7 +179,7 @@ def dub_request(video, speech, face, model_dir, steps, guidance, mask, paste, se
         guidance = None
     args = dub_defaults()
     args.__dict__.update(
-        video=video, audio=speech, model=model_dir, steps=args.steps if steps is None else int(steps), guidance=guidance,
+        video=video, audio=speech, model=model_dir, speed=speed, steps=args.steps if steps is None else int(steps), guidance=guidance,
         seed=int(seed or 0), face_index=face, mask=None if mask == MODEL_MASK else mask, paste=paste, long_audio=long_audio,
         short_audio=short_audio,
     )
@@ -188,6 +188,8 @@ def dub_request(video, speech, face, model_dir, steps, guidance, mask, paste, se
 
 def build_page(server: Server):
     import gradio as gr
+
+    from ..constants import SPEEDS
 
     defaults = dub_defaults()
     from ..pipeline.plan import LONG_AUDIO, SHORT_AUDIO
@@ -242,7 +244,7 @@ def build_page(server: Server):
                     return next(c for c in face_choices(tracked) if face_choice_index(c) == track.index)
         return gr.update()
 
-    def dub(video, speech, speech_video, face, model, steps, guidance, mask, paste, seed, long_audio, short_audio,
+    def dub(video, speech, speech_video, face, model, speed, steps, guidance, mask, paste, seed, long_audio, short_audio,
             request: gr.Request, progress=gr.Progress(track_tqdm=True)):
         """A generator, so that Cancel stops the job between frames and its folder is removed."""
         from ..media.audio import SAMPLE_RATE
@@ -262,7 +264,7 @@ def build_page(server: Server):
                 raise KeySyncError("give the new speech: upload or record it, or upload a video whose audio to use")
             if model not in server.models:
                 raise KeySyncError(f"model {model!r} is not offered by this server; choose one of {', '.join(server.models)}")
-            args = dub_request(video, speech, face_choice_index(face), server.models[model], steps, guidance, mask, paste, seed, long_audio, short_audio)
+            args = dub_request(video, speech, face_choice_index(face), server.models[model], speed, steps, guidance, mask, paste, seed, long_audio, short_audio)
             _check_dub_request(args)
             server.check_duration(video, "video")
             server.check_duration(speech, "speech")
@@ -272,7 +274,7 @@ def build_page(server: Server):
             yield "loading the model", None, None, None
             pipe = server.pipeline(model)
             options = DubOptions(
-                steps=args.steps, guidance=args.guidance, seed=args.seed, face_index=args.face_index, mask=args.mask,
+                speed=args.speed, steps=args.steps, guidance=args.guidance, seed=args.seed, face_index=args.face_index, mask=args.mask,
                 paste=args.paste, long_audio=args.long_audio, short_audio=args.short_audio, progress=True,
             )
             with collect_notes() as notes:
@@ -314,7 +316,9 @@ def build_page(server: Server):
                 face = gr.Dropdown([DEFAULT_FACE], value=DEFAULT_FACE, label="face to dub (--face-index)", elem_id="face")
                 names = list(server.models)
                 model = gr.Dropdown(names, value=names[0], label="--model", elem_id="model")
-                steps = gr.Number(defaults.steps, precision=0, minimum=1, label="--steps (network calls per clip per stage)", elem_id="steps")
+                with gr.Row():
+                    speed = gr.Dropdown(list(SPEEDS), value=defaults.speed, label="--speed", elem_id="speed")
+                    steps = gr.Number(defaults.steps, precision=0, minimum=1, label="--steps (empty: the speed's)", elem_id="steps")
                 guidance = gr.Textbox("", label="--guidance A,R (empty: the model's)", elem_id="guidance")
                 with gr.Row():
                     mask = gr.Dropdown([MODEL_MASK, "box", "heart", "mouth", "full"], value=MODEL_MASK, label="--mask", elem_id="mask")
@@ -338,7 +342,7 @@ def build_page(server: Server):
         for control in (face, model, mask, paste):
             control.change(update_preview, [video, tracked, face, model, mask, paste], [faces, status], concurrency_id="faces")
         faces.select(pick_face_by_click, [tracked], [face], queue=False)
-        job = run.click(dub, [video, speech, speech_video, face, model, steps, guidance, mask, paste, seed, long_audio, short_audio],
+        job = run.click(dub, [video, speech, speech_video, face, model, speed, steps, guidance, mask, paste, seed, long_audio, short_audio],
                         [status, result, download, source], concurrency_id="dub", concurrency_limit=1)
         cancel.click(lambda: "cancelled", outputs=[status], cancels=[job], queue=False)
 
