@@ -10,6 +10,7 @@ import threading
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from keysync.batch.commands import dub_rules
@@ -18,6 +19,7 @@ from keysync.cli import main
 
 from .batch_catalogue import ROWS, catalogue, outputs, sha256, write_manifest
 from .conftest import ROOT
+from .faces_media_clips import write_clip
 
 
 def journal(out_dir: Path) -> list[dict]:
@@ -159,3 +161,19 @@ def test_ctrl_c_stops_the_workers_and_journals_the_job_as_interrupted(tmp_path_f
     worker = journal(out)[0]["pid"]
     with pytest.raises(ProcessLookupError):  # the worker is gone too
         os.kill(worker, 0)
+
+
+def test_a_job_that_fails_in_its_worker_is_reported_and_not_retried_within_the_run(tmp_path_factory, tmp_path, capsys):
+    """A problem with the input found while dubbing (no face) is one line in the journal and the summary, and
+    is not tried again within the run (it would fail the same way), whatever --retries says."""
+    root = catalogue(tmp_path_factory)
+    write_clip(tmp_path / "grey.mp4", [np.full((120, 160, 3), 90, np.uint8)] * 8)
+    manifest, out = tmp_path / "jobs.csv", tmp_path / "out"
+    manifest.write_text(f"video,audio,steps\ngrey.mp4,{root / 'speech.mp4'},1\n")
+    assert main(["batch", str(manifest), "-o", str(out), "--model", str(root / "micro"), "--retries", "2", "--quiet"]) == 1
+    records = journal(out)
+    assert [r["status"] for r in records] == ["started", "failed"]
+    assert records[1]["error"].startswith("no face found in ") and "\n" not in records[1]["error"]
+    printed = capsys.readouterr().out
+    assert "0 done, 1 failed, 0 already done, of 1 jobs" in printed and f"failed: row 1 grey.mp4: {records[1]['error']}" in printed
+    assert list(out.iterdir()) == []
