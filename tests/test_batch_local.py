@@ -50,10 +50,11 @@ def test_manifest_problems_are_named_before_any_work(tmp_path_factory, tmp_path,
 
     jsonl = root / "rows.jsonl"
     jsonl.write_text(json.dumps({"video": "v0.mp4", "audio": "speech.mp4", "guidance": [4, 1.5], "color_match": True,
-                                 "long-audio": "hold", "output": "sub/a.mp4"}) + "\n")
+                                 "long-audio": "hold", "speed": "fast", "batch-size": 3, "output": "sub/a.mp4"}) + "\n")
     (job,), invalid = read_manifest(jsonl, out, dub_rules())
     assert invalid == [] and job.output == str(out / "sub" / "a.mp4") and job.video == str(root / "v0.mp4")
-    assert (job.options["guidance"], job.options["color_match"], job.options["long_audio"]) == ((4.0, 1.5), True, "hold")
+    assert {k: job.options[k] for k in ("guidance", "color_match", "long_audio", "speed", "clips_per_call", "steps")} == {
+        "guidance": (4.0, 1.5), "color_match": True, "long_audio": "hold", "speed": "fast", "clips_per_call": 3, "steps": None}
 
     assert main(["batch", str(jsonl), "-o", str(out), "--workers", "0"]) == 1
     assert capsys.readouterr().err.strip() == "keysync batch: error: --workers 0: give at least 1"
@@ -61,6 +62,19 @@ def test_manifest_problems_are_named_before_any_work(tmp_path_factory, tmp_path,
     assert main(["batch", str(jsonl), "-o", str(out), "--ray"]) == 1
     assert capsys.readouterr().err.strip() == ('keysync batch: error: --ray needs Ray, which is not installed; install it with '
                                                'pip install "keysync[ray]"')
+
+
+def test_every_dub_option_is_a_column_that_reaches_the_dub():
+    """An option `keysync dub` gains must be mapped here, or batch would accept the column and ignore it."""
+    from dataclasses import fields
+
+    from keysync.batch.manifest import BATCH_ONLY, DUB_OPTIONS, OTHER_OPTIONS, manifest_columns
+    from keysync.pipeline.dub import DubOptions
+
+    parser = dub_rules().parser
+    assert set(manifest_columns(parser)) == set(DUB_OPTIONS) | set(OTHER_OPTIONS)
+    assert {a.dest for a in parser._actions} - set(manifest_columns(parser)) <= set(BATCH_ONLY) | {"video", "audio"}
+    assert set(DUB_OPTIONS.values()) <= {f.name for f in fields(DubOptions)}
 
 
 def _watch(folder: Path, seen: dict, stop: threading.Event) -> None:

@@ -21,6 +21,12 @@ from ..errors import KeySyncError
 FILE_COLUMNS = ("video", "audio", "occluders")  # paths: relative ones are relative to the manifest's folder
 FOLDER_COLUMNS = ("model", "segmenter")  # relative to the manifest's folder when that path exists, else a name
 BATCH_ONLY = ("help", "output", "overwrite", "quiet", "device", "dtype")  # dub options set for the whole batch
+# dub options -> the DubOptions field each sets, as `keysync dub` passes them (tests/test_batch_local.py holds
+# this table to dub's parser, so that an option dub gains cannot be silently ignored by batch)
+DUB_OPTIONS = {"speed": "speed", "steps": "steps", "guidance": "guidance", "seed": "seed", "batch_size": "clips_per_call",
+               "mask": "mask", "face_index": "face_index", "ref_frame": "ref_frame", "occluders": "occluders",
+               "long_audio": "long_audio", "short_audio": "short_audio", "color_match": "color_match", "paste": "paste"}
+OTHER_OPTIONS = ("model", "random_weights", "occluder_point", "occluder_negative", "occluder_frame", "segmenter")  # in Job
 TRUE, FALSE = ("1", "true", "yes", "y"), ("0", "false", "no", "n", "")
 
 
@@ -160,11 +166,7 @@ def _read_row(number, row, name, base: Path, out_dir: Path, rules: DubRules, col
     clicks = rules.check(args)
     if args.model is not None and not args.random_weights and not (Path(args.model) / "keysync.json").is_file():
         raise KeySyncError(f"--model {args.model} is not a KeySync model folder (no keysync.json); make one with keysync convert")
-    options = dict(
-        steps=args.steps, guidance=args.guidance, seed=args.seed, clips_per_call=args.batch_size, mask=args.mask,
-        face_index=args.face_index, ref_frame=args.ref_frame, occluders=args.occluders, long_audio=args.long_audio,
-        short_audio=args.short_audio, color_match=args.color_match, paste=args.paste, progress=False,
-    )
+    options = {field: getattr(args, dest) for dest, field in DUB_OPTIONS.items()} | {"progress": False}
     clicks = None if clicks is None else (clicks.frame, [tuple(p) for p in clicks.positive], [tuple(p) for p in clicks.negative])
     spec = dict(video=_identity(args.video), audio=_identity(args.audio), occluders=_identity(args.occluders),
                 model=args.model, random_weights=args.random_weights, dtype=dtype, options=options, clicks=clicks,
