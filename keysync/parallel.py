@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 
 
 def run_jobs(
@@ -28,3 +28,51 @@ def run_jobs(
         for item in work:
             fn(item)
             bar.update()
+
+
+_DONE = object()
+
+
+def in_background(items: Iterable, depth: int = 1) -> Iterator:
+    """Iterate ``items`` in a thread of its own, at most ``depth`` items ahead of the caller: two stages
+    joined by a bounded queue run at once (torch, OpenCV and FFmpeg release the GIL), and memory stays
+    bounded. An error in the thread is raised here; closing this iterator stops the thread.
+    Hand-written because the standard library's executors run calls, not a generator with back-pressure."""
+    import queue
+    import threading
+
+    out: queue.Queue = queue.Queue(maxsize=depth)
+    stop = threading.Event()
+
+    def put(item) -> bool:
+        while not stop.is_set():
+            try:
+                out.put(item, timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def work() -> None:
+        try:
+            for item in items:
+                if not put((item, None)):
+                    return
+        except BaseException as err:  # handed to the caller, who raises it
+            put((_DONE, err))
+            return
+        put((_DONE, None))
+
+    thread = threading.Thread(target=work, daemon=True, name="keysync-stage")
+    thread.start()
+    try:
+        while True:
+            item, err = out.get()
+            if item is _DONE:
+                if err is not None:
+                    raise err
+                return
+            yield item
+    finally:
+        stop.set()
+        thread.join()

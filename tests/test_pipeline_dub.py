@@ -35,15 +35,25 @@ def record_writes(monkeypatch):
 
 
 def record_writes_and_pastes(monkeypatch):
-    """Written frames, and for each output frame the (box, mask) pairs pasted into it."""
-    written, boxes_masks = record_writes(monkeypatch), {}
-    real_paste = dub_module.paste_back
+    """Written frames, and for each output frame the (box, mask) pairs pasted into it. Pasting runs ahead
+    of writing (another thread), so a pasted frame is matched to its write by identity."""
+    written, boxes_masks, pasted = [], {}, {}
+    original, real_paste = VideoWriter.write, dub_module.paste_back
 
     def paste(image, crop, box, mask, **kw):
-        boxes_masks.setdefault(len(written), []).append((box, mask))
-        return real_paste(image, crop, box, mask, **kw)
+        out = real_paste(image, crop, box, mask, **kw)
+        pasted[id(out)] = (out, box, mask)  # holding ``out`` keeps its id unique until it is written
+        return out
+
+    def write(self, image, time=None):
+        if id(image) in pasted:
+            _, box, mask = pasted.pop(id(image))
+            boxes_masks[len(written)] = [(box, mask)]
+        written.append((time, image.copy()))
+        return original(self, image, time)
 
     monkeypatch.setattr(dub_module, "paste_back", paste)
+    monkeypatch.setattr(VideoWriter, "write", write)
     return written, boxes_masks
 
 

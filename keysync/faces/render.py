@@ -36,8 +36,6 @@ def render_through_crops(
     dilate: float = 0.02,
     blur: float = 0.02,
     color_match: bool = False,
-    crf: int = 18,
-    preset: str = "medium",
     overwrite: bool = False,
 ) -> Path:
     """Write ``output``: every frame of ``video`` with the target's crop (edited by ``edit``) pasted back.
@@ -54,7 +52,7 @@ def render_through_crops(
         audio = load_audio(video, sample_rate=audio_rate, mono=info.audio_channels == 1)
     with VideoWriter(
         output, info.width, info.height, rate=info.average_rate, time_base=info.time_base,
-        audio=audio, audio_rate=audio_rate, crf=crf, preset=preset, overwrite=overwrite,
+        audio=audio, audio_rate=audio_rate, overwrite=overwrite,
     ) as writer:
         for frame in read_frames(video):
             image = frame.image

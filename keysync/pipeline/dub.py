@@ -19,6 +19,7 @@ import math
 import sys
 import time
 from collections.abc import Iterator
+from contextlib import closing
 from dataclasses import dataclass, replace
 from fractions import Fraction
 from pathlib import Path
@@ -43,6 +44,7 @@ from ..media.frames import MODEL_FPS, plan_model_frames
 from ..media.source import VideoSource, frame_source
 from ..media.writer import VideoWriter, check_output_path
 from ..models import KeySyncModel
+from ..parallel import in_background
 from .plan import CLIP, LONG_AUDIO, SHORT_AUDIO, check_steps, plan_frames
 from .sampling import FrameData, LatentDubber, SamplingOptions
 
@@ -68,7 +70,7 @@ class DubOptions:
     feather: tuple[float, float] = (0.02, 0.02)  # (dilate, blur) as fractions of the crop
     paste: str = "jaw"  # PASTE_REGIONS: the regenerated region above a line under the jaw, or all of it ("mask")
     color_match: bool = False
-    crf: int = 18
+    crf: int = 17  # x264 quality of dub_file's output (with the writer's veryfast preset)
     progress: bool = True
 
 
@@ -243,8 +245,10 @@ class KeySyncPipeline:
         info = source.info
         with VideoWriter(output, info.width, info.height, rate=info.average_rate, time_base=info.time_base,
                          audio=result.audio, audio_rate=SAMPLE_RATE, crf=opts.crf, overwrite=overwrite) as writer:
-            for time, image in zip(result.times, result.frames):
-                writer.write(image, float(time))
+            frames = in_background(result.frames, depth=4)  # paste the next frames while this one encodes
+            with closing(frames):
+                for time, image in zip(result.times, frames):
+                    writer.write(image, float(time))
         return output
 
     def _dub(self, source, wave: np.ndarray, opts: DubOptions) -> "DubOutput":
@@ -264,8 +268,10 @@ class KeySyncPipeline:
         clock = time.perf_counter()
 
         # 1. track
-        frames = tqdm(source.frames(), total=info.frame_count or None, desc="tracking", disable=not opts.progress, unit="frame")
-        face = locate_face(frames, load_backend(opts.backend), size, self.model.crop_plan, face_index=opts.face_index, name=info.path)
+        decoded = in_background(source.frames(), depth=4)  # the next frames decode while the tracker works
+        frames = tqdm(decoded, total=info.frame_count or None, desc="tracking", disable=not opts.progress, unit="frame")
+        with closing(decoded):
+            face = locate_face(frames, load_backend(opts.backend), size, self.model.crop_plan, face_index=opts.face_index, name=info.path)
         tracked, target, boxes, fill = face.tracked, face.target, face.boxes, face.fill
 
         timeline = make_timeline(tracked.times, float(info.average_rate), math.ceil(len(wave) / SAMPLES_PER_FRAME), opts.long_audio, opts.short_audio)
@@ -329,23 +335,24 @@ class KeySyncPipeline:
         dilate, blur = opts.feather
         timings["tracking"] += time.perf_counter() - clock
 
-        def generate() -> Iterator[np.ndarray]:
-            """Window by window: cut and encode the crops, sample, decode, paste; yield each output frame."""
-            reader, writing = source.fetcher(tracked.times), source.fetcher(tracked.times)
-            written, previous = 0, None
-            bar = tqdm(total=len(timeline.output_source), desc="dubbing", disable=not opts.progress, unit="frame")
-            for w, window in enumerate(plan.windows):
+        def prepare(reader) -> Iterator[FrameData]:
+            """Stage 2, per window: decode the model frames, cut their face crops, VAE-encode them."""
+            for window in plan.windows:
                 clock = time.perf_counter()
                 padded = list(range(window.segments[0], window.segments[-1] + CLIP))
-                model_frames = [plan.source_frame(p) for p in padded]
-                sources = [int(timeline.model_source[k]) for k in model_frames]
+                sources = [int(timeline.model_source[plan.source_frame(p)]) for p in padded]
                 uniq = list(dict.fromkeys(sources))  # in playback order: backwards when played back and forth
-                crops = {i: cut_crop(reader.fetch(i), boxes[i]) for i in uniq}
-                lat, msk = encode(uniq, crops)
+                lat, msk = encode(uniq, {i: cut_crop(reader.fetch(i), boxes[i]) for i in uniq})
                 row = {s: r for r, s in enumerate(uniq)}
                 pick = [row[s] for s in sources]
-                data = FrameData(padded[0], lat[pick], msk[pick], feats["keyframe"][padded].to(self.device, self.dtype), feats["interpolation"][padded].to(self.device, self.dtype))
+                audio = {s: feats[s][padded].to(self.device, self.dtype) for s in feats}
                 timings["encode"] += time.perf_counter() - clock
+                yield FrameData(padded[0], lat[pick], msk[pick], audio["keyframe"], audio["interpolation"])
+
+        def sample(prepared: Iterator[FrameData]) -> Iterator[dict[int, np.ndarray]]:
+            """Stage 3, per window: sample the latents (keyframes, then interpolation) and VAE-decode them."""
+            previous = None
+            for w, data in enumerate(prepared):
                 clock = time.perf_counter()
                 latents, previous = dubber.window(plan, w, data, anchor, previous)
                 timings["sampling"] += time.perf_counter() - clock
@@ -353,21 +360,29 @@ class KeySyncPipeline:
                 with torch.no_grad():
                     pixels = self.model.vae.decode_frames(latents, opts.decode_frames)
                 images = ((pixels.float().clamp(-1, 1) + 1) * 127.5).round().byte().permute(0, 2, 3, 1).cpu().numpy()
-                generated = {k: images[k - window.first_frame] for k in range(window.first_frame, window.stop_frame)}
+                window = plan.windows[w]
                 timings["decode"] += time.perf_counter() - clock
-                # every output frame whose model frame is ready
-                while written < len(timeline.output_source) and timeline.output_model[written] < window.stop_frame:
+                yield {k: images[k - window.first_frame] for k in range(window.first_frame, window.stop_frame)}
+
+        def generate() -> Iterator[np.ndarray]:
+            """Stage 4, per output frame: decode it, paste the generated lower face, yield it. Stages 2 and 3
+            run in threads of their own, a window ahead, so the wall time approaches the slowest stage."""
+            writing = source.fetcher(tracked.times)
+            generated: dict[int, np.ndarray] = {}
+            windows = in_background(sample(in_background(prepare(source.fetcher(tracked.times)))))
+            bar = tqdm(total=len(timeline.output_source), desc="dubbing", disable=not opts.progress, unit="frame")
+            with closing(windows), bar:
+                for j, k in enumerate(timeline.output_model):
+                    while k not in generated:
+                        generated = next(windows)  # the frames of the window that holds model frame k
                     clock = time.perf_counter()
-                    src = int(timeline.output_source[written])
+                    src = int(timeline.output_source[j])
                     image = writing.fetch(src)
-                    k = int(timeline.output_model[written])
                     shown = int(timeline.model_source[k])
                     if target.present[src] and target.present[shown]:
                         image = paste_back(image, generated[k], boxes[shown], paste_mask(shown), dilate=dilate, blur=blur, color_match=opts.color_match)
                     timings["paste"] += time.perf_counter() - clock
-                    written += 1
                     bar.update(1)
                     yield image
-            bar.close()
 
         return DubOutput(generate(), timeline.output_times, soundtrack, target, timings, (info.width, info.height), info.average_rate)

@@ -1,0 +1,106 @@
+"""Quality and cost of the speed presets with the shipped small model on held-out synthetic clips.
+
+    python benchmarks/speed_presets.py [--clips 10] [--presets quality fast fastest]
+
+Runs `keysync bench --method keysync --speed P` for each preset on the same rendered test clips (speakers
+and sentences no model saw in training) in the three modes, then compares every preset with `quality`
+clip by clip: sync (cross mode), LipLeak (silent), SSIM in the regenerated box (reconstruction), partial
+cross-leak and mouth jitter. Writes benchmarks/results/speed_presets.md; each preset's per-clip numbers stay
+in benchmarks/results/speed-presets/P/. A preset whose results exist is not run again (resume).
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import os
+import platform
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+from keysync.diffusion.speed import evaluations_per_output_frame, stage_schedules
+
+RESULTS = Path(__file__).resolve().parent / "results"
+# (mode, metric, what the issue asks of a faster preset against quality, clip by clip)
+CHECKS = (
+    ("cross", "sync_corr", "within 0.02 of quality", lambda d, v: abs(d) <= 0.02),
+    ("silent", "lipleak", "at most 0.05", lambda d, v: v <= 0.05),
+    ("reconstruction", "ssim_mask", "within 0.01 of quality", lambda d, v: abs(d) <= 0.01),
+    ("cross", "cross_leak_partial", "reported", None),
+    ("cross", "mouth_jitter", "reported", None),
+)
+
+
+def run_preset(preset: str, clips: int, out: Path) -> float:
+    if (out / "summary.json").exists():
+        return json.loads((out / "seconds.json").read_text())["seconds"]
+    argv = [sys.executable, "-m", "keysync.cli", "bench", "--method", "keysync", "--speed", preset, "--clips", str(clips),
+            "--out", str(out), "--json", str(out / "summary.json"), "--overwrite"]
+    start = time.perf_counter()
+    subprocess.run(argv, check=True)
+    seconds = time.perf_counter() - start
+    (out / "seconds.json").write_text(json.dumps({"seconds": seconds}))
+    return seconds
+
+
+def per_clip(folder: Path) -> dict[tuple[str, str], dict[str, float]]:
+    with (folder / "per_clip.csv").open() as f:
+        return {(r["mode"], r["clip"]): {k: float(v) for k, v in r.items() if k not in ("mode", "clip") and v != ""} for r in csv.DictReader(f)}
+
+
+def compare(base: dict, other: dict) -> list[str]:
+    lines = []
+    for mode, metric, rule, ok in CHECKS:
+        keys = sorted(k for k in base if k[0] == mode and k in other and metric in base[k] and metric in other[k])
+        a = np.array([base[k][metric] for k in keys])
+        b = np.array([other[k][metric] for k in keys])
+        keep = np.isfinite(a) & np.isfinite(b)
+        a, b = a[keep], b[keep]
+        if len(a) < 2:
+            continue
+        d = b - a
+        se = d.std(ddof=1) / np.sqrt(len(d))
+        verdict = "-" if ok is None else f"{sum(ok(x, v) for x, v in zip(d, b))} of {len(d)} clips"
+        lines.append(f"| {mode} | {metric} | {a.mean():.3f} | {b.mean():.3f} | {d.mean():+.4f} +- {se:.4f} | {np.abs(d).max():.4f} | {rule} | {verdict} |")
+    return lines
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--clips", type=int, default=10)
+    parser.add_argument("--presets", nargs="+", default=["quality", "fast", "fastest"])
+    args = parser.parse_args()
+    root = RESULTS / "speed-presets"
+    seconds = {p: run_preset(p, args.clips, root / p) for p in args.presets}
+    clips = {p: per_clip(root / p) for p in args.presets}
+    lines = [
+        "# Speed presets: cost and quality (shipped small model, synthetic test clips)",
+        "",
+        f"`python benchmarks/speed_presets.py --clips {args.clips}`: {args.clips} held-out clips in three modes per preset. "
+        f"Machine: {os.cpu_count()} CPU cores, {platform.processor() or platform.machine()}, no GPU. Wall time includes "
+        "tracking, the mouth reader and scoring, and the machine was shared, so compare the evaluation counts, not the seconds.",
+        "",
+        "| preset | keyframe steps (guided) | interpolation steps (guided) | evaluations per output frame | bench wall time (s) |",
+        "|---|---|---|---|---|",
+    ]
+    for p in args.presets:
+        k, i = stage_schedules(p)
+        lines.append(f"| {p} | {k.steps} ({k.guided}) | {i.steps} ({i.guided}) | {evaluations_per_output_frame(k, i):.1f} | {seconds[p]:.0f} |")
+    for p in args.presets:
+        if p == "quality" or "quality" not in clips:
+            continue
+        lines += ["", f"## {p} against quality, clip by clip", "",
+                  "| mode | metric | quality | " + p + " | difference (mean +- s.e.) | largest difference | asked | clips that meet it |",
+                  "|---|---|---|---|---|---|---|---|", *compare(clips["quality"], clips[p])]
+    (RESULTS / "speed_presets.md").write_text("\n".join(lines) + "\n")
+    print("\n".join(lines))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,48 @@
+"""``in_background``: the stage joins that let a dub decode, sample and paste at once."""
+
+import threading
+
+import pytest
+
+from keysync.parallel import in_background
+
+
+def test_the_producer_works_ahead_of_the_consumer_by_at_most_depth():
+    made, handed = [], []
+    consumer_has = threading.Event()
+
+    def produce():
+        for i in range(6):
+            made.append(i)
+            yield i
+
+    items = in_background(produce(), depth=2)
+    first = next(items)
+    consumer_has.set()
+    # while the caller holds item 0 the thread goes on: items 1, 2 wait in the queue, 3 is made and blocked
+    for _ in range(200):
+        if len(made) == 4:
+            break
+        threading.Event().wait(0.01)
+    assert first == 0 and made == [0, 1, 2, 3]
+    handed = [first, *items]
+    assert handed == list(range(6))
+
+
+def test_an_error_in_the_stage_reaches_the_caller():
+    def produce():
+        yield 1
+        raise ValueError("bad window")
+
+    items = in_background(produce())
+    assert next(items) == 1
+    with pytest.raises(ValueError, match="bad window"):
+        next(items)
+
+
+def test_closing_stops_the_thread():
+    before = threading.active_count()
+    items = in_background(iter(range(1000)), depth=1)
+    next(items)
+    items.close()
+    assert threading.active_count() == before
