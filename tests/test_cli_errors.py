@@ -82,7 +82,9 @@ CASES = [
     # dub: numbers, model, inputs, output
     ("dub-unknown-preset", "dub {video} {audio} -o {tmp}/o.mp4 --model typo --random-weights", 1,
      "--random-weights builds a preset; choose --model official / tiny / small / small-128"),
-    ("dub-preset-without-weights", "dub {video} {audio} -o {tmp}/o.mp4 --model small", 1, "is a preset, which has no trained weights"),
+    ("dub-preset-without-weights", "dub {video} {audio} -o {tmp}/o.mp4 --model tiny", 1, "is a preset, which has no trained weights"),
+    ("dub-no-model-offline", "dub {video} {audio} -o {tmp}/o.mp4", 1,
+     "the default is the released KeySync weights, which are not here yet and the Hugging Face hub cannot be reached"),
     ("dub-missing-model-folder", "dub {video} {audio} -o {tmp}/o.mp4 --model {tmp}/nomodel", 1, "nomodel does not exist"),
     ("dub-zero-steps", "dub {video} {audio} -o {tmp}/o.mp4 --steps 0", 1, "--steps 0: sampling needs at least 1 network call per stage"),
     ("dub-negative-steps", "dub {video} {audio} -o {tmp}/o.mp4 --steps -5", 1, "--steps -5"),
@@ -121,6 +123,7 @@ CASES = [
     ("export-onto-its-input", "export {model} -o {model} --overwrite", 1, "is also an input"),
     ("export-truncated-weights", "export {model} -o {tmp}/m16", 1, "is incomplete or corrupt"),
     ("download-existing-folder", "download {tmp}/outdir", 1, "outdir already exists"),
+    ("download-offline", "download {tmp}/new", 1, "cannot reach the Hugging Face hub (offline?); fetch toninio19/keysync"),
     ("prepare-unknown-model", "prepare {tmp}/outdir {tmp}/shards --model typo", 1, "model folder typo does not exist"),
     ("train-missing-config", "train vae --config {tmp}/none.yaml", 1, "cannot read config"),
     ("train-bad-set", "train vae --config {tmp}/c.yaml --set seed", 1, "--set seed: expected KEY=VALUE"),
@@ -128,8 +131,9 @@ CASES = [
 
 
 @pytest.mark.parametrize("args, status, expect", [c[1:] for c in CASES], ids=[c[0] for c in CASES])
-def test_bad_input_is_one_line_and_writes_nothing(tmp_path, media, capfd, args, status, expect):
+def test_bad_input_is_one_line_and_writes_nothing(tmp_path, media, capfd, monkeypatch, args, status, expect):
     video, audio = media
+    monkeypatch.setattr("huggingface_hub.constants.HF_HOME", str(tmp_path / "hf-cache"))  # no released weights here
     (tmp_path / "outdir").mkdir()
     (tmp_path / "mine.mp4").write_bytes(b"mine")
     (tmp_path / "junk.mp4").write_bytes(np.random.default_rng(0).integers(0, 256, 5000, dtype=np.uint8).tobytes())
@@ -154,6 +158,8 @@ def test_bad_input_is_one_line_and_writes_nothing(tmp_path, media, capfd, args, 
     prefix = "keysync: error: " if command == "frobnicate" else f"keysync {command}: error: "
     assert len(err) == 1 and err[0].startswith(prefix), err
     assert "Traceback" not in err[0] and expect in err[0], err
+    if "released KeySync weights" in expect:  # no model and none here: the line says how to get one
+        assert all(words in err[0] for words in ("keysync download", "keysync convert", "--model small")), err
     assert _snapshot(tmp_path) == before and _snapshot(video.parent) == media_before
     if fill["ro"]:
         assert sorted(os.listdir(fill["ro"])) == ro_before
@@ -191,3 +197,18 @@ def test_ctrl_c_at_start_up_is_one_line_and_exit_130(tmp_path, media, delay):
     assert child.returncode == 130, err
     assert err.strip().splitlines() == ["keysync dub: interrupted"]
     assert list(tmp_path.iterdir()) == []
+
+
+def test_model_names_resolve_to_folders(tmp_path, monkeypatch):
+    """No model: the released weights' folder in the Hugging Face cache once converted there; ``small``:
+    the shipped demo model; a folder: itself."""
+    from keysync.models.download import released_model_dir, resolve_model
+
+    monkeypatch.setattr("huggingface_hub.constants.HF_HOME", str(tmp_path / "hf"))
+    released = released_model_dir()
+    assert released == tmp_path / "hf" / "keysync" / "released"
+    released.mkdir(parents=True)
+    (released / "keysync.json").write_text("{}")
+    assert resolve_model(None) == released and resolve_model("toninio19/keysync") == released
+    assert resolve_model("small") == SHIPPED_MODEL
+    assert resolve_model(str(tmp_path)) == tmp_path

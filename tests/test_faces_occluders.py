@@ -126,7 +126,7 @@ def test_dub_tracks_clicked_occluders_like_the_occluders_command(segmenter, tmp_
         return real_call(self, video, audio, output, options, **kw)
 
     monkeypatch.setattr(KeySyncPipeline, "dub_file", call)
-    dub = ["dub", str(video), str(audio), "--quiet", "--segmenter", str(segmenter), "--occluder-frame", "3",
+    dub = ["dub", str(video), str(audio), "--quiet", "--model", "small", "--segmenter", str(segmenter), "--occluder-frame", "3",
            "--occluder-point", clicks[0][0], "--occluder-point", clicks[0][1], "--occluder-negative", clicks[1][0]]
     assert main(dub + ["-o", str(tmp_path / "out.mp4")]) == 0
     assert len(used) == 1 and np.array_equal(used[0], np.load(tmp_path / "masks.npy"))
@@ -140,7 +140,7 @@ def test_dub_tracks_clicked_occluders_like_the_occluders_command(segmenter, tmp_
     ]:
         assert main(dub + args + ["-o", str(tmp_path / "bad.mp4")]) == 1
         assert message in capsys.readouterr().err
-    plain = ["dub", str(video), str(audio), "-o", str(tmp_path / "bad.mp4"), "--segmenter", str(segmenter)]
+    plain = ["dub", str(video), str(audio), "-o", str(tmp_path / "bad.mp4"), "--model", "small", "--segmenter", str(segmenter)]
     assert main(plain) == 1 and "need --occluder-point" in capsys.readouterr().err
     assert len(used) == 1  # refused before any work
     assert sorted(p.name for p in tmp_path.iterdir()) == ["in.mp4", "masks.npy", "out.mp4", "speech.mp4"]  # no scratch left

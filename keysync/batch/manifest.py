@@ -164,8 +164,12 @@ def _read_row(number, row, name, base: Path, out_dir: Path, rules: DubRules, col
             row[column] = str(base / str(row[column]))
     args = rules.parser.parse_args(_argv(row, columns, out_dir / name))
     clicks = rules.check(args)
-    if args.model is not None and not args.random_weights and not (Path(args.model) / "keysync.json").is_file():
-        raise KeySyncError(f"--model {args.model} is not a KeySync model folder (no keysync.json); make one with keysync convert")
+    if not args.random_weights:
+        from ..models.download import resolve_model
+
+        args.model = str(resolve_model(args.model))  # no model: the released weights; small: the shipped demo model
+        if not (Path(args.model) / "keysync.json").is_file():
+            raise KeySyncError(f"--model {args.model} is not a KeySync model folder (no keysync.json); make one with keysync convert")
     options = {field: getattr(args, dest) for dest, field in DUB_OPTIONS.items()} | {"progress": False}
     clicks = None if clicks is None else (clicks.frame, [tuple(p) for p in clicks.positive], [tuple(p) for p in clicks.negative])
     spec = dict(video=_identity(args.video), audio=_identity(args.audio), occluders=_identity(args.occluders),

@@ -52,14 +52,13 @@ class Dubber:
         """The job's model, loaded only when it differs from the last job's."""
         import torch
 
-        from ..models.model import shipped_model_dir
         from ..pipeline.dub import KeySyncPipeline
 
         wanted = (job.model, job.random_weights, job.dtype)
         self._loaded_now = wanted != self._loaded
         if self._loaded_now:
             self._pipe, self._loaded = None, None  # free the previous model's memory before loading the next
-            self._pipe = KeySyncPipeline.from_pretrained(job.model or shipped_model_dir(), device=self.device,
+            self._pipe = KeySyncPipeline.from_pretrained(job.model, device=self.device,
                                                          dtype=getattr(torch, job.dtype), random_weights=job.random_weights)
             self._loaded = wanted
         return self._pipe

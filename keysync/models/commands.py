@@ -58,7 +58,7 @@ def register(subparsers) -> None:
         help="fetch the released KeySync weights, HuBERT, WavLM and the SVD VAE, and convert them",
         description="Fetch from the Hugging Face hub and write a ready model folder (with audio/hubert and audio/wavlm).",
     )
-    d.add_argument("folder", nargs="?", default="models/keysync", help="model folder to write (default: models/keysync)")
+    d.add_argument("folder", nargs="?", help="model folder to write (default: in the Hugging Face cache folder, where dub looks when given no --model)")
     d.add_argument("--trust-pickle", action="store_true", help="allow full unpickling of the released .pt files")
     d.add_argument("--overwrite", action="store_true", help="replace an existing folder")
     d.set_defaults(func=lambda args: _download(args))
@@ -92,8 +92,9 @@ def run_convert(args: argparse.Namespace) -> int:
 
 def _download(args: argparse.Namespace) -> int:
     from ..media.writer import check_output_path
-    from .download import download
+    from .download import download, released_model_dir
 
+    args.folder = args.folder or released_model_dir()
     check_output_path(args.folder, overwrite=args.overwrite, folder=True)
     download(args.folder, trust_pickle=args.trust_pickle, overwrite=args.overwrite)
     return 0

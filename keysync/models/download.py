@@ -1,7 +1,9 @@
-"""``keysync download``: fetch the released KeySync weights and the encoders it needs, then convert.
+"""``keysync download``: fetch the released KeySync weights and the encoders it needs, then convert;
+and ``resolve_model``: what a model name given to ``dub`` or ``from_pretrained`` means.
 
-Everything comes from the Hugging Face hub through huggingface_hub (cached as usual). Without network
-access this fails at once and says what to fetch by hand and where to put it.
+Everything comes from the Hugging Face hub through huggingface_hub (cached as usual); the converted
+folder lives in the Hugging Face cache folder too, so it is converted once. Without network access this
+fails at once and says what to fetch by hand and where to put it.
 """
 
 from __future__ import annotations
@@ -39,6 +41,45 @@ def _hub_reachable() -> bool:
         return True
     except OSError:
         return False
+
+
+def released_model_dir() -> Path:
+    """Where the converted released weights live: what ``dub`` uses when given no model."""
+    from huggingface_hub import constants
+
+    return Path(constants.HF_HOME) / "keysync" / "released"
+
+
+def resolve_model(model: str | Path | None) -> Path:
+    """A model folder from what a user gives: nothing or the released repository's id (the released
+    weights, fetched and converted on first use), ``small`` (the synthetic-world demo model shipped in
+    the package), a local folder, or another hub id holding a KeySync model folder."""
+    from .model import INDEX, shipped_model_dir
+
+    if model is None or str(model) == KEYSYNC_REPO:
+        folder = released_model_dir()
+        if (folder / INDEX).is_file():
+            return folder
+        if not _hub_reachable():
+            raise KeySyncError(
+                "no --model given: the default is the released KeySync weights, which are not here yet and the "
+                f"Hugging Face hub cannot be reached (offline?); run `keysync download` once online, or by hand: "
+                f"{manual_steps(folder)}; or pass --model small for the synthetic-world demo model"
+            )
+        return download(folder)
+    if str(model) == "small":
+        return shipped_model_dir()
+    path = Path(model)
+    if path.exists() or str(model).count("/") != 1 or str(model).startswith((".", "/", "~")):
+        return path  # a folder (KeySyncModel.from_pretrained says what is wrong with it)
+    if not _hub_reachable():
+        raise KeySyncError(f"--model {model}: no such folder, and the Hugging Face hub cannot be reached to fetch it as a hub id")
+    from huggingface_hub import snapshot_download
+
+    try:
+        return Path(snapshot_download(str(model)))
+    except Exception as err:  # huggingface_hub raises many error types; all mean "could not fetch"
+        raise KeySyncError(f"--model {model}: no such folder, and fetching it from the hub failed ({str(err).splitlines()[0]})") from err
 
 
 def download(target: str | Path, trust_pickle: bool = False, overwrite: bool = False, log=print) -> Path:

@@ -32,8 +32,9 @@ def register(subparsers) -> None:
     p.add_argument("-o", "--output", required=True, help="output video (.mp4)")
     p.add_argument(
         "--model",
-        help="model folder (from keysync convert), or a preset name with --random-weights; default: the small model "
-        "shipped in the package, trained on synthetic faces only",
+        help="model folder, hub id, or small (the demo model shipped in the package, trained on synthetic faces only); "
+        "default: the released KeySync weights, fetched and converted on first use (keysync download); with "
+        "--random-weights, a preset name",
     )
     p.add_argument("--random-weights", action="store_true", help="build the preset with random weights: tests the plumbing only, the output is noise")
     p.add_argument("--speed", choices=SPEEDS, default="quality", help=SPEED_HELP)
@@ -64,7 +65,6 @@ def register(subparsers) -> None:
 
 
 def run_dub(args: argparse.Namespace) -> int:
-    import sys
     import tempfile
     from contextlib import nullcontext
 
@@ -74,12 +74,10 @@ def run_dub(args: argparse.Namespace) -> int:
     check_output_path(args.output, inputs=(args.video, args.audio), overwrite=args.overwrite)
     clicks = _check_occluder_clicks(args)
     _check_device(args.device)
-    if args.model is None:
-        from ..models.model import shipped_model_dir
+    if not args.random_weights:
+        from ..models.download import resolve_model
 
-        args.model = shipped_model_dir()
-        print("using the small model shipped with keysync (trained on synthetic faces only; for real footage "
-              "convert the released KeySync weights and pass --model)", file=sys.stderr)
+        args.model = resolve_model(args.model)  # the released weights' one-line error comes before any work
 
     import torch
 
@@ -122,7 +120,7 @@ def _check_dub_request(args: argparse.Namespace) -> None:
     if args.model is not None:
         if args.random_weights and args.model not in PRESETS:
             raise KeySyncError(f"--random-weights builds a preset; choose --model {' / '.join(PRESETS)}, or drop --random-weights to load a model folder")
-        if not args.random_weights and args.model in PRESETS and not Path(args.model).exists():
+        if not args.random_weights and args.model in PRESETS and args.model != "small" and not Path(args.model).exists():
             raise KeySyncError(f"--model {args.model} is a preset, which has no trained weights; give a model folder, or add --random-weights to test the plumbing")
     for path in (args.video, args.audio, args.occluders):
         if path is not None and not Path(path).is_file():

@@ -44,6 +44,7 @@ from ..media.frames import MODEL_FPS, plan_model_frames
 from ..media.source import VideoSource, frame_source
 from ..media.writer import VideoWriter, check_output_path
 from ..models import KeySyncModel
+from ..models.download import resolve_model
 from ..parallel import in_background
 from .plan import CLIP, LONG_AUDIO, SHORT_AUDIO, check_steps, plan_frames
 from .sampling import FrameData, LatentDubber, SamplingOptions
@@ -216,10 +217,13 @@ class KeySyncPipeline:
         return self
 
     @classmethod
-    def from_pretrained(cls, model: str | Path, device="cpu", dtype=torch.float32, random_weights: bool = False, **kwargs):
-        """``model``: a model folder, or with ``random_weights`` a preset name (plumbing tests only)."""
+    def from_pretrained(cls, model: str | Path | None = None, device="cpu", dtype=torch.float32, random_weights: bool = False, **kwargs):
+        """``model``: None (the released KeySync weights, fetched and converted once), ``small`` (the demo
+        model shipped in the package, trained on synthetic faces), a model folder or a hub id; with
+        ``random_weights`` a preset name (plumbing tests only)."""
         if random_weights:
             return cls(KeySyncModel.from_preset(str(model)), device, dtype, note=f"RANDOM WEIGHTS ({model} preset): the output is noise, for testing the plumbing only", **kwargs)
+        model = resolve_model(model)
         audio_dir = Path(model) / "audio"  # where `keysync download` puts HuBERT and WavLM
         kwargs.setdefault("encoder_dir", str(audio_dir) if audio_dir.is_dir() else None)
         return cls(KeySyncModel.from_pretrained(model), device, dtype, **kwargs)
