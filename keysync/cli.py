@@ -33,21 +33,28 @@ def build_parser() -> argparse.ArgumentParser:
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name in COMMAND_MODULES:
         importlib.import_module(name).register(subparsers)
+    for sub in subparsers.choices.values():  # every command: how much it says
+        if "--quiet" not in sub._option_string_actions:
+            sub.add_argument("--quiet", action="store_true", help="only warnings and errors")
+        sub.add_argument("--verbose", action="store_true", help="also debugging notes")
     return parser
 
 
 class _StderrNotes(logging.Handler):
-    """The stages' notes (what a length policy drops, a face that leaves) as ``keysync: ...`` lines on
-    whatever ``sys.stderr`` is when they are made."""
+    """The stages' log on whatever ``sys.stderr`` is when a record is made: progress notes as they are,
+    warnings (what a length policy drops, a face that leaves) as ``keysync: ...`` lines."""
 
     def emit(self, record: logging.LogRecord) -> None:
-        print(f"keysync: {record.getMessage()}", file=sys.stderr)
+        text = record.getMessage()
+        print(text if record.levelno < logging.WARNING else f"keysync: {text}", file=sys.stderr)
 
 
-def _show_notes() -> None:
+def _show_notes(level: int = logging.WARNING) -> None:
+    """Print the ``keysync`` loggers' records from ``level`` up (the library alone leaves logging to its user)."""
     logger = logging.getLogger("keysync")
+    logger.setLevel(level)
     if not any(isinstance(h, _StderrNotes) for h in logger.handlers):
-        logger.addHandler(_StderrNotes(logging.WARNING))
+        logger.addHandler(_StderrNotes())
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -64,6 +71,7 @@ def main(argv: list[str] | None = None) -> int:
             parser.print_help()
             return 2
         name = f"keysync {args.command}"
+        _show_notes(logging.DEBUG if args.verbose else logging.WARNING if args.quiet else logging.INFO)
         return int(args.func(args) or 0)
     except KeySyncError as err:
         print(f"{name}: error: {err}", file=sys.stderr)

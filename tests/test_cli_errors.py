@@ -212,3 +212,24 @@ def test_model_names_resolve_to_folders(tmp_path, monkeypatch):
     assert resolve_model(None) == released and resolve_model("toninio19/keysync") == released
     assert resolve_model("small") == SHIPPED_MODEL
     assert resolve_model(str(tmp_path)) == tmp_path
+
+
+def test_every_command_takes_quiet_and_verbose(capsys):
+    """--quiet leaves warnings and errors, the default adds the stages' progress notes, --verbose debugging."""
+    import logging
+
+    from keysync.cli import _show_notes, build_parser
+
+    parser = build_parser()
+    commands = parser._subparsers._group_actions[0].choices
+    for name, sub in commands.items():
+        assert {"--quiet", "--verbose"} <= set(sub._option_string_actions), name
+    log = logging.getLogger("keysync.models.convert")
+    for level, shown in ((logging.WARNING, ["keysync: a warning"]), (logging.INFO, ["a note", "keysync: a warning"]),
+                         (logging.DEBUG, ["a detail", "a note", "keysync: a warning"])):
+        _show_notes(level)
+        log.debug("a detail")
+        log.info("a note")
+        log.warning("a warning")
+        assert capsys.readouterr().err.splitlines() == shown
+    _show_notes()

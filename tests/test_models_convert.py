@@ -84,7 +84,7 @@ def write(tmp_path, tensors, name):
 def convert(tmp_path, kf, it, **kwargs):
     return convert_checkpoints(
         write(tmp_path, kf, "kf.safetensors"), write(tmp_path, it, "it.safetensors"),
-        official_configs=configs(), log=lambda *_: None, **kwargs,
+        official_configs=configs(), **kwargs,
     )
 
 
@@ -115,14 +115,14 @@ def test_rejects_wrong_shape_in_vae_decoder(tmp_path, tiny_ckpts):
         convert(tmp_path, kf, tiny_ckpts["interpolation"])
 
 
-def test_unused_conditioner_autoencoder_is_skipped(tmp_path, tiny_ckpts):
+def test_unused_conditioner_autoencoder_is_skipped(tmp_path, tiny_ckpts, caplog):
     it = dict(tiny_ckpts["interpolation"], **{"conditioner.embedders.0.encoder.encoder.conv_in.weight": torch.zeros(2)})
-    logs = []
-    convert_checkpoints(
-        write(tmp_path, tiny_ckpts["keyframe"], "kf.safetensors"), write(tmp_path, it, "it.safetensors"),
-        official_configs=configs(), log=logs.append,
-    )
-    assert any("skipped 1 tensors of the unused conditioner autoencoder" in line for line in logs)
+    with caplog.at_level("INFO", logger="keysync.models.convert"):
+        convert_checkpoints(
+            write(tmp_path, tiny_ckpts["keyframe"], "kf.safetensors"), write(tmp_path, it, "it.safetensors"),
+            official_configs=configs(),
+        )
+    assert any("skipped 1 tensors of the unused conditioner autoencoder" in line for line in caplog.messages)
 
 
 def test_default_preset_rejects_tiny_checkpoint(tmp_path, tiny_ckpts):
@@ -130,7 +130,7 @@ def test_default_preset_rejects_tiny_checkpoint(tmp_path, tiny_ckpts):
     with pytest.raises(KeySyncError, match="wrong shape"):
         convert_checkpoints(
             write(tmp_path, tiny_ckpts["keyframe"], "kf.safetensors"),
-            write(tmp_path, tiny_ckpts["interpolation"], "it.safetensors"), log=lambda *_: None,
+            write(tmp_path, tiny_ckpts["interpolation"], "it.safetensors"),
         )
 
 
@@ -198,6 +198,7 @@ def test_cli_convert(tmp_path, tiny_ckpts, capsys):
     out = tmp_path / "model"
     args = [str(kf), str(it), "-o", str(out)] + sum([["--official-config", str(c)] for c in configs()], [])
     assert main(["convert", *args]) == 0
+    assert "keyframe: 628 tensors converted from" in capsys.readouterr().err  # the log, on stderr
     assert (out / "keysync.json").is_file()
     assert_umask_modes(out)
     assert main(["convert", *args]) == 1  # exists, no --overwrite
@@ -292,7 +293,7 @@ def test_non_square_official_interpolation_converts_and_runs(tmp_path, tiny_ckpt
     it_cfg = official_config(tmp_path, "interpolation", wrapper={"im_size": [96, 160]})
     kf_cfg = OFFICIAL_TINY / "keyframe_tiny" / "config.json"
     kf, it = write(tmp_path, tiny_ckpts["keyframe"], "kf.safetensors"), non_square_interpolation(tmp_path, tiny_ckpts)
-    model = convert_checkpoints(kf, it, official_configs=[kf_cfg, it_cfg], log=lambda *_: None)
+    model = convert_checkpoints(kf, it, official_configs=[kf_cfg, it_cfg])
     net = model.interpolation
     assert net.learned_mask.shape == (4, 12, 20) and net.latent_hw == model.keyframe.latent_hw == (12, 20)
     assert torch.equal(net.learned_mask, load_file(it)["model.learned_mask"])
@@ -352,7 +353,7 @@ def test_official_keyframe_of_other_depths_converts_and_runs(tmp_path, tiny_ckpt
     assert not any(k.startswith(("output_blocks.0.1.", "output_blocks.1.2.")) for k in stored)  # level 2: no attention
     it = write(tmp_path, tiny_ckpts["interpolation"], "it.safetensors")
     it_cfg = OFFICIAL_TINY / "interpolation_tiny" / "config.json"
-    model = convert_checkpoints(kf, it, official_configs=[kf_cfg, it_cfg], log=lambda *_: None)
+    model = convert_checkpoints(kf, it, official_configs=[kf_cfg, it_cfg])
     net = model.keyframe
     assert net.config.channel_mult == (1, 2, 2) and net.config.transformer_depth == 2
     x, ref, context = torch.randn(14, 4, 16, 16), torch.randn(1, 4, 16, 16), torch.randn(1, 14, 64)
@@ -374,7 +375,7 @@ def test_rejects_im_size_the_official_networks_cannot_run(tmp_path, tiny_ckpts, 
     with pytest.raises(KeySyncError, match=error):
         convert_checkpoints(
             write(tmp_path, tiny_ckpts["keyframe"], "kf.safetensors"), non_square_interpolation(tmp_path, tiny_ckpts),
-            official_configs=[OFFICIAL_TINY / "keyframe_tiny" / "config.json", it_cfg], log=lambda *_: None,
+            official_configs=[OFFICIAL_TINY / "keyframe_tiny" / "config.json", it_cfg],
         )
 
 
@@ -385,7 +386,7 @@ def test_rejects_crop_size_the_official_keyframe_unet_cannot_run(tmp_path, tiny_
     with pytest.raises(KeySyncError, match=r"keyframe UNet has 4 levels, so its latents must be divisible by 8, but .* gives 12x20"):
         convert_checkpoints(
             write(tmp_path, tiny_ckpts["keyframe"], "kf.safetensors"), non_square_interpolation(tmp_path, tiny_ckpts),
-            official_configs=[kf_cfg, it_cfg], log=lambda *_: None,
+            official_configs=[kf_cfg, it_cfg],
         )
 
 

@@ -47,7 +47,6 @@ def model():
         dirs["keyframe"] / "state_dict.safetensors",
         dirs["interpolation"] / "state_dict.safetensors",
         official_configs=[dirs[k] / "config.json" for k in KINDS],
-        log=lambda *_: None,
     )
 
 

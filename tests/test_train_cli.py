@@ -65,7 +65,7 @@ def test_prepare_then_train_and_resume(tmp_path, capsys):
     config["steps"] = 3
     (tmp_path / "train.yaml").write_text(yaml.safe_dump(config))
     assert main(["train", "interpolation", "--config", str(tmp_path / "train.yaml")]) == 0
-    assert "resumed" in capsys.readouterr().out
+    assert "resumed" in capsys.readouterr().err  # the log, on stderr
 
     # --export: the stage's latest checkpoint into the model folder, nothing trained
     model = KeySyncModel.from_pretrained(run / "model")
@@ -92,11 +92,11 @@ def test_prepare_then_train_and_resume(tmp_path, capsys):
     # an audio MLP added to the fp16 network: pretrained once, before the first step, and saved with it
     grown = [*sitting, "--set", f"output={tmp_path / 'sitting-mlp'}", "--set", "audio_mlp=16"]
     assert main(["train", "keyframe", "--config", str(tmp_path / "train.yaml"), *grown]) == 0
-    assert "audio MLP pretraining step 3000/3000" in capsys.readouterr().out
+    assert "audio MLP pretraining step 3000/3000" in capsys.readouterr().err  # the log, on stderr
     assert KeySyncModel.from_pretrained(tmp_path / "sitting-mlp" / "model").keyframe.config.audio_mlp_width == 16
     shutil.rmtree(tmp_path / "sitting-mlp" / "model")  # as if stopped before its end: checkpoints only
     assert main(["train", "keyframe", "--config", str(tmp_path / "train.yaml"), *grown, "--set", "steps=4"]) == 0
-    out = capsys.readouterr().out
+    out = capsys.readouterr().err
     assert "resumed" in out and "audio MLP pretraining" not in out  # the checkpoint holds the trained MLP
 
 

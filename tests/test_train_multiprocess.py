@@ -34,7 +34,7 @@ SCRIPT = textwrap.dedent(
     model = micro_model()
     model.vae.requires_grad_(False)
     train(model, TrainConfig("keyframe", {out!r}, steps=2, checkpoint_every=2, recipe=Recipe(lr=1e-2, warmup_steps=1)),
-          batches, log=lambda *_: None)
+          batches)
     state = PartialState()
     weights = {{k: v.contiguous() for k, v in model.keyframe.state_dict().items()}}
     weights["draws"] = torch.tensor(seen)

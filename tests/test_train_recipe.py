@@ -110,20 +110,20 @@ def fixed_batches(stage):
 
 
 @pytest.mark.parametrize("stage", ["keyframe"])
-def test_resumed_run_continues_the_same_loss_curve(tmp_path, stage):
+def test_resumed_run_continues_the_same_loss_curve(tmp_path, stage, caplog):
     from keysync.train import TrainConfig, train
 
     recipe = Recipe(lr=1e-3, warmup_steps=2)
     whole = train(micro(), TrainConfig(stage, str(tmp_path / "a"), steps=6, checkpoint_every=3, recipe=recipe),
-                  fixed_batches(stage), log=lambda *_: None)
+                  fixed_batches(stage))
     first = train(micro(), TrainConfig(stage, str(tmp_path / "b"), steps=3, checkpoint_every=3, recipe=recipe),
-                  fixed_batches(stage), log=lambda *_: None)
+                  fixed_batches(stage))
     with (tmp_path / "b" / stage / "log.csv").open("a") as log_file:  # killed after logging steps 4 and 5, before their checkpoint
         log_file.write("4,0.5,0.5,0.0,0.001\n5,0.5,0.5,0.0,0.001\n")
-    logs = []
-    rest = train(micro(), TrainConfig(stage, str(tmp_path / "b"), steps=6, checkpoint_every=3, recipe=recipe),
-                 fixed_batches(stage), log=logs.append)
-    assert any("resumed" in line for line in logs)
+    with caplog.at_level("INFO", logger="keysync.train.trainer"):
+        rest = train(micro(), TrainConfig(stage, str(tmp_path / "b"), steps=6, checkpoint_every=3, recipe=recipe),
+                     fixed_batches(stage))
+    assert any("resumed" in line for line in caplog.messages)
     assert len(first) == 3 and len(rest) == 3
     assert first + rest == pytest.approx(whole, rel=1e-5)
     assert whole[3] != pytest.approx(whole[0], rel=1e-3)  # the curve moves: resuming from scratch would differ
@@ -138,7 +138,7 @@ def test_one_process_can_train_at_two_precisions(tmp_path):
     def run(name, precision):
         config = TrainConfig("keyframe", str(tmp_path / name), steps=2, checkpoint_every=2, mixed_precision=precision,
                              recipe=Recipe(lr=1e-3, warmup_steps=1))
-        return train(micro(), config, fixed_batches("keyframe"), log=lambda *_: None)
+        return train(micro(), config, fixed_batches("keyframe"))
 
     full = run("a", "no")
     half = run("b", "bf16")
@@ -340,7 +340,7 @@ def _jaw_read_out(net, shards, jaw) -> float:
 
 
 @pytest.mark.parametrize("target", ["landmarks", "mouth"])
-def test_audio_mlp_pretraining_learns_the_jaw_and_puts_it_in_the_tokens(target):
+def test_audio_mlp_pretraining_learns_the_jaw_and_puts_it_in_the_tokens(target, caplog):
     """Shards whose jaw drops by a nonlinear function of the audio, seen in the landmarks' chin or in the
     mouth parameters (the first: the opening; the landmarks then hold no motion): after pretraining, the
     held-out clips' jaw drop is predicted from their audio, and read from the network's tokens better than
@@ -365,9 +365,9 @@ def test_audio_mlp_pretraining_learns_the_jaw_and_puts_it_in_the_tokens(target):
     net.add_audio_mlp(64)
     with torch.no_grad():
         before = _jaw_read_out(net, shards, jaw)
-    logged = []
-    score = pretrain_audio_mlp(net, shards, "keyframe", steps=600, seed=0, log=logged.append)
-    assert f"on {'mouth parameters' if target == 'mouth' else 'landmarks'}" in logged[-2]
+    with caplog.at_level("INFO", logger="keysync.train.audio_mlp"):
+        score = pretrain_audio_mlp(net, shards, "keyframe", steps=600, seed=0)
+    assert f"on {'mouth parameters' if target == 'mouth' else 'landmarks'}" in caplog.messages[-2]
     assert score > 0.85  # a linear map of the same audio: about 0.2
     with torch.no_grad():
         after = _jaw_read_out(net, shards, jaw)

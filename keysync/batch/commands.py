@@ -26,7 +26,7 @@ def register(subparsers) -> None:
                    "(a problem with the input is not retried within a run; a re-run retries every failed job) (default 1)")
     p.add_argument("--skip-invalid", action="store_true", help="dub the valid rows when some are not (they are listed and count as failed)")
     p.add_argument("--overwrite", action="store_true", help="dub every job again, replacing outputs already in OUT_DIR")
-    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.add_argument("--quiet", action="store_true", help="no progress bars; only warnings and errors")
     p.set_defaults(func=run_batch_command)
 
 

@@ -57,7 +57,7 @@ def register(subparsers) -> None:
     d.add_argument("--speed", choices=SPEEDS, default="quality", help=SPEED_HELP)
     d.add_argument("--steps", type=int, help=STEPS_HELP)
     d.add_argument("--overwrite", action="store_true", help="replace the videos of an earlier demo")
-    d.add_argument("--quiet", action="store_true", help="no progress bars")
+    d.add_argument("--quiet", action="store_true", help="no progress bars; only warnings and errors")
     d.set_defaults(func=run_demo)
 
 

@@ -6,6 +6,7 @@ is filled, and every shape is checked; anything else fails with the offending na
 
 from __future__ import annotations
 
+import logging
 import pickle
 from pathlib import Path
 
@@ -13,7 +14,13 @@ import torch
 from safetensors.torch import load_file
 
 from ..errors import KeySyncError
-from .model import ENCODER_PREFIXES, KeySyncModel, _listing, placeholder_encoder, raise_mismatch
+from .model import (
+    ENCODER_PREFIXES,
+    KeySyncModel,
+    _listing,
+    placeholder_encoder,
+    raise_mismatch,
+)
 from .network import KeySyncNet, as_hw
 from .official import (
     DECODER,
@@ -27,6 +34,8 @@ from .official import (
 )
 from .presets import preset
 from .vae import KeySyncVAE
+
+log = logging.getLogger(__name__)
 
 DEEPSPEED_PREFIX = "_forward_module."
 
@@ -145,7 +154,6 @@ def convert_checkpoints(
     official_configs: list[str | Path] | None = None,
     vae_path: str | Path | None = None,
     trust_pickle: bool = False,
-    log=print,
 ) -> KeySyncModel:
     """Build a ``KeySyncModel`` from official checkpoints (see module docstring for the rules)."""
     configs = _configs(list(official_configs or []))
@@ -172,8 +180,8 @@ def convert_checkpoints(
                 f"{kind} checkpoint {ckpt} has {len(unexpected)} unexpected tensors: {_listing(unexpected)}"
             )
         if ignored:
-            log(f"{kind}: skipped {len(ignored)} tensors of the unused conditioner autoencoder")
-        log(f"{kind}: {len(names)} tensors converted from {ckpt}")
+            log.info(f"{kind}: skipped {len(ignored)} tensors of the unused conditioner autoencoder")
+        log.info(f"{kind}: {len(names)} tensors converted from {ckpt}")
 
     vae_tensors = {}
     if vae_path is not None:
@@ -184,7 +192,7 @@ def convert_checkpoints(
         if "keyframe" in decoders and any(
             not torch.equal(decoders["keyframe"][1][k], v) for k, v in decoder.items()
         ):
-            log("warning: the two checkpoints carry different VAE decoders; using the interpolation one")
+            log.warning("the two checkpoints carry different VAE decoders; using the interpolation one")
     elif "keyframe" in decoders:
         vae, decoder = decoders["keyframe"]
     elif vae_tensors:
@@ -202,7 +210,7 @@ def convert_checkpoints(
         raise_mismatch(f"--vae {vae_path} is not the matching SVD VAE", missing=missing, shapes=shapes)
         encoder = {k: vae_tensors[k] for k in wanted}
     else:
-        log("note: no --vae given, so the model folder can decode but not encode; pass the SVD VAE to add its encoder")
+        log.warning("no --vae given, so the model folder can decode but not encode; pass the SVD VAE to add its encoder")
         encoder = placeholder_encoder(vae)
     vae.load_state_dict({**decoder, **encoder}, strict=True, assign=True)
     info = {"source": "official", "vae_has_encoder": bool(vae_tensors), "audio": preset("official")["audio"], "crops": "head"}

@@ -8,10 +8,13 @@ fails at once and says what to fetch by hand and where to put it.
 
 from __future__ import annotations
 
+import logging
 import os
 from pathlib import Path
 
 from ..errors import KeySyncError
+
+log = logging.getLogger(__name__)
 
 KEYSYNC_REPO = "toninio19/keysync"
 CHECKPOINTS = ("checkpoints/keyframe_dub.pt", "checkpoints/interpolation_dub.pt")
@@ -82,7 +85,7 @@ def resolve_model(model: str | Path | None) -> Path:
         raise KeySyncError(f"--model {model}: no such folder, and fetching it from the hub failed ({str(err).splitlines()[0]})") from err
 
 
-def download(target: str | Path, trust_pickle: bool = False, overwrite: bool = False, log=print) -> Path:
+def download(target: str | Path, trust_pickle: bool = False, overwrite: bool = False) -> Path:
     from huggingface_hub import hf_hub_download, snapshot_download
 
     from .convert import convert_checkpoints
@@ -97,9 +100,9 @@ def download(target: str | Path, trust_pickle: bool = False, overwrite: bool = F
         vae = snapshot_download(SVD_REPO, allow_patterns=["vae/config.json", "vae/diffusion_pytorch_model.fp16.safetensors"])
     except Exception as err:  # huggingface_hub raises many error types; all mean "could not fetch"
         raise KeySyncError(f"download failed ({str(err).splitlines()[0]}); {manual_steps(target)}") from err
-    model = convert_checkpoints(*ckpts, vae_path=Path(vae) / "vae", trust_pickle=trust_pickle, log=log)
+    model = convert_checkpoints(*ckpts, vae_path=Path(vae) / "vae", trust_pickle=trust_pickle)
     model.save_pretrained(target, overwrite=overwrite)
     for name, repo in ENCODERS.items():
         snapshot_download(repo, local_dir=target / "audio" / name, allow_patterns=["*.json", "*.safetensors", "*.bin"])
-    log(f"wrote {target}")
+    log.info(f"wrote {target}")
     return target

@@ -60,7 +60,7 @@ def register(subparsers) -> None:
                    "reach, keeping the source's neck and background; mask takes all of it (to the crop's bottom edge)")
     p.add_argument("--color-match", action="store_true", help="match the regenerated region's colours to the original")
     p.add_argument("--overwrite", action="store_true", help="replace an existing output file")
-    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.add_argument("--quiet", action="store_true", help="no progress bars; only warnings and errors")
     p.set_defaults(func=run_dub)
 
 

@@ -13,9 +13,13 @@ better estimate from its first step.
 
 from __future__ import annotations
 
+import logging
+
 import numpy as np
 import torch
 from torch import nn
+
+log = logging.getLogger(__name__)
 
 # 68-point landmarks: the lower jaw line (5-11) and the lips (48-67), relative to the nose tip (33)
 MOTION_POINTS = list(range(5, 12)) + list(range(48, 68))
@@ -32,7 +36,6 @@ def motion_targets(landmarks: torch.Tensor) -> torch.Tensor:
 
 def pretrain_audio_mlp(
     net, shards: list[dict], stage: str, steps: int = 3000, batch: int = 256, lr: float = 1e-3, seed: int = 0,
-    log=print,
 ) -> float:
     """Train ``net.audio_mlp``'s hidden layers on ``shards`` (each with ``present``, ``audio_{stage}``
     already cut into the network's windows, and ``mouth`` or else ``landmarks``). One clip in ten is held
@@ -74,7 +77,7 @@ def pretrain_audio_mlp(
         opt.step()
         schedule.step()
         if (step + 1) % 1000 == 0 or step + 1 == steps:
-            log(f"audio MLP pretraining step {step + 1}/{steps}: loss {loss.item():.4f}")
+            log.info(f"audio MLP pretraining step {step + 1}/{steps}: loss {loss.item():.4f}")
 
     # fold the input standardisation into the first layer, so the network feeds it raw features
     first = net.audio_mlp[0]
@@ -90,12 +93,12 @@ def pretrain_audio_mlp(
         for m in [clip_of[held] == c]
     ]
     score = float(np.nanmean(scores)) if scores else float("nan")
-    log(f"audio MLP pretraining on {'mouth parameters' if truth else 'landmarks'}: held-out jaw-drop correlation {score:.3f} over {len(scores)} clips")
-    _splice_into_tokens(net, head, x[~held], y[~held], y_mean, y_std, log)
+    log.info(f"audio MLP pretraining on {'mouth parameters' if truth else 'landmarks'}: held-out jaw-drop correlation {score:.3f} over {len(scores)} clips")
+    _splice_into_tokens(net, head, x[~held], y[~held], y_mean, y_std)
     return score
 
 
-def _splice_into_tokens(net, head: nn.Linear, x: torch.Tensor, y: torch.Tensor, y_mean, y_std, log=print) -> None:
+def _splice_into_tokens(net, head: nn.Linear, x: torch.Tensor, y: torch.Tensor, y_mean, y_std) -> None:
     """Set the MLP's output layer, and correct the linear projection, so that the part of each audio token
     that moves with the mouth carries the MLP's reading of the mouth instead of the linear map's.
 
@@ -124,4 +127,4 @@ def _splice_into_tokens(net, head: nn.Linear, x: torch.Tensor, y: torch.Tensor, 
         proj.weight.sub_((a.T @ c_w.T).to(dtype))
         spliced = (proj(x.to(dtype)) + net.audio_mlp(x.to(dtype))).double()
     change = (spliced - tokens).std(0).norm() / tc.std(0).norm()
-    log(f"audio MLP spliced into the tokens: they move {float(change):.3f} as much as before the splice")
+    log.info(f"audio MLP spliced into the tokens: they move {float(change):.3f} as much as before the splice")

@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import csv
 import json
+import logging
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -21,6 +22,8 @@ import torch
 from ..models import KeySyncModel
 from .recipe import Recipe, freeze_temporal_layers, make_optimizer, training_step
 from .samples import write_sample
+
+log = logging.getLogger(__name__)
 
 SAMPLE_CLIP = -1_000_000  # the draw of the clip that sample videos show: one no training step draws
 
@@ -52,7 +55,7 @@ def latest_checkpoint(output: Path) -> tuple[Path | None, int]:
     return output / "checkpoints" / info["folder"], int(info["step"])
 
 
-def train(model: KeySyncModel, config: TrainConfig, batches: Callable[[int], dict], log=print) -> list[float]:
+def train(model: KeySyncModel, config: TrainConfig, batches: Callable[[int], dict]) -> list[float]:
     """Train ``config.stage`` of ``model`` until ``config.steps``, resuming from the run folder if it holds
     a checkpoint. Returns the losses of the steps run by this call."""
     from accelerate import Accelerator
@@ -90,7 +93,7 @@ def train(model: KeySyncModel, config: TrainConfig, batches: Callable[[int], dic
     folder, start = latest_checkpoint(output)
     if folder is not None:
         accelerator.load_state(str(folder))
-        log(f"resumed from {folder} at step {start}")
+        log.info(f"resumed from {folder} at step {start}")
         if main:
             _drop_log_rows_after(log_path, start)
     losses = []
