@@ -149,7 +149,7 @@ def overlap_report(args) -> None:
         )
     lines += ["", f"Load average over the last minute when the run ended: {os.getloadavg()[0]:.1f} (2 cores).", ""]
     RESULTS.mkdir(exist_ok=True)
-    (RESULTS / "speed.md").write_text("\n".join(lines))
+    (RESULTS / args.out).write_text("\n".join(lines))
     print("\n".join(lines))
 
 
@@ -189,6 +189,7 @@ def main() -> None:
     parser.add_argument("--model-seconds-per-frame", type=float, nargs="+", default=[0.0, 0.05])
     parser.add_argument("--old", metavar="REV", help="also run the pipeline of this git revision, in the same session")
     parser.add_argument("--encoders", action="store_true", help="compare x264 presets instead")
+    parser.add_argument("--out", default="speed.md", help="results file name in benchmarks/results")
     parser.add_argument("--encoder-settings", nargs="+", type=lambda s: s.split(":"), metavar="PRESET:CRF",
                         default=[["medium", "18"], ["veryfast", "18"], ["superfast", "18"], ["ultrafast", "18"], ["veryfast", "17"], ["superfast", "16"]])
     args = parser.parse_args()

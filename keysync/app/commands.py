@@ -27,7 +27,7 @@ def register(subparsers) -> None:
 
 def run_app(args: argparse.Namespace) -> int:
     from ..errors import KeySyncError
-    from ..pipeline.commands import _check_device
+    from ..pipeline.commands import check_device
 
     if not 0 < args.port < 65536:
         raise KeySyncError(f"--port {args.port}: give a port between 1 and 65535")
@@ -35,7 +35,7 @@ def run_app(args: argparse.Namespace) -> int:
         if value <= 0:
             raise KeySyncError(f"{flag} {value}: give a positive number")
     models = model_choices(args.model)
-    _check_device(args.device)
+    check_device(args.device)
 
     from .page import serve
 

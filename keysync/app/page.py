@@ -250,7 +250,7 @@ def build_page(server: Server):
         from ..media.audio import SAMPLE_RATE
         from ..media.video import probe_video
         from ..media.writer import VideoWriter
-        from ..pipeline.commands import _check_dub_request
+        from ..pipeline.commands import check_dub_request
         from ..pipeline.dub import DubOptions
 
         job = None
@@ -265,7 +265,7 @@ def build_page(server: Server):
             if model not in server.models:
                 raise KeySyncError(f"model {model!r} is not offered by this server; choose one of {', '.join(server.models)}")
             args = dub_request(video, speech, face_choice_index(face), server.models[model], speed, steps, guidance, mask, paste, seed, long_audio, short_audio)
-            _check_dub_request(args)
+            check_dub_request(args)
             server.check_duration(video, "video")
             server.check_duration(speech, "speech")
             job = Path(tempfile.mkdtemp(prefix="job-", dir=server.session_folder(session_of(request))))

@@ -39,10 +39,10 @@ def dub_rules():
     dub.register(subparsers)
 
     def check(args: argparse.Namespace):
-        dub._check_dub_request(args)
-        return dub._check_occluder_clicks(args)
+        dub.check_dub_request(args)
+        return dub.check_occluder_clicks(args)
 
-    return DubRules(subparsers.choices["dub"], check, dub._check_device)
+    return DubRules(subparsers.choices["dub"], check, dub.check_device)
 
 
 def run_batch_command(args: argparse.Namespace) -> int:

@@ -11,7 +11,6 @@ docs/eval.md for what these differences do to the scores.
 
 from __future__ import annotations
 
-import numpy as np
 from scipy.signal import medfilt
 
 from ..faces.crops import CropBox

@@ -70,10 +70,10 @@ def run_dub(args: argparse.Namespace) -> int:
 
     from ..media.writer import check_output_path
 
-    _check_dub_request(args)  # before torch is imported: a mistake is reported in a fraction of a second
+    check_dub_request(args)  # before torch is imported: a mistake is reported in a fraction of a second
     check_output_path(args.output, inputs=(args.video, args.audio), overwrite=args.overwrite)
-    clicks = _check_occluder_clicks(args)
-    _check_device(args.device)
+    clicks = check_occluder_clicks(args)
+    check_device(args.device)
     if not args.random_weights:
         from ..models.download import resolve_model
 
@@ -100,7 +100,7 @@ def run_dub(args: argparse.Namespace) -> int:
     return 0
 
 
-def _check_dub_request(args: argparse.Namespace) -> None:
+def check_dub_request(args: argparse.Namespace) -> None:
     """Refuse bad numbers, a wrong --model and unreadable inputs before any slow import or work."""
     from ..errors import KeySyncError
     from ..media.video import open_media, probe_video
@@ -133,7 +133,7 @@ def _check_dub_request(args: argparse.Namespace) -> None:
         raise KeySyncError(f"--ref-frame {args.ref_frame} is not a frame of the video (its last is {info.frame_count - 1})")
 
 
-def _check_device(name: str) -> None:
+def check_device(name: str) -> None:
     """Refuse a torch device that is not one, or not on this machine, in one line (not torch's traceback)."""
     import torch
 
@@ -147,7 +147,7 @@ def _check_device(name: str) -> None:
         raise KeySyncError(f"--device {name}: no such CUDA GPU here ({torch.cuda.device_count()} found); use --device cpu")
 
 
-def _check_occluder_clicks(args: argparse.Namespace):
+def check_occluder_clicks(args: argparse.Namespace):
     """The clicks of --occluder-point/--occluder-negative/--occluder-frame, refused before any work if bad;
     None when there are none."""
     from ..errors import KeySyncError
