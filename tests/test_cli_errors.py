@@ -127,6 +127,7 @@ CASES = [
     ("prepare-unknown-model", "prepare {tmp}/outdir {tmp}/shards --model typo", 1, "model folder typo does not exist"),
     ("train-missing-config", "train vae --config {tmp}/none.yaml", 1, "cannot read config"),
     ("train-bad-set", "train vae --config {tmp}/c.yaml --set seed", 1, "--set seed: expected KEY=VALUE"),
+    ("train-bad-type", "train vae --config {tmp}/c.yaml --set steps=many", 1, "config key steps: 'many' should be int (like its default, 1000)"),
 ]
 
 

@@ -129,7 +129,7 @@ def test_every_config_key_is_in_the_help(capsys):
     """The unknown-key error sends the user to `keysync train --help`: every key must be listed there."""
     import re
 
-    from keysync.train.commands import CONFIG_KEYS
+    from keysync.train.config import CONFIG_KEYS
 
     with pytest.raises(SystemExit):
         main(["train", "--help"])
@@ -209,7 +209,7 @@ def test_sampler_draws_the_configured_mask_minus_occluders(tmp_path):
 def test_init_networks_starts_a_wider_vae_model_from_trained_networks(tmp_path):
     """`init_networks`: the small-128 model starts from the 64 px model's networks, widened to 8 channels."""
     from keysync.errors import KeySyncError
-    from keysync.train.commands import init_network
+    from keysync.train.stage import init_network
 
     micro_model().save_pretrained(tmp_path / "narrow")
     trained = KeySyncModel.from_pretrained(tmp_path / "narrow").interpolation.eval()

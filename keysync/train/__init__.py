@@ -7,11 +7,13 @@ does not load torch and diffusers.
 import importlib
 
 _EXPORTS = {
-    **dict.fromkeys(["Recipe", "diffusion_loss", "freeze_temporal_layers", "make_optimizer", "sample_sigmas", "training_step"], ".recipe"),
-    **dict.fromkeys(["TrainConfig", "train"], ".trainer"),
+    **dict.fromkeys(["Recipe", "TrainConfig", "load_config"], ".config"),
+    **dict.fromkeys(["diffusion_loss", "freeze_temporal_layers", "make_optimizer", "sample_sigmas", "training_step"], ".recipe"),
+    "train": ".trainer",
+    "train_stage": ".stage",
 }
 
-__all__ = ["TrainConfig", "train", "Recipe", "diffusion_loss", "freeze_temporal_layers", "make_optimizer", "sample_sigmas", "training_step"]
+__all__ = ["TrainConfig", "load_config", "train", "train_stage", "Recipe", "diffusion_loss", "freeze_temporal_layers", "make_optimizer", "sample_sigmas", "training_step"]
 
 
 def __getattr__(name):

@@ -10,35 +10,13 @@ from __future__ import annotations
 
 import contextlib
 import math
-from dataclasses import dataclass
 
 import torch
 
 from ..diffusion import Conditioning, MaskedDenoiser
 from ..models import KeySyncModel, KeySyncNet
 from ..models.official import network_official_names
-
-
-@dataclass(frozen=True)
-class Recipe:
-    p_mean: float = 1.0  # ln sigma ~ N(p_mean, p_std^2): SVD's high-noise bias, not EDM's -1.2
-    p_std: float = 1.2
-    drop_reference: float = 0.1  # keyframe: per frame; interpolation: both keyframes together, per clip
-    drop_audio: float = 0.2  # per clip
-    pixel_loss_weight: float = 1.0  # keyframe only: l2 on one decoded frame
-    lr: float = 1e-5  # the official keyframe rate; interpolation used 3e-5
-    weight_decay: float = 0.01
-    warmup_steps: int = 1000
-    kl_weight: float = 1e-6  # vae only: the KL term, small as in SD/SVD's VAE training
-    edge_weight: float = 1.0  # vae only: l1 on image gradients, against the blur an l1/l2 loss alone gives
-    # Not in the official recipe (0 = off): extra loss weight on the lips' latent pixels (``lips`` in the
-    # batch). The lips are a few percent of the masked region, so from scratch the loss is mostly the static
-    # lower face and lip motion is learned late; the shipped small model's second phase uses it.
-    lip_weight: float = 0.0
-    # Not in the official recipe (0 = off, a constant rate after warm-up): the rate falls along a cosine from
-    # ``lr`` at the end of warm-up to 0 at this step. A small model trained at batch 1 and a constant rate
-    # keeps moving with the latest batches; decaying the rate at the end of a run lets it settle.
-    decay_steps: int = 0
+from .config import Recipe
 
 
 def sample_sigmas(clips: int, frames: int, recipe: Recipe, generator=None, device=None) -> torch.Tensor:

@@ -14,33 +14,19 @@ import csv
 import json
 import logging
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict
 from pathlib import Path
 
 import torch
 
 from ..models import KeySyncModel
-from .recipe import Recipe, freeze_temporal_layers, make_optimizer, training_step
+from .config import TrainConfig
+from .recipe import freeze_temporal_layers, make_optimizer, training_step
 from .samples import write_sample
 
 log = logging.getLogger(__name__)
 
 SAMPLE_CLIP = -1_000_000  # the draw of the clip that sample videos show: one no training step draws
-
-
-@dataclass
-class TrainConfig:
-    stage: str  # "keyframe", "interpolation" or "vae"
-    output: str  # run folder: STAGE/checkpoints/ and STAGE/log.csv
-    steps: int = 1000
-    checkpoint_every: int = 500
-    seed: int = 0
-    mixed_precision: str = "no"  # "no", "fp16", "bf16"
-    gradient_checkpointing: bool = False
-    freeze_temporal: bool = False  # fine-tuning from SVD weights: keep its temporal layers
-    freeze_encoder: bool = False  # vae only: train the decoder alone, so the latents (and networks on them) stay valid
-    sample_every: int = 0  # write STAGE/samples/step_N.mp4 (truth | output on one fixed clip) every N steps; 0: never
-    recipe: Recipe = field(default_factory=Recipe)
 
 
 def _step_generator(seed: int, step: int) -> torch.Generator:
