@@ -4,7 +4,7 @@
     python benchmarks/speed.py --encoders        # x264 presets at 1080p: speed, size and PSNR
 
 The model stage (sampling and the VAE) is replaced by a stand-in that holds no CPU and takes a fixed time
-per output frame, as a fast GPU would (0 s: the front end alone), so that on a CPU-only machine the
+per output frame, as a fast GPU would (0 s: the front end alone; the VAE returns zeros at once), so that on a CPU-only machine the
 benchmark shows what the rest of the pipeline costs and whether it overlaps the model: decode and
 tracking, crop decode + VAE encode, sampling, VAE decode, paste, and the H.264 writer. With ``--old REV``
 the same run is made with the pipeline of git revision REV (checked out into a temporary worktree), in
@@ -57,7 +57,9 @@ def dub_with_stand_in(clip: Path, per_frame: float) -> dict:
     Runs with whatever ``keysync`` is importable (this tree, or an old revision's)."""
     import resource
 
-    sys.path.insert(0, str(ROOT))  # tests.micro: a 32 px random-weight model, whose VAE costs ~nothing
+    sys.path.insert(0, str(ROOT))  # tests.micro: a 32 px random-weight model
+    import torch
+
     from keysync.media.writer import VideoWriter
     from keysync.pipeline.dub import DubOptions, KeySyncPipeline
     from keysync.pipeline.sampling import SourceLatents
@@ -80,6 +82,10 @@ def dub_with_stand_in(clip: Path, per_frame: float) -> dict:
     VideoWriter.write = timed_write
     pipe = KeySyncPipeline(micro_model(audio_window=1))
     pipe.dubber_class = StandIn
+    vae, factor = pipe.model.vae, pipe.model.vae.downsample_factor  # the VAE is model work too (a GPU's): no CPU
+    channels = vae.config.latent_channels
+    vae.encode_frames = lambda pixels: torch.zeros(len(pixels), channels, pixels.shape[-2] // factor, pixels.shape[-1] // factor)
+    vae.decode_frames = lambda latents, chunk: torch.zeros(len(latents), 3, latents.shape[-2] * factor, latents.shape[-1] * factor)
     made = []
     run = pipe._dub
 

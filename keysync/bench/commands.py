@@ -54,7 +54,8 @@ def register(subparsers) -> None:
     d.add_argument("--out-dir", default=".", help="where to write the two videos (default: the current folder)")
     d.add_argument("--model", help="a model folder instead of the shipped small model")
     d.add_argument("--seed", type=int, default=0, help="which held-out speaker and sentence (default 0)")
-    d.add_argument("--speed", choices=SPEEDS, default="quality", help=SPEED_HELP)
+    d.add_argument("--speed", choices=SPEEDS, default="fast",
+                   help="as keysync dub's (default here: fast, a third of quality's network evaluations; see docs/dubbing.md#speed)")
     d.add_argument("--steps", type=int, help=STEPS_HELP)
     d.add_argument("--overwrite", action="store_true", help="replace the videos of an earlier demo")
     d.add_argument("--quiet", action="store_true", help="no progress bars; only warnings and errors")
