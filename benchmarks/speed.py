@@ -57,7 +57,7 @@ def dub_with_stand_in(clip: Path, per_frame: float) -> dict:
     Runs with whatever ``keysync`` is importable (this tree, or an old revision's)."""
     import resource
 
-    sys.path.insert(0, str(ROOT))  # tests.micro: a 32 px random-weight model
+    sys.path.append(str(ROOT))  # tests.micro (a 32 px random-weight model); keysync itself from PYTHONPATH
     import torch
 
     from keysync.media.writer import VideoWriter
