@@ -16,6 +16,7 @@ import pytest
 from keysync.batch.commands import dub_rules
 from keysync.batch.manifest import read_manifest
 from keysync.cli import main
+from keysync.models.model import SHIPPED_MODEL
 
 from .batch_catalogue import ROWS, catalogue, outputs, sha256, write_manifest
 from .conftest import ROOT
@@ -50,9 +51,10 @@ def test_manifest_problems_are_named_before_any_work(tmp_path_factory, tmp_path,
 
     jsonl = root / "rows.jsonl"
     jsonl.write_text(json.dumps({"video": "v0.mp4", "audio": "speech.mp4", "guidance": [4, 1.5], "color_match": True,
-                                 "long-audio": "hold", "speed": "fast", "batch-size": 3, "output": "sub/a.mp4"}) + "\n")
+                                 "long-audio": "hold", "speed": "fast", "batch-size": 3, "output": "sub/a.mp4", "model": "small"}) + "\n")
     (job,), invalid = read_manifest(jsonl, out, dub_rules())
     assert invalid == [] and job.output == str(out / "sub" / "a.mp4") and job.video == str(root / "v0.mp4")
+    assert job.model == str(SHIPPED_MODEL)  # "small": the shipped demo model's folder
     assert {k: job.options[k] for k in ("guidance", "color_match", "long_audio", "speed", "clips_per_call", "steps")} == {
         "guidance": (4.0, 1.5), "color_match": True, "long_audio": "hold", "speed": "fast", "clips_per_call": 3, "steps": None}
 
