@@ -66,10 +66,10 @@ def dub_with_stand_in(clip: Path, per_frame: float) -> dict:
     from tests.micro import micro_model
 
     class StandIn(SourceLatents):
-        def window(self, plan, index, data, anchor, previous_keyframe):
+        def window(self, plan, index, data, anchor, previous_keyframe, **progress):
             window = plan.windows[index]
             time.sleep(per_frame * (window.stop_frame - window.first_frame))
-            return super().window(plan, index, data, anchor, previous_keyframe)
+            return super().window(plan, index, data, anchor, previous_keyframe, **progress)
 
     writing = [0.0]
     write = VideoWriter.write

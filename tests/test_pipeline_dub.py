@@ -286,3 +286,37 @@ def test_by_default_only_the_face_above_the_jaw_line_is_pasted(tmp_path, pipe, m
     assert not jaw[:, -1].any() and box[:, -1].any()  # the box runs to the crop's bottom edge, the jaw paste does not
     with pytest.raises(Exception, match="paste region 'neck'"):
         pipe.dub_file(video, audio, tmp_path / "bad.mp4", DubOptions(paste="neck", progress=False))
+
+
+def test_progress_advances_per_stage(pipe, monkeypatch):
+    """Four bars, each counting frames: tracking (source frames), keyframes and interpolation (model frames,
+    as each stage finishes a window), writing (output frames)."""
+    made = []
+
+    class Bar:
+        def __init__(self, iterable=None, total=None, desc=None, **kwargs):
+            self.iterable, self.desc, self.n = iterable, desc, 0
+            made.append(self)
+
+        def __iter__(self):
+            for item in self.iterable:
+                self.n += 1
+                yield item
+
+        def update(self, n=1):
+            self.n += n
+
+        def close(self):
+            pass
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc):
+            return False
+
+    monkeypatch.setattr(dub_module, "tqdm", Bar)
+    frames = np.stack(list(moving_frames(astronaut(), 320, 240, 20, photo_height=220)))
+    out = pipe(frames, tone(0.8), fps=25, steps=1)
+    assert len(list(out.frames)) == 20
+    assert {bar.desc: bar.n for bar in made} == {"tracking": 20, "keyframes": 20, "interpolation": 20, "writing": 20}

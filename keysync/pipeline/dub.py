@@ -356,9 +356,12 @@ class KeySyncPipeline:
         def sample(prepared: Iterator[FrameData]) -> Iterator[dict[int, np.ndarray]]:
             """Stage 3, per window: sample the latents (keyframes, then interpolation) and VAE-decode them."""
             previous = None
+            bars = {stage: tqdm(total=plan.num_frames, desc=stage, disable=not opts.progress, unit="frame")
+                    for stage in ("keyframes", "interpolation")}  # model frames done by each stage
             for w, data in enumerate(prepared):
                 clock = time.perf_counter()
-                latents, previous = dubber.window(plan, w, data, anchor, previous)
+                done = plan.windows[w].stop_frame - plan.windows[w].first_frame
+                latents, previous = dubber.window(plan, w, data, anchor, previous, on_stage=lambda stage: bars[stage].update(done))
                 timings["sampling"] += time.perf_counter() - clock
                 clock = time.perf_counter()
                 with torch.no_grad():
@@ -367,6 +370,8 @@ class KeySyncPipeline:
                 window = plan.windows[w]
                 timings["decode"] += time.perf_counter() - clock
                 yield {k: images[k - window.first_frame] for k in range(window.first_frame, window.stop_frame)}
+            for bar in bars.values():
+                bar.close()
 
         def generate() -> Iterator[np.ndarray]:
             """Stage 4, per output frame: decode it, paste the generated lower face, yield it. Stages 2 and 3
@@ -374,7 +379,7 @@ class KeySyncPipeline:
             writing = source.fetcher(tracked.times)
             generated: dict[int, np.ndarray] = {}
             windows = in_background(sample(in_background(prepare(source.fetcher(tracked.times)))))
-            bar = tqdm(total=len(timeline.output_source), desc="dubbing", disable=not opts.progress, unit="frame")
+            bar = tqdm(total=len(timeline.output_source), desc="writing", disable=not opts.progress, unit="frame")
             with closing(windows), bar:
                 for j, k in enumerate(timeline.output_model):
                     while k not in generated:

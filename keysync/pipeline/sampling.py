@@ -7,6 +7,7 @@ generator seeded by (seed, window), so the output does not depend on how many cl
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import torch
@@ -74,18 +75,23 @@ class LatentDubber:
         return torch.cat(out)
 
     @torch.no_grad()
-    def window(self, plan: Plan, index: int, data: FrameData, anchor: FrameData, previous_keyframe: torch.Tensor | None):
+    def window(self, plan: Plan, index: int, data: FrameData, anchor: FrameData, previous_keyframe: torch.Tensor | None,
+               on_stage: Callable[[str], None] | None = None):
         """Output latents for ``plan.windows[index]`` -> (latents of frames first..stop-1, last keyframe latent).
 
         ``data`` must cover the window's segment frames; ``anchor`` holds the reference frame (1 frame);
-        ``previous_keyframe`` is the last keyframe latent of the previous window (None for the first).
+        ``previous_keyframe`` is the last keyframe latent of the previous window (None for the first);
+        ``on_stage("keyframes")`` and ``on_stage("interpolation")`` are called as each stage ends (progress).
         """
+        on_stage = on_stage or (lambda stage: None)
         window: Window = plan.windows[index]
         generator = torch.Generator().manual_seed(self.options.seed * 100_003 + index)
         keyframes = self._keyframes(window, data, anchor, generator)
         if previous_keyframe is not None:
             keyframes[window.segments[0]] = previous_keyframe
+        on_stage("keyframes")
         latents = self._interpolate(window, data, keyframes, generator)
+        on_stage("interpolation")
         last = window.batches[-1].keyframes[-1]
         first = window.segments[0]
         return latents[window.first_frame - first : window.stop_frame - first], keyframes[last]
@@ -137,7 +143,10 @@ class SourceLatents(LatentDubber):
     VAE and the paste alone lose: the best any model with this VAE can do (``keysync bench --method
     autoencode``)."""
 
-    def window(self, plan: Plan, index: int, data: FrameData, anchor: FrameData, previous_keyframe: torch.Tensor | None):
+    def window(self, plan: Plan, index: int, data: FrameData, anchor: FrameData, previous_keyframe: torch.Tensor | None,
+               on_stage: Callable[[str], None] | None = None):
         window = plan.windows[index]
         first = window.segments[0]
+        for stage in ("keyframes", "interpolation") if on_stage else ():
+            on_stage(stage)
         return data.latents[window.first_frame - first : window.stop_frame - first], None
