@@ -7,6 +7,11 @@ and sentences no model saw in training) in the three modes, then compares every 
 clip by clip: sync (cross mode), LipLeak (silent), SSIM in the regenerated box (reconstruction), partial
 cross-leak and mouth jitter. Writes benchmarks/results/speed_presets.md; each preset's per-clip numbers stay
 in benchmarks/results/speed-presets/P/. A preset whose results exist is not run again (resume).
+
+    python benchmarks/speed_presets.py --seed-floor
+
+runs `quality` again at sampler seed 1 on the same clips (cross mode) into speed-presets/quality-seed1/:
+how far two seeds of the same preset lie apart clip by clip, the floor any per-clip comparison sits on.
 """
 
 from __future__ import annotations
@@ -18,6 +23,7 @@ import os
 import platform
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -70,12 +76,25 @@ def compare(base: dict, other: dict) -> list[str]:
     return lines
 
 
+def seed_floor(root: Path) -> None:
+    from keysync.bench.methods import KeySyncMethod
+    from keysync.bench.runner import benchmark_data, run_benchmark, write_results
+
+    records = benchmark_data(root / "quality" / "data", 10, 0, 256)
+    with tempfile.TemporaryDirectory() as work:
+        result = run_benchmark(KeySyncMethod(speed="quality", seed=1), records, Path(work), modes=("cross",), progress=False)
+    write_results(root / "quality-seed1", "keysync", result)
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--clips", type=int, default=10)
     parser.add_argument("--presets", nargs="+", default=["quality", "fast", "fastest"])
+    parser.add_argument("--seed-floor", action="store_true", help="also run quality at sampler seed 1 (cross mode)")
     args = parser.parse_args()
     root = RESULTS / "speed-presets"
+    if args.seed_floor and not (root / "quality-seed1" / "per_clip.csv").exists():
+        seed_floor(root)
     seconds = {p: run_preset(p, args.clips, root / p) for p in args.presets}
     clips = {p: per_clip(root / p) for p in args.presets}
     lines = [
@@ -91,6 +110,10 @@ def main() -> int:
     for p in args.presets:
         k, i = stage_schedules(p)
         lines.append(f"| {p} | {k.steps} ({k.guided}) | {i.steps} ({i.guided}) | {evaluations_per_output_frame(k, i):.1f} | {seconds[p]:.0f} |")
+    if (root / "quality-seed1" / "per_clip.csv").exists() and "quality" in clips:
+        lines += ["", "## quality at sampler seed 1 against seed 0, clip by clip (the floor of a per-clip comparison)", "",
+                  "| mode | metric | seed 0 | seed 1 | difference (mean +- s.e.) | largest difference | asked of a preset | clips that meet it |",
+                  "|---|---|---|---|---|---|---|---|", *compare(clips["quality"], per_clip(root / "quality-seed1"))[:1]]
     for p in args.presets:
         if p == "quality" or "quality" not in clips:
             continue
