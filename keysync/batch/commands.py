@@ -24,6 +24,9 @@ def register(subparsers) -> None:
     p.add_argument("--worker-cpus", type=int, default=1, help="CPUs per Ray actor when the cluster has no GPU (default 1)")
     p.add_argument("--retries", type=int, default=1, help="tries again per job after a worker died or an unexpected error "
                    "(a problem with the input is not retried within a run; a re-run retries every failed job) (default 1)")
+    p.add_argument("--split-long", type=float, metavar="S", help="dub a video longer than S seconds in pieces of at most "
+                   "about S seconds (whole sampling windows of 6.76 s), on several workers at once, and join them: the joined "
+                   "output equals an unsplit dub's frames")
     p.add_argument("--skip-invalid", action="store_true", help="dub the valid rows when some are not (they are listed and count as failed)")
     p.add_argument("--overwrite", action="store_true", help="dub every job again, replacing outputs already in OUT_DIR")
     p.add_argument("--quiet", action="store_true", help="no progress bars; only warnings and errors")
@@ -50,7 +53,7 @@ def run_batch_command(args: argparse.Namespace) -> int:
 
     summary = run_batch(BatchRequest(
         manifest=args.jobs, out_dir=args.out_dir, run_dir=args.run_dir, model=args.model, dtype=args.dtype,
-        workers=args.workers, devices=args.devices, ray=args.ray, worker_cpus=args.worker_cpus, retries=args.retries,
+        workers=args.workers, devices=args.devices, ray=args.ray, worker_cpus=args.worker_cpus, retries=args.retries, split_long=args.split_long,
         skip_invalid=args.skip_invalid, overwrite=args.overwrite, progress=not args.quiet,
     ), dub_rules())
     summary.print()

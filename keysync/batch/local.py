@@ -20,14 +20,14 @@ from .worker import Finished, Slot
 
 
 def _serve(conn, device: str, threads: int | None, staging: str) -> None:
-    """A worker process: dub the jobs sent on ``conn`` until it is closed or sent None."""
+    """A worker process: do the tasks sent on ``conn`` until it is closed or sent None."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the driver's to handle; it stops the workers
     from .worker import Dubber
 
     dubber = Dubber(device, threads, staging)
     conn.send("ready")
-    while (job := conn.recv()) is not None:
-        conn.send(dubber.dub(job))
+    while (task := conn.recv()) is not None:
+        conn.send(dubber.run(task))
 
 
 class LocalWorkers:

@@ -25,7 +25,8 @@ BATCH_ONLY = ("help", "output", "overwrite", "quiet", "device", "dtype")  # dub 
 # this table to dub's parser, so that an option dub gains cannot be silently ignored by batch)
 DUB_OPTIONS = {"speed": "speed", "steps": "steps", "guidance": "guidance", "seed": "seed", "batch_size": "clips_per_call",
                "mask": "mask", "face_index": "face_index", "ref_frame": "ref_frame", "occluders": "occluders",
-               "long_audio": "long_audio", "short_audio": "short_audio", "color_match": "color_match", "paste": "paste"}
+               "long_audio": "long_audio", "short_audio": "short_audio", "color_match": "color_match", "paste": "paste",
+               "crf": "crf"}
 OTHER_OPTIONS = ("model", "random_weights", "occluder_point", "occluder_negative", "occluder_frame", "segmenter")  # in Job
 TRUE, FALSE = ("1", "true", "yes", "y"), ("0", "false", "no", "n", "")
 

@@ -58,7 +58,7 @@ class RayWorkers:
 
     def submit(self, slot: Slot, job) -> None:
         slot.job = job
-        self._pending[slot.handle.dub.remote(job)] = slot
+        self._pending[slot.handle.run.remote(job)] = slot
 
     def wait(self) -> list[Finished]:
         """Block until an actor returns a job or is lost."""

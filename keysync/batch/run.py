@@ -3,6 +3,7 @@ workers one job at a time, move each finished output into OUT_DIR, and sum up.""
 
 from __future__ import annotations
 
+import math
 import os
 import shutil
 import sys
@@ -29,6 +30,7 @@ class BatchRequest:
     ray: str | None = None  # None: local processes; "": a Ray cluster from the environment or a new local one
     worker_cpus: int = 1  # per Ray actor without a GPU
     retries: int = 1
+    split_long: float | None = None  # seconds: a longer video is dubbed in pieces by several workers and joined
     skip_invalid: bool = False
     overwrite: bool = False
     progress: bool = True
@@ -51,8 +53,9 @@ class Summary:
               f"{dubbed:.1f} s of video dubbed in {self.seconds:.1f} s; the model loaded {len(self.loads)} time(s) "
               f"in {sum(self.loads):.1f} s", file=file)
         for slot in self.slots:
-            if slot.jobs:
-                print(f"  {slot.name} ({slot.device}): {slot.jobs} job(s), {slot.frames} frames, "
+            if slot.jobs or slot.pieces:
+                pieces = f" and {slot.pieces} piece(s) of long videos" if slot.pieces else ""
+                print(f"  {slot.name} ({slot.device}): {slot.jobs} job(s){pieces}, {slot.frames} frames, "
                       f"{slot.frames / max(slot.busy, 1e-9):.2f} frames/s", file=file)
         for row, name, error in self.failed:
             print(f"  failed: row {row} {name}: {error}", file=file)
@@ -121,6 +124,8 @@ def _check_workers(request: BatchRequest, rules: DubRules):
         raise KeySyncError(f"--workers {request.workers}: give at least 1")
     if request.retries < 0:
         raise KeySyncError(f"--retries {request.retries}: give 0 or more")
+    if request.split_long is not None and not request.split_long > 0:
+        raise KeySyncError(f"--split-long {request.split_long:g}: give the longest piece in seconds, more than 0")
     if request.ray is not None:
         from .ray_backend import RayWorkers, import_ray
 
@@ -163,14 +168,80 @@ def _devices(text: str | None) -> list[str]:
 def _dub(start_workers, todo: list[Job], journal: Journal, run_dir: Path, summary: Summary, request: BatchRequest) -> None:
     from tqdm.auto import tqdm
 
+    from .split import join_pieces, piece_path, planned_pieces
+    from .worker import Outcome, Task
+
     staging = run_dir / "staging"
     shutil.rmtree(staging, ignore_errors=True)  # what workers of an interrupted run left
     staging.mkdir()
-    queue, tries, started = deque(todo), Counter(), {}
+    plans: dict[str, list] = {}  # a split job's name -> its pieces' sampling windows
+    queue, tries, started, failed = deque(), Counter(), {}, set()
     bar = tqdm(total=len(todo), desc="jobs", unit="job", disable=not request.progress, dynamic_ncols=True)
     workers, lines, seconds_out = None, {}, 0.0
+
+    def queue_pieces(job: Job, folder: Path) -> None:
+        """The pieces not yet made, first in the queue (so that a long video's pieces run side by side)."""
+        missing = [Task(job, "piece", str(folder), i, tuple(w)) for i, w in enumerate(plans[job.name])
+                   if not piece_path(folder, i).is_file()]
+        queue.extendleft(reversed(missing))
+        if not missing:
+            join(job, folder)
+
+    def join(job: Job, folder: Path) -> None:
+        from ..media.video import probe_video
+        from .journal import sha256_of
+
+        staged = staging / f"{job.key[:16]}.joined{Path(job.name).suffix}"
+        try:
+            join_pieces(folder, len(plans[job.name]), staged)
+        except (KeySyncError, OSError) as err:
+            fail(job, f"joining the pieces failed: {err}")
+            return
+        info = probe_video(staged)
+        finish(job, Outcome("done", str(staged), sha256_of(staged), info.frame_count, info.duration), "driver", os.getpid(),
+               min(started.get(n, time.time()) for n in (job.name, f"{job.name} [tracking]")), time.time())
+
+    def finish(job: Job, outcome, worker: str, pid: int, start: float, end: float) -> None:
+        nonlocal seconds_out
+        journal.write(job, "done", worker=worker, pid=pid, start=start, end=end, output=job.output,
+                      sha256=outcome.sha256, frames=outcome.frames, seconds=outcome.seconds)
+        Path(job.output).parent.mkdir(parents=True, exist_ok=True)
+        os.replace(outcome.staged, job.output)  # journal first: a crash between leaves the job to redo
+        summary.done.append((job, outcome))
+        seconds_out += outcome.seconds
+        bar.set_postfix_str(f"{seconds_out:.1f} s of video")
+        bar.update()
+
+    def fail(job: Job, error: str, journaled: bool = True) -> None:
+        """The job is given up within this run; its other queued tasks go."""
+        if job.name in failed:
+            return
+        failed.add(job.name)
+        if not journaled:
+            journal.write(job, "failed", error=error)
+        summary.failed.append((job.row, job.name, error))
+        bar.update()
+        for task in [t for t in queue if t.job.name == job.name]:
+            queue.remove(task)
+
+    parallel = 0  # tasks that could run at once: how many workers are worth starting
+    for job in todo:
+        seconds = _duration(job.video) if request.split_long else 0.0
+        parallel += max(1, math.ceil(seconds / request.split_long)) if request.split_long else 1
+        if request.split_long and seconds > request.split_long:
+            folder = run_dir / "pieces" / job.key[:16]
+            folder.mkdir(parents=True, exist_ok=True)
+            plans[job.name] = planned_pieces(folder, job.key)
+            if plans[job.name] is None:  # not tracked yet (or by an earlier run, for other inputs or options)
+                queue.append(Task(job, "locate", str(folder), split_seconds=request.split_long))
+            else:
+                queue_pieces(job, folder)
+        else:
+            queue.append(Task(job))
     try:
-        workers = start_workers(len(todo), staging)
+        if not queue:  # every piece was made by an earlier run, and joined above
+            return
+        workers = start_workers(parallel, staging)
         summary.slots = workers.slots
         lines = {s.name: tqdm(total=0, position=i + 1, bar_format="{desc}", disable=not request.progress, leave=False)
                  for i, s in enumerate(workers.slots)}
@@ -178,49 +249,55 @@ def _dub(start_workers, todo: list[Job], journal: Journal, run_dir: Path, summar
             for slot in workers.idle():
                 if not queue:
                     break
-                job = queue.popleft()
-                tries[job.name] += 1
-                started[job.name] = time.time()
-                workers.submit(slot, job)
-                journal.write(job, "started", worker=slot.name, pid=slot.pid, device=slot.device, attempt=tries[job.name],
-                              start=started[job.name], end=None)
-                lines[slot.name].set_description_str(f"  {slot.name}: row {job.row} {job.name}")
+                task = queue.popleft()
+                tries[task.name] += 1
+                started[task.name] = time.time()
+                workers.submit(slot, task)
+                journal.write(task, "started", worker=slot.name, pid=slot.pid, device=slot.device, attempt=tries[task.name],
+                              start=started[task.name], end=None)
+                lines[slot.name].set_description_str(f"  {slot.name}: row {task.row} {task.name}")
             for item in workers.wait():
-                job, slot, outcome = item.job, item.slot, item.outcome
+                task, slot, outcome = item.job, item.slot, item.outcome
+                job = task.job
                 lines[slot.name].set_description_str(f"  {slot.name}: idle")
-                start, end = started[job.name], time.time()
+                start, end = started[task.name], time.time()
                 slot.busy += end - start
-                again = tries[job.name] <= request.retries
+                again = tries[task.name] <= request.retries
                 if outcome is None:
-                    journal.write(job, "lost", worker=slot.name, start=start, end=end, error=item.error)
-                    bar.write(f"keysync batch: row {job.row} {job.name}: {item.error}; " + ("queued again" if again else "giving up"))
+                    journal.write(task, "lost", worker=slot.name, start=start, end=end, error=item.error)
+                    bar.write(f"keysync batch: row {task.row} {task.name}: {item.error}; " + ("queued again" if again else "giving up"))
                     if again:
-                        queue.appendleft(job)
+                        queue.appendleft(task)
                     else:
-                        summary.failed.append((job.row, job.name, item.error))
-                        bar.update()
+                        fail(job, item.error, journaled=task.kind == "dub")
                     continue
                 for note in outcome.notes:
-                    bar.write(f"keysync: row {job.row} {job.name}: {note}")
+                    bar.write(f"keysync: row {task.row} {task.name}: {note}")
                 if outcome.load_seconds:
                     summary.loads.append(outcome.load_seconds)
                 if outcome.status == "done":
-                    journal.write(job, "done", worker=slot.name, pid=outcome.pid, start=start, end=end, output=job.output,
-                                  sha256=outcome.sha256, frames=outcome.frames, seconds=outcome.seconds)
-                    Path(job.output).parent.mkdir(parents=True, exist_ok=True)
-                    os.replace(outcome.staged, job.output)  # journal first: a crash between leaves the job to redo
-                    slot.jobs, slot.frames = slot.jobs + 1, slot.frames + outcome.frames
-                    summary.done.append((job, outcome))
-                    seconds_out += outcome.seconds
-                    bar.set_postfix_str(f"{seconds_out:.1f} s of video")
-                    bar.update()
+                    if task.kind != "dub":
+                        journal.write(task, "done", worker=slot.name, pid=outcome.pid, start=start, end=end,
+                                      frames=outcome.frames, pieces=outcome.pieces or None)
+                    slot.frames += outcome.frames
+                    if task.kind == "dub":
+                        slot.jobs += 1
+                        finish(job, outcome, slot.name, outcome.pid, start, end)
+                    elif job.name in failed:
+                        pass  # another task of this job failed: nothing more is done for it in this run
+                    elif task.kind == "locate":
+                        plans[job.name] = outcome.pieces
+                        queue_pieces(job, Path(task.folder))
+                    else:
+                        slot.pieces += 1
+                        if all(piece_path(task.folder, i).is_file() for i in range(len(plans[job.name]))):
+                            join(job, Path(task.folder))
                     continue
-                journal.write(job, "failed", worker=slot.name, pid=outcome.pid, start=start, end=end, error=outcome.error)
+                journal.write(task, "failed", worker=slot.name, pid=outcome.pid, start=start, end=end, error=outcome.error)
                 if outcome.retry and again:
-                    queue.append(job)
+                    queue.append(task)
                 else:
-                    summary.failed.append((job.row, job.name, outcome.error))
-                    bar.update()
+                    fail(job, outcome.error, journaled=task.kind == "dub")
     except BaseException:  # Ctrl-C or an error: the jobs in hand are journaled as interrupted, to run next time
         for slot in workers.slots if workers else []:
             if slot.job is not None:
@@ -233,3 +310,9 @@ def _dub(start_workers, todo: list[Job], journal: Journal, run_dir: Path, summar
             line.close()
         bar.close()
         shutil.rmtree(staging, ignore_errors=True)
+
+
+def _duration(video: str) -> float:
+    from ..media.video import probe_video
+
+    return probe_video(video).duration

@@ -13,6 +13,32 @@ from pathlib import Path
 from ..errors import KeySyncError
 
 
+@dataclass(frozen=True)
+class Task:
+    """What a worker is handed: a whole job (``dub``), or for a video split into pieces (``--split-long``) its
+    face tracking and piece plan (``locate``) or one piece (``piece``), in the job's ``folder`` of the run folder."""
+
+    job: object  # the manifest's Job
+    kind: str = "dub"
+    folder: str | None = None
+    piece: int = 0
+    windows: tuple[int, int] | None = None  # a piece's sampling windows
+    split_seconds: float = 0.0  # for locate: the longest piece wanted
+
+    @property
+    def name(self) -> str:
+        """The task's name in the journal; a whole job's is its output's."""
+        return {"dub": self.job.name, "locate": f"{self.job.name} [tracking]"}.get(self.kind, f"{self.job.name} [piece {self.piece}]")
+
+    @property
+    def row(self) -> int:
+        return self.job.row
+
+    @property
+    def key(self) -> str:
+        return self.job.key
+
+
 @dataclass
 class Outcome:
     status: str  # "done" or "failed"
@@ -25,6 +51,7 @@ class Outcome:
     load_seconds: float = 0.0  # spent loading the model for this job (0 when it was loaded already)
     notes: list[str] = field(default_factory=list)  # the pipeline's notes (length policy, a face that leaves)
     pid: int = 0
+    pieces: list = field(default_factory=list)  # locate: each piece's (first, stop) sampling windows
 
 
 class _Notes(logging.Handler):
@@ -63,15 +90,17 @@ class Dubber:
             self._loaded = wanted
         return self._pipe
 
-    def dub(self, job) -> Outcome:
+    def run(self, task: Task) -> Outcome:
+        """Do ``task``; a failure is an ``Outcome`` with its one-line error, never an exception."""
         from ..media.video import probe_video
         from ..pipeline.dub import DubOptions
         from .journal import sha256_of
 
-        staged = self.staging / f"{job.key[:16]}{Path(job.name).suffix}"
+        job = task.job
         notes = _Notes()
         logging.getLogger("keysync").addHandler(notes)
-        occluders = self.staging / f"{job.key[:16]}.occluders.npy"
+        folder = Path(task.folder) if task.folder else self.staging
+        occluders = folder / f"{job.key[:16]}.occluders.npy"
         loaded = 0.0
         try:
             clock = time.perf_counter()
@@ -79,8 +108,22 @@ class Dubber:
             loaded = time.perf_counter() - clock if self._loaded_now else 0.0
             options = DubOptions(**job.options)
             if job.clicks is not None:
-                options.occluders = str(self._track(job, occluders))
-            pipe.dub_file(job.video, job.audio, staged, options, overwrite=True)
+                options.occluders = str(occluders if task.kind == "piece" else self._track(job, occluders))
+            if task.kind == "locate":
+                from .split import locate
+
+                return Outcome("done", pieces=locate(pipe, job, options, folder, task.split_seconds), load_seconds=loaded,
+                               notes=notes.lines, pid=os.getpid())
+            if task.kind == "piece":
+                from ..faces.frontend import load_location
+                from .split import piece_path
+
+                staged = piece_path(folder, task.piece)
+                pipe.dub_file(job.video, job.audio, staged, options, overwrite=True, face=load_location(folder / "face.npz"),
+                              windows=task.windows)
+            else:
+                staged = self.staging / f"{job.key[:16]}{Path(job.name).suffix}"
+                pipe.dub_file(job.video, job.audio, staged, options, overwrite=True)
             info = probe_video(staged)
             return Outcome("done", str(staged), sha256_of(staged), info.frame_count, info.duration,
                            load_seconds=loaded, notes=notes.lines, pid=os.getpid())
@@ -92,7 +135,8 @@ class Dubber:
                            pid=os.getpid())
         finally:
             logging.getLogger("keysync").removeHandler(notes)
-            occluders.unlink(missing_ok=True)
+            if task.kind == "dub":  # a split job's masks serve its pieces; its folder goes when they are joined
+                occluders.unlink(missing_ok=True)
 
     def _track(self, job, masks: Path) -> Path:
         """The clicked occluder tracked with SAM 2, as `keysync dub --occluder-point` does."""
@@ -117,6 +161,7 @@ class Slot:
     handle: object = None  # the backend's: a local process's (process, connection), a Ray actor
     ready: bool = False  # it has started (a local worker that dies before that cannot start at all)
     jobs: int = 0
+    pieces: int = 0
     frames: int = 0
     busy: float = 0.0
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 
@@ -45,3 +46,31 @@ def locate_face(frames: Iterable[Frame], backend, size: int, follow: str, face_i
     boxes = plan_crops(target, tracked.times, size=size, follow=follow)
     fill = nearest_present(target.present)
     return FaceLocation(tracked, target, [boxes[i] if boxes[i] is not None else boxes[fill[i]] for i in range(len(boxes))], fill)
+
+
+def save_location(location: FaceLocation, path) -> None:
+    """Write what ``locate_face`` found to an .npz file (plain arrays, no pickle), so that other processes
+    (the pieces of a long video in ``keysync batch --split-long``) dub with the very same track and crops."""
+    from ..files import write_atomic
+
+    tracked, target = location.tracked, location.target
+    boxes = np.array([[b.cx, b.cy, b.side, b.angle] for b in location.boxes], dtype=np.float64)
+
+    def write(tmp: Path) -> None:
+        with open(tmp, "wb") as f:
+            np.savez(f, size=[tracked.width, tracked.height], times=tracked.times, shot_starts=tracked.shot_starts,
+                     landmarks=target.landmarks, present=target.present, track_index=target.track_index,
+                     target_shot_starts=target.shot_starts, boxes=boxes, crop_size=location.boxes[0].size, fill=location.fill)
+
+    write_atomic(path, write)
+
+
+def load_location(path) -> FaceLocation:
+    """What ``save_location`` wrote (the face tracks other than the target's are not kept)."""
+    with np.load(path, allow_pickle=False) as data:
+        width, height = (int(v) for v in data["size"])
+        tracked = TrackingResult(width, height, data["times"], [int(i) for i in data["shot_starts"]], [])
+        target = TargetFace(data["landmarks"], data["present"], data["track_index"], [int(i) for i in data["target_shot_starts"]])
+        size = int(data["crop_size"])
+        boxes = [CropBox(*(float(v) for v in row), size) for row in data["boxes"]]
+        return FaceLocation(tracked, target, boxes, data["fill"])

@@ -59,6 +59,7 @@ def register(subparsers) -> None:
                    help="what of the regenerated region goes back into the frame: jaw (default) stops below the jaw's lowest "
                    "reach, keeping the source's neck and background; mask takes all of it (to the crop's bottom edge)")
     p.add_argument("--color-match", action="store_true", help="match the regenerated region's colours to the original")
+    p.add_argument("--crf", type=int, default=17, help="the output's H.264 quality: 0 lossless, 17 (default) visually lossless, 23 x264's default, up to 51")
     p.add_argument("--overwrite", action="store_true", help="replace an existing output file")
     p.add_argument("--quiet", action="store_true", help="no progress bars; only warnings and errors")
     p.set_defaults(func=run_dub)
@@ -93,7 +94,7 @@ def run_dub(args: argparse.Namespace) -> int:
         options = DubOptions(
             speed=args.speed, steps=args.steps, guidance=args.guidance, seed=args.seed, clips_per_call=args.batch_size, mask=args.mask,
             face_index=args.face_index, ref_frame=args.ref_frame, occluders=occluders, long_audio=args.long_audio,
-            short_audio=args.short_audio, color_match=args.color_match, paste=args.paste, progress=not args.quiet,
+            short_audio=args.short_audio, color_match=args.color_match, paste=args.paste, crf=args.crf, progress=not args.quiet,
         )
         out = pipe.dub_file(args.video, args.audio, args.output, options, overwrite=args.overwrite)
     print(f"wrote {out}")
@@ -108,6 +109,8 @@ def check_dub_request(args: argparse.Namespace) -> None:
 
     if args.steps is not None:
         check_steps(args.steps)
+    if not 0 <= args.crf <= 51:
+        raise KeySyncError(f"--crf {args.crf}: give 0 (lossless) to 51")
     if args.batch_size < 1:
         raise KeySyncError(f"--batch-size {args.batch_size}: give at least 1 clip per network call")
     if abs(args.seed) >= 2**32:

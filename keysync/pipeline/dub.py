@@ -35,7 +35,7 @@ from ..diffusion.speed import stage_schedules
 from ..errors import KeySyncError
 from ..faces.backends import load_backend
 from ..faces.crops import cut_crop
-from ..faces.frontend import locate_face
+from ..faces.frontend import FaceLocation, locate_face
 from ..faces.masks import build_mask, latent_mask
 from ..faces.paste import PASTE_REGIONS, above_line, jaw_limits, paste_back
 from ..faces.tracking import TargetFace
@@ -90,6 +90,8 @@ class DubOutput:
     timings: dict[str, float]  # seconds spent per stage (STAGES)
     size: tuple[int, int]  # (width, height)
     rate: Fraction  # the input's frame rate
+    location: FaceLocation  # the track and crop boxes (``save_location`` hands them to another process)
+    window_starts: np.ndarray  # the first output frame of each sampling window (where a video may be split seamlessly)
 
 
 @dataclass
@@ -229,33 +231,41 @@ class KeySyncPipeline:
         return cls(KeySyncModel.from_pretrained(model), device, dtype, **kwargs)
 
     def __call__(self, frames, audio, *, fps: float | None = None, sample_rate: int = SAMPLE_RATE,
-                 options: DubOptions | None = None, **overrides) -> "DubOutput":
+                 options: DubOptions | None = None, face: FaceLocation | None = None, windows: tuple[int, int] | None = None,
+                 **overrides) -> "DubOutput":
         """Dub frames: ``frames`` an (N, H, W, 3) array or an iterable of RGB arrays or PIL images at ``fps``
         (or a video file's path); ``audio`` a waveform at ``sample_rate`` ((samples,) or (channels,
         samples)), or an audio file's path. Options are a ``DubOptions`` or its fields as keywords (``face_index=1``).
 
         The face is tracked before this returns; the dubbed frames are made as ``.frames`` is iterated.
+        ``face``: the ``location`` of an earlier call on the same video, used instead of tracking again;
+        ``windows``: ``(first, stop)`` dubs only those sampling windows' frames (``window_starts``), equal to
+        the same frames of the whole dub: a long video split so, and joined, shows no seam.
         """
         opts = replace(options or DubOptions(), **overrides)
         wave = load_audio(audio) if isinstance(audio, (str, Path)) else resample_to_16k(audio, sample_rate)
-        return self._dub(frame_source(frames, fps), wave, opts)
+        return self._dub(frame_source(frames, fps), wave, opts, face, windows)
 
-    def dub_file(self, video, audio, output, options: DubOptions | None = None, overwrite: bool = False) -> Path:
-        """Dub a video file with an audio (or video) file's speech into ``output`` (H.264 + AAC)."""
+    def dub_file(self, video, audio, output, options: DubOptions | None = None, overwrite: bool = False,
+                 face: FaceLocation | None = None, windows: tuple[int, int] | None = None) -> Path:
+        """Dub a video file with an audio (or video) file's speech into ``output`` (H.264 + AAC). ``face`` and
+        ``windows`` as for ``__call__``; with ``windows`` the file has no sound (``join_videos`` gives the
+        joined pieces the whole soundtrack)."""
         opts = options or DubOptions()
         output = check_output_path(output, inputs=(video, audio), overwrite=overwrite)
         source = VideoSource(video)
-        result = self._dub(source, load_audio(audio), opts)
+        result = self._dub(source, load_audio(audio), opts, face, windows)
         info = source.info
         with VideoWriter(output, info.width, info.height, rate=info.average_rate, time_base=info.time_base,
-                         audio=result.audio, audio_rate=SAMPLE_RATE, crf=opts.crf, overwrite=overwrite) as writer:
+                         audio=None if windows else result.audio, audio_rate=SAMPLE_RATE, crf=opts.crf, overwrite=overwrite) as writer:
             frames = in_background(result.frames, depth=4)  # paste the next frames while this one encodes
             with closing(frames):
                 for time, image in zip(result.times, frames):
                     writer.write(image, float(time))
         return output
 
-    def _dub(self, source, wave: np.ndarray, opts: DubOptions) -> "DubOutput":
+    def _dub(self, source, wave: np.ndarray, opts: DubOptions, face: FaceLocation | None = None,
+             windows: tuple[int, int] | None = None) -> "DubOutput":
         if opts.long_audio not in LONG_AUDIO or opts.short_audio not in SHORT_AUDIO:
             raise KeySyncError(f"length policies: long audio one of {LONG_AUDIO}, short audio one of {SHORT_AUDIO}")
         if opts.speed not in SPEEDS:
@@ -272,14 +282,20 @@ class KeySyncPipeline:
         clock = time.perf_counter()
 
         # 1. track
-        decoded = in_background(source.frames(), depth=4)  # the next frames decode while the tracker works
-        frames = tqdm(decoded, total=info.frame_count or None, desc="tracking", disable=not opts.progress, unit="frame")
-        with closing(decoded):
-            face = locate_face(frames, load_backend(opts.backend), size, self.model.crop_plan, face_index=opts.face_index, name=info.path)
+        if face is None:
+            decoded = in_background(source.frames(), depth=4)  # the next frames decode while the tracker works
+            frames = tqdm(decoded, total=info.frame_count or None, desc="tracking", disable=not opts.progress, unit="frame")
+            with closing(decoded):
+                face = locate_face(frames, load_backend(opts.backend), size, self.model.crop_plan, face_index=opts.face_index, name=info.path)
         tracked, target, boxes, fill = face.tracked, face.target, face.boxes, face.fill
 
         timeline = make_timeline(tracked.times, float(info.average_rate), math.ceil(len(wave) / SAMPLES_PER_FRAME), opts.long_audio, opts.short_audio)
         plan = plan_frames(timeline.num_model_frames, opts.batches_per_window)
+        window_starts = np.searchsorted(timeline.output_model, [w.first_frame for w in plan.windows])
+        first, stop = windows or (0, len(plan.windows))
+        if not 0 <= first < stop <= len(plan.windows):
+            raise KeySyncError(f"windows {first}..{stop}: this dub has sampling windows 0..{len(plan.windows)}")
+        out_first, out_stop = window_starts[first], (window_starts[stop] if stop < len(plan.windows) else len(timeline.output_model))
         start = float(tracked.times[0])  # model frame 0 is shown at the first frame's timestamp
         # the speech's time 0 is the video container's start, as when FFmpeg muxes the two files
         speech = fit_audio_to_frames(wave, timeline.num_model_frames, start - info.start).reshape(-1)
@@ -339,9 +355,10 @@ class KeySyncPipeline:
         dilate, blur = opts.feather
         timings["tracking"] += time.perf_counter() - clock
 
-        def prepare(reader) -> Iterator[FrameData]:
+        def prepare(reader) -> Iterator[tuple[int, FrameData]]:
             """Stage 2, per window: decode the model frames, cut their face crops, VAE-encode them."""
-            for window in plan.windows:
+            for w in range(max(0, first - 1), stop):  # from the window before the first: its last keyframe
+                window = plan.windows[w]
                 clock = time.perf_counter()
                 padded = list(range(window.segments[0], window.segments[-1] + CLIP))
                 sources = [int(timeline.model_source[plan.source_frame(p)]) for p in padded]
@@ -351,15 +368,20 @@ class KeySyncPipeline:
                 pick = [row[s] for s in sources]
                 audio = {s: feats[s][padded].to(self.device, self.dtype) for s in feats}
                 timings["encode"] += time.perf_counter() - clock
-                yield FrameData(padded[0], lat[pick], msk[pick], audio["keyframe"], audio["interpolation"])
+                yield w, FrameData(padded[0], lat[pick], msk[pick], audio["keyframe"], audio["interpolation"])
 
-        def sample(prepared: Iterator[FrameData]) -> Iterator[dict[int, np.ndarray]]:
+        def sample(prepared: Iterator[tuple[int, FrameData]]) -> Iterator[dict[int, np.ndarray]]:
             """Stage 3, per window: sample the latents (keyframes, then interpolation) and VAE-decode them."""
             previous = None
-            bars = {stage: tqdm(total=plan.num_frames, desc=stage, disable=not opts.progress, unit="frame")
+            total = plan.windows[stop - 1].stop_frame - plan.windows[first].first_frame
+            bars = {stage: tqdm(total=total, desc=stage, disable=not opts.progress, unit="frame")
                     for stage in ("keyframes", "interpolation")}  # model frames done by each stage
-            for w, data in enumerate(prepared):
+            for w, data in prepared:
                 clock = time.perf_counter()
+                if w < first:
+                    previous = dubber.last_keyframe(plan, w, data, anchor)
+                    timings["sampling"] += time.perf_counter() - clock
+                    continue
                 done = plan.windows[w].stop_frame - plan.windows[w].first_frame
                 latents, previous = dubber.window(plan, w, data, anchor, previous, on_stage=lambda stage: bars[stage].update(done))
                 timings["sampling"] += time.perf_counter() - clock
@@ -379,9 +401,10 @@ class KeySyncPipeline:
             writing = source.fetcher(tracked.times)
             generated: dict[int, np.ndarray] = {}
             windows = in_background(sample(in_background(prepare(source.fetcher(tracked.times)))))
-            bar = tqdm(total=len(timeline.output_source), desc="writing", disable=not opts.progress, unit="frame")
+            bar = tqdm(total=out_stop - out_first, desc="writing", disable=not opts.progress, unit="frame")
             with closing(windows), bar:
-                for j, k in enumerate(timeline.output_model):
+                for j in range(out_first, out_stop):
+                    k = timeline.output_model[j]
                     while k not in generated:
                         generated = next(windows)  # the frames of the window that holds model frame k
                     clock = time.perf_counter()
@@ -394,4 +417,5 @@ class KeySyncPipeline:
                     bar.update(1)
                     yield image
 
-        return DubOutput(generate(), timeline.output_times, soundtrack, target, timings, (info.width, info.height), info.average_rate)
+        return DubOutput(generate(), timeline.output_times[out_first:out_stop], soundtrack, target, timings, (info.width, info.height),
+                         info.average_rate, face, window_starts)

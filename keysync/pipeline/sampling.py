@@ -85,7 +85,7 @@ class LatentDubber:
         """
         on_stage = on_stage or (lambda stage: None)
         window: Window = plan.windows[index]
-        generator = torch.Generator().manual_seed(self.options.seed * 100_003 + index)
+        generator = self._generator(index)
         keyframes = self._keyframes(window, data, anchor, generator)
         if previous_keyframe is not None:
             keyframes[window.segments[0]] = previous_keyframe
@@ -95,6 +95,17 @@ class LatentDubber:
         last = window.batches[-1].keyframes[-1]
         first = window.segments[0]
         return latents[window.first_frame - first : window.stop_frame - first], keyframes[last]
+
+    @torch.no_grad()
+    def last_keyframe(self, plan: Plan, index: int, data: FrameData, anchor: FrameData) -> torch.Tensor:
+        """The last keyframe latent of ``plan.windows[index]``, as ``window`` gives it, from the keyframe stage
+        alone: a window's keyframes do not depend on earlier windows, so dubbing windows ``i..j`` after this
+        call for window ``i - 1`` gives what dubbing them all gives (the pieces of ``keysync batch --split-long``)."""
+        window = plan.windows[index]
+        return self._keyframes(window, data, anchor, self._generator(index))[window.batches[-1].keyframes[-1]]
+
+    def _generator(self, index: int) -> torch.Generator:
+        return torch.Generator().manual_seed(self.options.seed * 100_003 + index)
 
     def _keyframes(self, window: Window, data: FrameData, anchor: FrameData, generator) -> dict[int, torch.Tensor]:
         net = self.model.keyframe
@@ -150,3 +161,6 @@ class SourceLatents(LatentDubber):
         for stage in ("keyframes", "interpolation") if on_stage else ():
             on_stage(stage)
         return data.latents[window.first_frame - first : window.stop_frame - first], None
+
+    def last_keyframe(self, plan: Plan, index: int, data: FrameData, anchor: FrameData) -> None:
+        return None
