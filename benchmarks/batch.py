@@ -2,6 +2,12 @@
 jobs as separate `keysync dub` runs (each starting Python, importing torch and loading the model again).
 
     python benchmarks/batch.py --jobs 8 --frames 14 --steps 1
+    python benchmarks/batch.py --split-long 14 --seconds 30 --steps 1
+
+The second form checks ``--split-long``: one long clip dubbed whole by ``keysync dub`` (seeds 0 and 1) and
+split into pieces by ``keysync batch --workers 2``; it compares the joined output's frames at the joins
+with the unsplit output's, against how much two seeds differ elsewhere, and the frame counts, durations
+and soundtrack lengths.
 
 Dubs short clips (a real face photo with head motion, tests/faces_media_clips.py) with the shipped small
 model; every run is a fresh `keysync` process, as a user runs it. Also measures, in fresh processes, what
@@ -52,7 +58,11 @@ def main() -> None:
     parser.add_argument("--jobs", type=int, default=8)
     parser.add_argument("--frames", type=int, default=14, help="frames per clip (25 fps; 14 is one sampling window)")
     parser.add_argument("--steps", type=int, default=1)
+    parser.add_argument("--split-long", type=float, help="check --split-long S on one clip of --seconds instead")
+    parser.add_argument("--seconds", type=float, default=30.0)
     args = parser.parse_args()
+    if args.split_long:
+        return split_long(args)
     load_before = os.getloadavg()[0]
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
@@ -87,6 +97,60 @@ def main() -> None:
     print(text)
     if not RESULTS.exists():
         RESULTS.write_text("# keysync batch throughput\n\nMade with `benchmarks/batch.py` (see its docstring).\n\n")
+    with open(RESULTS, "a") as f:
+        f.write(text + "\n")
+
+
+def split_long(args) -> None:
+    import numpy as np
+
+    sys.path.insert(0, str(ROOT))
+    from keysync.media.audio import load_audio
+    from keysync.media.source import VideoSource
+    from keysync.media.video import probe_video
+    from tests.faces_media_clips import astronaut, moving_frames, tone, write_clip, write_wav
+
+    load_before = os.getloadavg()[0]
+    frames = int(args.seconds * 25)
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp = Path(tmp)
+        write_wav(tmp / "speech.mp4", tone(args.seconds))
+        write_clip(tmp / "long.mp4", moving_frames(astronaut(), 320, 240, frames, photo_height=220, amplitude=10), rate=25)
+        (tmp / "jobs.csv").write_text(f"video,audio,steps,seed\nlong.mp4,speech.mp4,{args.steps},0\n")
+        walls = {}
+        for seed in (0, 1):
+            walls[f"keysync dub, seed {seed}"] = keysync("dub", str(tmp / "long.mp4"), str(tmp / "speech.mp4"), "-o",
+                                                         str(tmp / f"seed{seed}.mp4"), "--steps", str(args.steps), "--seed",
+                                                         str(seed), "--model", "small", "--quiet")
+        walls[f"keysync batch --split-long {args.split_long:g} --workers 2, seed 0"] = keysync(
+            "batch", str(tmp / "jobs.csv"), "-o", str(tmp / "out"), "--model", "small", "--workers", "2", "--split-long",
+            str(args.split_long), "--quiet")
+        journal = [json.loads(line) for line in (tmp / "out.keysync-batch" / "journal.jsonl").read_text().splitlines()]
+        pieces = next(r["pieces"] for r in journal if r["status"] == "done" and r.get("pieces"))
+        decode = {name: np.stack([f.image for f in VideoSource(path).frames()]).astype(np.int16)
+                  for name, path in (("whole", tmp / "seed0.mp4"), ("seed1", tmp / "seed1.mp4"), ("split", tmp / "out" / "long.mp4"))}
+        infos = {name: probe_video(path) for name, path in (("whole", tmp / "seed0.mp4"), ("split", tmp / "out" / "long.mp4"))}
+        audio = {name: len(load_audio(path)) / 16000 for name, path in (("whole", tmp / "seed0.mp4"), ("split", tmp / "out" / "long.mp4"))}
+    # the frame where each piece after the first starts: windows of 169 model frames, the first making 157
+    joins = [157 + 169 * (first - 1) for first, _ in pieces[1:]]
+    near = np.zeros(frames, bool)
+    for j in joins:
+        near[max(0, j - 2): j + 2] = True
+    split_diff = np.abs(decode["split"] - decode["whole"]).mean(axis=(1, 2, 3))
+    seed_diff = np.abs(decode["seed1"] - decode["whole"]).mean(axis=(1, 2, 3))
+    lines = [f"## {time.strftime('%Y-%m-%d %H:%M')}: --split-long {args.split_long:g} on a {args.seconds:g} s clip (320x240, "
+             f"{frames} frames), shipped small model, steps {args.steps}, crf 17, CPU, {os.cpu_count()} cores, "
+             f"load average {load_before:.1f} before", "",
+             f"Pieces (sampling windows): {pieces}; joins at output frames {joins}.", "",
+             "| mean absolute difference per frame (8-bit levels, whole frame) | mean | largest |", "|---|---|---|",
+             f"| split against unsplit, at the joins (2 frames each side) | {split_diff[near].mean():.3f} | {split_diff[near].max():.3f} |",
+             f"| split against unsplit, elsewhere | {split_diff[~near].mean():.3f} | {split_diff[~near].max():.3f} |",
+             f"| seed 1 against seed 0 (both unsplit), elsewhere | {seed_diff[~near].mean():.3f} | {seed_diff[~near].max():.3f} |", "",
+             f"- frames: unsplit {infos['whole'].frame_count}, split {infos['split'].frame_count}; durations {infos['whole'].duration:.3f} s "
+             f"and {infos['split'].duration:.3f} s; soundtracks {audio['whole']:.3f} s and {audio['split']:.3f} s", ""]
+    lines += ["| run | wall (s) |", "|---|---|"] + [f"| {name} | {wall:.1f} |" for name, wall in walls.items()] + [""]
+    text = "\n".join(lines)
+    print(text)
     with open(RESULTS, "a") as f:
         f.write(text + "\n")
 
