@@ -90,7 +90,7 @@ def test_prepare_then_train_and_resume(tmp_path, capsys):
     sitting = ["--set", f"model={tmp_path / 'fp16'}", "--set", f"output={tmp_path / 'sitting-2'}"]
     assert main(["train", "keyframe", "--config", str(tmp_path / "train.yaml"), *sitting]) == 0
     # an audio MLP added to the fp16 network: pretrained once, before the first step, and saved with it
-    grown = [*sitting, "--set", f"output={tmp_path / 'sitting-mlp'}", "--set", "audio_mlp=16"]
+    grown = [*sitting, "--set", f"output={tmp_path / 'sitting-mlp'}", "--set", "audio_mlp.width=16"]
     assert main(["train", "keyframe", "--config", str(tmp_path / "train.yaml"), *grown]) == 0
     assert "audio MLP pretraining step 3000/3000" in capsys.readouterr().err  # the log, on stderr
     assert KeySyncModel.from_pretrained(tmp_path / "sitting-mlp" / "model").keyframe.config.audio_mlp_width == 16
@@ -149,8 +149,15 @@ def test_train_config_errors_name_the_key(tmp_path, capsys):
     assert "unknown key sed (did you mean seed?)" in capsys.readouterr().err
     assert main(["train", "keyframe", "--config", str(config), "--set", "keyframe_copy=true"]) == 1
     assert "keyframe_copy is for the interpolation stage" in capsys.readouterr().err
-    assert main(["train", "vae", "--config", str(config), "--set", "audio_mlp=16"]) == 1
-    assert "audio_mlp is for the keyframe and interpolation stages" in capsys.readouterr().err
+    assert main(["train", "vae", "--config", str(config), "--set", "audio_mlp.width=16"]) == 1
+    assert "audio_mlp.width is for the keyframe and interpolation stages" in capsys.readouterr().err
+    config.write_text(yaml.safe_dump({"model": "small", "data": "shards", "output": "run", "audio_mlp": {"widht": 16}}))
+    assert main(["train", "keyframe", "--config", str(config)]) == 1
+    assert "unknown key audio_mlp.widht (did you mean audio_mlp.width?)" in capsys.readouterr().err
+    config.write_text(yaml.safe_dump({"model": "small", "data": "shards", "output": "run", "audio_mlp": 16}))
+    assert main(["train", "keyframe", "--config", str(config)]) == 1
+    assert "audio_mlp is a section of keys, such as audio_mlp: {width: 128}" in capsys.readouterr().err
+    config.write_text(yaml.safe_dump({"model": "small", "data": "shards", "output": "run"}))
     assert main(["train", "keyframe", "--config", str(config), "--set", "freeze_audio=true"]) == 1  # removed
     assert "unknown key freeze_audio" in capsys.readouterr().err
     config.write_text("- a list\n")

@@ -1,5 +1,6 @@
-"""A training run's settings in one place: ``TrainConfig`` (with its ``Recipe``). Its fields are the YAML
-config's keys, their defaults, the unknown-key check and the listing in ``keysync train --help``.
+"""A training run's settings in one place: ``TrainConfig`` (with its ``Recipe`` and its ``AudioMLP``
+section). Their fields are the YAML config's keys, their defaults, the unknown-key check and the listing in
+``keysync train --help``.
 
 Torch-free, so that building the command line stays fast.
 """
@@ -38,6 +39,18 @@ class Recipe:
     decay_steps: int = key(0, "not official: 0 keeps the rate constant after warm-up; N decays it along a cosine to 0 at step N")
 
 
+@dataclass(frozen=True)
+class AudioMLP:
+    """Not official: a step before training. A two-layer perceptron is set beside the network's linear audio
+    projection, its hidden layers are trained to read each frame's mouth from the frame's audio window, and
+    it is spliced into the audio tokens (``keysync.train.audio_mlp``); then the network trains."""
+
+    width: int = key(0, "hidden width; 0: no perceptron and no such step")
+    steps: int = key(3000, "pretraining steps (AdamW, the rate cosine-decayed to 0)")
+    batch: int = key(256, "frames per pretraining step")
+    lr: float = key(1e-3, "pretraining rate")
+
+
 @dataclass
 class TrainConfig:
     """One stage's training run. ``stage`` and ``output`` come first (``TrainConfig("keyframe", "runs/x")``)."""
@@ -60,25 +73,31 @@ class TrainConfig:
     audio_window: int | None = key(None, "keyframe/interpolation: frames of audio each side of a frame (official 0); a narrower loaded network is widened, output unchanged")
     init_networks: str | None = key(None, "keyframe/interpolation: start the stage's network from this model folder's, widened to the VAE's latent channels")
     keyframe_copy: bool = key(False, "interpolation only, not official: give every frame its nearer keyframe too")
-    audio_mlp: int = key(0, "keyframe/interpolation, not official: width of a perceptron beside the audio projection, pretrained to read the mouth and spliced in")
+    audio_mlp: AudioMLP = field(default_factory=AudioMLP, metadata={"doc": "keyframe/interpolation: a section (audio_mlp: {width: 128})"})
     recipe: Recipe = field(default_factory=Recipe, metadata={"doc": "the Recipe's keys, at the top level of the file"})
 
 
-RUN_KEYS = tuple(f.name for f in fields(TrainConfig) if f.name not in ("stage", "recipe"))
+SECTIONS = {"audio_mlp": AudioMLP}  # keys holding a mapping of their own keys (audio_mlp.width in --set)
+RUN_KEYS = tuple(f.name for f in fields(TrainConfig) if f.name not in ("stage", "recipe", *SECTIONS))
 RECIPE_KEYS = tuple(f.name for f in fields(Recipe))
-CONFIG_KEYS = RUN_KEYS + RECIPE_KEYS
+SECTION_KEYS = tuple(f"{name}.{f.name}" for name, cls in SECTIONS.items() for f in fields(cls))
+CONFIG_KEYS = RUN_KEYS + RECIPE_KEYS + SECTION_KEYS
 REQUIRED_KEYS = ("model", "data", "output")
 
 
 def config_help() -> str:
     """Every config key with its default and what it does, from the dataclasses."""
-    lines = ["config keys (YAML or JSON; --set KEY=VALUE overrides one; an unknown key is an error):", ""]
-    for cls, skip in ((TrainConfig, ("stage", "recipe")), (Recipe, ())):
-        for f in fields(cls):
-            if f.name in skip:
-                continue
-            default = "required" if f.name in REQUIRED_KEYS else repr(f.default)
-            lines.append(f"  {f.name}: {default}\n      {f.metadata['doc']}")
+    lines = ["config keys (YAML or JSON; --set KEY=VALUE overrides one, --set SECTION.KEY=VALUE a section's; an unknown "
+             "key is an error):", ""]
+    listed = [(f, f.name) for f in fields(TrainConfig) if f.name not in ("stage", "recipe", *SECTIONS)]
+    listed += [(f, f.name) for f in fields(Recipe)]
+    for name, cls in SECTIONS.items():
+        listed += [(f, f"{name}.{f.name}") for f in fields(cls)]
+    for f, name in listed:
+        default = "required" if name in REQUIRED_KEYS else repr(f.default)
+        lines.append(f"  {name}: {default}\n      {f.metadata['doc']}")
+    for name, cls in SECTIONS.items():
+        lines += ["", f"  {name}: {' '.join(cls.__doc__.split())}"]
     return "\n".join(lines)
 
 
@@ -102,6 +121,12 @@ def config_from_mapping(values: dict, stage: str, source: str = "config") -> Tra
     the nearest valid key, required ones must be there, values take their key's type."""
     if stage not in STAGES:
         raise KeySyncError(f"stage {stage!r}: choose one of {', '.join(STAGES)}")
+    values = dict(values)
+    for name in SECTIONS:
+        section = values.pop(name, {}) or {}
+        if not isinstance(section, dict):
+            raise KeySyncError(f"{source}: {name} is a section of keys, such as {name}: {{width: 128}}; see `keysync train --help`")
+        values |= {f"{name}.{k}": v for k, v in section.items()}
     unknown = sorted(set(values) - set(CONFIG_KEYS))
     if unknown:
         near = [f"{k} (did you mean {close[0]}?)" if (close := get_close_matches(k, CONFIG_KEYS, n=1)) else k for k in unknown]
@@ -111,6 +136,9 @@ def config_from_mapping(values: dict, stage: str, source: str = "config") -> Tra
         raise KeySyncError(f"{source} lacks {', '.join(missing)}; see `keysync train --help`")
     run = {f.name: _typed(f.name, values[f.name], f.default) for f in fields(TrainConfig) if f.name in values}
     recipe = Recipe(**{f.name: _typed(f.name, values[f.name], f.default) for f in fields(Recipe) if f.name in values})
+    for name, cls in SECTIONS.items():
+        run[name] = cls(**{f.name: _typed(f"{name}.{f.name}", values[f"{name}.{f.name}"], f.default)
+                           for f in fields(cls) if f"{name}.{f.name}" in values})
     return TrainConfig(stage=stage, recipe=recipe, **run)
 
 

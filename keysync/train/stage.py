@@ -4,6 +4,7 @@ train (or export the latest checkpoint) and write the run's model folder. ``keys
 from __future__ import annotations
 
 import logging
+from operator import attrgetter
 from pathlib import Path
 
 import torch
@@ -37,8 +38,8 @@ def init_network(model, stage: str, folder: str) -> None:
 
 def _check_stage_keys(config: TrainConfig) -> None:
     """Keys that only one kind of stage has."""
-    for name, stages in (("keyframe_copy", ("interpolation",)), ("audio_mlp", ("keyframe", "interpolation")), ("freeze_encoder", ("vae",))):
-        if getattr(config, name) and config.stage not in stages:
+    for name, stages in (("keyframe_copy", ("interpolation",)), ("audio_mlp.width", ("keyframe", "interpolation")), ("freeze_encoder", ("vae",))):
+        if attrgetter(name)(config) and config.stage not in stages:
             raise KeySyncError(f"{name} is for the {' and '.join(stages)} stage{'s' if len(stages) > 1 else ''}; drop it from the {config.stage} config")
 
 
@@ -57,7 +58,7 @@ def _model(config: TrainConfig, trained: Path) -> tuple[KeySyncModel, bool]:
         getattr(model, config.stage).widen_audio_window(config.audio_window)
     if config.keyframe_copy:
         model.interpolation.add_keyframe_copy()
-    new_mlp = bool(config.audio_mlp) and getattr(model, config.stage).add_audio_mlp(config.audio_mlp, seed=config.seed)
+    new_mlp = bool(config.audio_mlp.width) and getattr(model, config.stage).add_audio_mlp(config.audio_mlp.width, seed=config.seed)
     return model, new_mlp
 
 
@@ -80,7 +81,9 @@ def train_stage(config: TrainConfig, export: bool = False) -> str:
     if new_mlp and not export and latest_checkpoint(Path(config.output) / stage)[0] is None:
         from .audio_mlp import pretrain_audio_mlp
 
-        pretrain_audio_mlp(getattr(model, stage), sampler.shards, stage, seed=config.seed)
+        mlp = config.audio_mlp
+        log.info(f"before training: the audio perceptron (width {mlp.width}), {mlp.steps} steps of reading the mouth from the audio")
+        pretrain_audio_mlp(getattr(model, stage), sampler.shards, stage, steps=mlp.steps, batch=mlp.batch, lr=mlp.lr, seed=config.seed)
     if export:
         from ..models.model import load_weights
 
