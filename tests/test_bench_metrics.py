@@ -9,8 +9,11 @@ def test_silent_frames_by_rms():
     audio = np.zeros(10 * 640, np.float32)
     audio[3 * 640 : 5 * 640] = 0.1 * np.sin(np.arange(2 * 640))
     audio += 1e-4  # room tone far below the threshold
-    silent = M.silent_frames(audio, 10)
-    assert silent.tolist() == [True] * 3 + [False] * 2 + [True] * 5
+    assert M.silent_frames(audio, 10, margin=0).tolist() == [True] * 3 + [False] * 2 + [True] * 5
+    # by default a silent frame is also 3 frames (120 ms) from speech: gaps between words are not silences
+    assert M.silent_frames(audio, 10).tolist() == [False] * 8 + [True] * 2
+    long = np.concatenate([np.zeros(640 * 20, np.float32), audio])  # 20 silent frames, then the same
+    assert M.silent_frames(long, 30).tolist() == [True] * 20 + [False] * 8 + [True] * 2
     assert M.silent_frames(audio[:100], 3).all()  # short audio is padded with silence
 
 

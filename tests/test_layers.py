@@ -15,7 +15,8 @@ LAYERS = [
     {"media", "audio", "diffusion", "models", "synth"},
     {"faces"},
     {"pipeline"},
-    {"bench", "train", "eval", "batch"},
+    {"eval"},  # the metrics, which the benchmark and training score with
+    {"bench", "train", "batch"},
     {"shell", "app"},  # the user interfaces: the CLI's commands and the web page
 ]
 RANK = {name: i for i, layer in enumerate(LAYERS) for name in layer}

@@ -9,8 +9,8 @@ Public API:
   ``.rows`` per clip and mode);
   ``benchmark_data(folder, n_clips, seed, size)`` renders held-out clips to run it on.
 - ``LoadedReader().read(frames, landmarks)`` -> mouth parameters (T, 5) read from frames by the shipped
-  mouth reader; ``keysync.bench.metrics`` holds the metric definitions (LipLeak's "speaking" rule is
-  documented there).
+  mouth reader; ``keysync.bench.metrics`` holds the metric definitions (PSNR, SSIM, LipLeak and jitter are
+  ``keysync.eval``'s, re-exported; LipLeak's "speaking" rule is documented in ``keysync.eval.lipleak``).
 """
 
 import importlib

@@ -1,57 +1,45 @@
 """Lip-sync metrics on frames whose ground truth is known (the synthetic world), plus landmark-only
 versions for real footage.
 
-How "speaking" is decided (LipLeak). A frame is *speaking* when the mouth reader's jaw opening, maxed
-over a centred window of 7 frames (280 ms, ``SPEAKING_WINDOW`` = 3 on each side), exceeds the reader's
-``speaking_threshold``. The threshold is calibrated when the reader is trained: the 99th percentile of
-what it reads on mouths at rest (true jaw < 0.1) plus 0.03, and at least 0.15 (the world's rest jaw is
-0.03; vowels open it to 0.3-0.9). The window bridges the brief closures inside speech (/p/, /b/, /m/),
-which are speech too. The driving audio is *silent* in a frame when its RMS over that frame's 640
-samples is below ``SILENCE_DBFS``. LipLeak = share of silent, readable frames that are speaking.
+PSNR, SSIM, LipLeak, mouth jitter and the mouth aspect ratio are ``keysync eval``'s own code
+(``keysync.eval.psnr_ssim`` and ``keysync.eval.lipleak``, re-exported here), so that the benchmark and
+``keysync eval`` give the same number for what both measure. How "speaking" is decided is written there.
+
+The mouth reader's threshold. With the reader's jaw opening in place of the landmarks' mouth aspect
+ratio, a frame is speaking when the opening (maxed over the 7-frame window) exceeds the reader's
+``speaking_threshold``. It is calibrated when the reader is trained: the 99th percentile of what it reads
+on mouths at rest (true jaw < 0.1) plus 0.03, and at least 0.15 (the world's rest jaw is 0.03; vowels open
+it to 0.3-0.9).
 
 Frames where an occluder covers more than ``OCCLUDED_SHARE`` of the source's mouth are not readable and
 are left out of the mouth metrics (LipLeak, sync, cross-leak, mouth jitter).
-
-The landmark-only versions replace the reader's jaw opening by the inner-lip mouth aspect ratio
-(``mouth_aspect_ratio``) of 68-point landmarks from any face front end, with ``SPEAKING_MAR`` = 0.08 as
-the threshold: above 99 % of the world's mouths at rest (0.066) and below the median at jaw 0.15 (0.106);
-on real footage, check it against a closed mouth of the person.
 """
 
 from __future__ import annotations
 
 import numpy as np
 
-SPEAKING_WINDOW = 3
-SILENCE_DBFS = -45.0
+from ..constants import SAMPLES_PER_FRAME  # noqa: F401 (used as M.SAMPLES_PER_FRAME)
+from ..eval.lipleak import (  # noqa: F401 (the shared definitions, re-exported)
+    SILENCE_DBFS,
+    SPEAKING_MAR,
+    SPEAKING_WINDOW,
+    lipleak,
+    mouth_aspect_ratio,
+    mouth_jitter,
+    silent_frames,
+    speaking_frames,
+)
+from ..eval.psnr_ssim import (  # noqa: F401 (re-exported)
+    PSNR_CAP,
+    psnr,
+    regenerated_box,
+    region_mean,
+    ssim,
+    ssim_maps,
+)
+
 OCCLUDED_SHARE = 0.1
-SPEAKING_MAR = 0.08
-PSNR_CAP = 100.0  # dB reported for identical pixels
-from ..constants import SAMPLES_PER_FRAME
-
-
-def silent_frames(audio: np.ndarray, n_frames: int) -> np.ndarray:
-    """(T,) bool: the audio's RMS over each frame's 640 samples is below ``SILENCE_DBFS``."""
-    audio = np.asarray(audio, np.float64)
-    padded = np.zeros(n_frames * SAMPLES_PER_FRAME)
-    padded[: min(len(audio), len(padded))] = audio[: len(padded)]
-    rms = np.sqrt((padded.reshape(n_frames, SAMPLES_PER_FRAME) ** 2).mean(1))
-    return 20 * np.log10(rms + 1e-12) < SILENCE_DBFS
-
-
-def speaking_frames(opening: np.ndarray, threshold: float, window: int = SPEAKING_WINDOW) -> np.ndarray:
-    """(T,) bool: the opening, maxed over a centred window of 2*window+1 frames, exceeds ``threshold``."""
-    from scipy.ndimage import maximum_filter1d
-
-    return maximum_filter1d(np.asarray(opening, np.float64), 2 * window + 1, mode="nearest") > threshold
-
-
-def lipleak(opening: np.ndarray, silent: np.ndarray, threshold: float, valid: np.ndarray | None = None) -> float:
-    """Share of silent (and readable) frames whose mouth is speaking; NaN when no frame is silent."""
-    keep = silent if valid is None else silent & valid
-    if not keep.any():
-        return float("nan")
-    return float(speaking_frames(opening, threshold)[keep].mean())
 
 
 def pearson(a: np.ndarray, b: np.ndarray, valid: np.ndarray | None = None) -> float:
@@ -92,28 +80,6 @@ def mean_abs(a: np.ndarray, b: np.ndarray, valid: np.ndarray | None = None) -> f
     return float(d.mean()) if d.size else float("nan")
 
 
-def mouth_jitter(opening: np.ndarray, valid: np.ndarray | None = None) -> float:
-    """Mean absolute second difference of the opening: frame-to-frame shake that smooth speech lacks."""
-    o = np.asarray(opening, np.float64)
-    if len(o) < 3:
-        return float("nan")
-    d2 = np.abs(o[2:] - 2 * o[1:-1] + o[:-2])
-    if valid is not None:
-        d2 = d2[valid[2:] & valid[1:-1] & valid[:-2]]
-    return float(d2.mean()) if d2.size else float("nan")
-
-
-def regenerated_box(landmarks: np.ndarray, height: int, width: int) -> np.ndarray:
-    """(T, H, W) bool: KeySync's lower-face box (x between the landmarks' extremes, from point 28 down)."""
-    lm = np.asarray(landmarks)
-    masks = np.zeros((len(lm), height, width), bool)
-    for i, p in enumerate(lm):
-        x0, x1 = int(np.floor(p[:, 0].min())), int(np.ceil(p[:, 0].max())) + 1
-        y0 = int(np.floor(p[28, 1]))
-        masks[i, max(y0, 0) :, max(x0, 0) : max(min(x1, width), 0)] = True
-    return masks
-
-
 def upper_face_box(landmarks: np.ndarray, height: int, width: int) -> np.ndarray:
     """(T, H, W) bool: from above the brows down to point 28, between the landmarks' extremes."""
     lm = np.asarray(landmarks)
@@ -124,39 +90,6 @@ def upper_face_box(landmarks: np.ndarray, height: int, width: int) -> np.ndarray
         y0 = int(np.floor(p[17:27, 1].min() - 0.3 * (p[28, 1] - p[17:27, 1].min())))
         masks[i, max(y0, 0) : max(y1, 0), max(x0, 0) : max(min(x1, width), 0)] = True
     return masks
-
-
-def psnr(a: np.ndarray, b: np.ndarray, region: np.ndarray) -> float:
-    """PSNR (dB, 8-bit) over the pixels in ``region`` (T, H, W); ``PSNR_CAP`` when they are identical."""
-    if not region.any():
-        return float("nan")
-    diff = a.astype(np.float64)[region] - b.astype(np.float64)[region]
-    mse = float((diff**2).mean())
-    return PSNR_CAP if mse == 0 else float(min(PSNR_CAP, 10 * np.log10(255.0**2 / mse)))
-
-
-def ssim(a: np.ndarray, b: np.ndarray, region: np.ndarray) -> float:
-    """Mean SSIM (grey, Gaussian window sigma 1.5) over the pixels in ``region``."""
-    import cv2
-
-    if not region.any():
-        return float("nan")
-    c1, c2 = (0.01 * 255) ** 2, (0.03 * 255) ** 2
-    values = []
-    for fa, fb, r in zip(a, b, region):
-        if not r.any():
-            continue
-        x = cv2.cvtColor(fa, cv2.COLOR_RGB2GRAY).astype(np.float64)
-        y = cv2.cvtColor(fb, cv2.COLOR_RGB2GRAY).astype(np.float64)
-
-        def blur(z):
-            return cv2.GaussianBlur(z, (11, 11), 1.5)
-
-        mx, my = blur(x), blur(y)
-        vx, vy, cxy = blur(x * x) - mx**2, blur(y * y) - my**2, blur(x * y) - mx * my
-        s = ((2 * mx * my + c1) * (2 * cxy + c2)) / ((mx**2 + my**2 + c1) * (vx + vy + c2))
-        values.append(s[r])
-    return float(np.concatenate(values).mean())
 
 
 def high_frequency_ratio(output: np.ndarray, source: np.ndarray, region: np.ndarray) -> float:
@@ -230,10 +163,3 @@ def readable_frames(landmarks: np.ndarray, occluder: np.ndarray) -> np.ndarray:
         area = mouth.sum()
         ok[i] = area == 0 or (mouth & occ).sum() <= OCCLUDED_SHARE * area
     return ok
-
-
-def mouth_aspect_ratio(landmarks: np.ndarray) -> np.ndarray:
-    """(T,) inner-lip opening over inner-lip width from iBUG 68 points: (|61-67| + |62-66| + |63-65|) / (3 |60-64|)."""
-    lm = np.asarray(landmarks, np.float64)
-    height = sum(np.linalg.norm(lm[:, a] - lm[:, b], axis=-1) for a, b in ((61, 67), (62, 66), (63, 65))) / 3
-    return height / np.maximum(np.linalg.norm(lm[:, 60] - lm[:, 64], axis=-1), 1e-6)

@@ -138,6 +138,7 @@ def score(
     target, source = target_mouth[:, 0], truth["mouth"][:, 0]
     regen = M.regenerated_box(src_lm, H, W)
     upper = M.upper_face_box(src_lm, H, W)
+    ssim_maps = M.ssim_maps(frames, source_frames)  # once for the three regions
     out = {
         "lipleak": M.lipleak(read, silent, threshold, valid) if mode == "silent" else float("nan"),
         "sync_corr": M.pearson(read, target, valid),
@@ -145,10 +146,10 @@ def score(
         "cross_leak": M.pearson(read, source, valid) if mode != "reconstruction" else float("nan"),
         "cross_leak_partial": M.partial_pearson(read, source, target, valid) if mode != "reconstruction" else float("nan"),
         "psnr_outside": M.psnr(frames, source_frames, ~regen),
-        "ssim_outside": M.ssim(frames, source_frames, ~regen),
+        "ssim_outside": M.region_mean(ssim_maps, ~regen),
         "psnr_upper": M.psnr(frames, source_frames, upper),
-        "ssim_upper": M.ssim(frames, source_frames, upper),
-        "ssim_mask": M.ssim(frames, source_frames, regen),
+        "ssim_upper": M.region_mean(ssim_maps, upper),
+        "ssim_mask": M.region_mean(ssim_maps, regen),
         "hf_ratio": M.high_frequency_ratio(frames, source_frames, regen),
         "colour_shift": M.colour_shift(frames, source_frames, regen),
         "mouth_jitter": M.mouth_jitter(read, valid),
@@ -197,12 +198,15 @@ def run_benchmark(
     progress: bool = True,
     reader: LoadedReader | None = None,
     landmark_backend=None,
+    on_output=None,
 ) -> BenchResult:
     """Score ``method`` on every record in every mode.
 
     ``reader``: the mouth reader (default: the shipped one). ``landmark_backend``: a ``keysync.faces``
     back end that detects landmarks on sources and outputs for the landmark-only metrics (default: use the
-    exact landmarks a method returns, if any)."""
+    exact landmarks a method returns, if any). ``on_output``: called as ``on_output(record, mode, output,
+    driving_audio, source_frames, row)`` after each output is scored, e.g. to score it with ``keysync.eval``
+    too (``benchmarks/eval_bench.py``)."""
     from tqdm import tqdm
 
     from ..errors import KeySyncError
@@ -231,6 +235,8 @@ def run_benchmark(
             if i == 0:
                 traces[mode] = {"read": read, "target": target[:, 0], "source": truth["mouth"][:, 0]}
             rows.append({"mode": mode, "clip": record.name, "method_seconds": round(seconds, 3), **values})
+            if on_output is not None:
+                on_output(record, mode, output, drive.audio, source_frames, rows[-1])
             bar.update()
     bar.close()
     summary = {}

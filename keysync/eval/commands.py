@@ -11,11 +11,13 @@ AUDIO_SUFFIXES = (".wav", ".mp3", ".flac", ".m4a", ".aac", ".ogg", *VIDEO_SUFFIX
 def register(subparsers) -> None:
     p = subparsers.add_parser(
         "eval",
-        help="score dubbed videos: LSE-C / LSE-D (SyncNet), PSNR / SSIM against the source, LipLeak",
+        help="score dubbed videos: LSE-C / LSE-D (SyncNet), PSNR / SSIM / LPIPS / FID / FVD / CSIM against the source, LipLeak",
         description=(
             "Score OUTPUTS (a dubbed video, or a folder of them) per clip and in total with 95%% intervals. "
             "A folder is paired by file name with --sources and --audio folders. LSE-C / LSE-D need SyncNet's "
-            "weights (--syncnet); PSNR / SSIM need the source videos. See docs/eval.md."
+            "weights (--syncnet); PSNR / SSIM need the source videos, and LPIPS, FID, FVD and CSIM their networks' "
+            "weights too (--lpips-alexnet and --lpips-linear, --inception, --i3d, --arcface, or --weights-config). "
+            "See docs/eval.md."
         ),
     )
     p.add_argument("outputs", nargs="?", help="dubbed video, or a folder of them")
@@ -24,13 +26,27 @@ def register(subparsers) -> None:
                    "(default: each output's own audio track)")
     p.add_argument("--syncnet", metavar="PATH", help="SyncNet weights: the reference's syncnet_v2.model or a .safetensors "
                    "copy (without it LSE-C / LSE-D are skipped)")
+    p.add_argument("--inception", metavar="PATH", help="FID's Inception: pytorch-fid's pt_inception-2015-12-05-6726825d.pth "
+                   "(without it FID is skipped)")
+    p.add_argument("--i3d", metavar="PATH", help="FVD's I3D: the TorchScript i3d_torchscript.pt (without it FVD is skipped)")
+    p.add_argument("--arcface", metavar="PATH", help="CSIM's ArcFace: insightface's w600k_r50.onnx from buffalo_l.zip "
+                   "(without it CSIM is skipped)")
+    p.add_argument("--lpips-alexnet", metavar="PATH", help="LPIPS's AlexNet: torchvision's alexnet-owt-7be5be79.pth")
+    p.add_argument("--lpips-linear", metavar="PATH", help="LPIPS's linear layers: lpips' weights/v0.1/alex.pth "
+                   "(without both LPIPS is skipped)")
+    p.add_argument("--weights-config", metavar="FILE", help="a YAML file naming the weight files (keys syncnet, inception, i3d, "
+                   "arcface, lpips_alexnet, lpips_linear; paths relative to the file); the flags above win over it")
+    p.add_argument("--metrics", metavar="LIST", help="comma-separated metrics to compute, of lse,psnr,ssim,lipleak,jitter,"
+                   "fid,fvd,csim,lpips (default: every one whose weights are given)")
     p.add_argument("--json", metavar="FILE", help="write every clip's metrics, its SyncNet offset curve and the totals as JSON")
     p.add_argument("--csv", metavar="FILE", help="write one row per clip and the totals as CSV")
+    p.add_argument("--report", metavar="DIR", help="write a page to read (DIR/index.html and its PNGs): the totals, per-clip "
+                   "charts, SyncNet's offset curve of the worst clips and their least confident frames")
     p.add_argument("--face-index", type=int, metavar="K", help="score face track K (as `keysync faces` lists them; default: the largest)")
     p.add_argument("--backend", default="mediapipe", choices=["mediapipe", "dlib", "face-alignment"], help="landmark back end")
     p.add_argument("--convert-syncnet", nargs=2, metavar=("IN", "OUT"),
                    help="instead of scoring: write SyncNet weights IN (syncnet_v2.model) as safetensors OUT")
-    p.add_argument("--overwrite", action="store_true", help="replace existing output files")
+    p.add_argument("--overwrite", action="store_true", help="replace existing output files (and an earlier --report folder)")
     p.set_defaults(func=run_eval)
 
 
@@ -73,7 +89,7 @@ def pair_clips(outputs, sources=None, audio=None) -> list[tuple[str, object, obj
         for flag, named in partners.items():
             found[flag] = named.get(stem) if named is not None else None
             if named is not None and found[flag] is None:
-                what = "PSNR / SSIM not measured" if flag == "--sources" else "its own audio track is used"
+                what = "PSNR / SSIM / LPIPS / FID / FVD / CSIM not measured" if flag == "--sources" else "its own audio track is used"
                 log.warning(f"{path.name}: no file named {stem}.* in {given[flag]} ({flag}); {what}")
         pairs.append((stem, path, found["--sources"], found["--audio"]))
     return pairs
@@ -101,22 +117,39 @@ def run_eval(args: argparse.Namespace) -> int:
             check_output_path(path, inputs=(args.outputs,), overwrite=args.overwrite)
     if args.json and args.csv and Path(args.json).absolute() == Path(args.csv).absolute():
         raise KeySyncError("--json and --csv name the same file; give two paths")
+    if args.report:
+        from .report import check_report_folder
+
+        check_report_folder(args.report, inputs=(args.outputs, args.sources, args.audio, args.json, args.csv), overwrite=args.overwrite)
     pairs = pair_clips(args.outputs, args.sources, args.audio)
 
+    from .quality import load_quality_nets
     from .report import print_table, write_csv, write_json
     from .score import log, score_files, summarise
-    from .syncnet import SYNCNET_FILE, SYNCNET_URL, load_syncnet
+    from .syncnet import load_syncnet
+    from .weights import WEIGHTS, resolve_weights, select_metrics
 
-    net = load_syncnet(args.syncnet) if args.syncnet else None  # a missing file: one line, before any work
-    if net is None:
-        log.warning(f"LSE-C / LSE-D skipped: no SyncNet weights; get {SYNCNET_FILE} ({SYNCNET_URL}) and pass --syncnet")
-    results = score_files(pairs, net, args.backend, args.face_index)
+    # a missing or unreadable weight file: one line, before any work; a metric without weights: skipped with one line
+    weights = resolve_weights({key: getattr(args, key) for key in WEIGHTS}, args.weights_config)
+    metrics, skipped = select_metrics(args.metrics, weights)
+    net = load_syncnet(weights["syncnet"]) if "lse" in metrics else None
+    nets = load_quality_nets(weights, metrics)
+    for note in skipped:
+        log.warning(note)
+    results = score_files(pairs, net, args.backend, args.face_index, quality_nets=nets,
+                          metrics=metrics if args.metrics else None)
     total = summarise(results)
     print_table(results, total)
     if args.json:
         write_json(args.json, results, total)
     if args.csv:
         write_csv(args.csv, results, total)
+    if args.report:
+        from .report import write_report
+
+        context = {"outputs": args.outputs, "sources": args.sources or "none (no PSNR / SSIM)",
+                   "audio": args.audio or "each output's own audio track", "SyncNet weights": args.syncnet or "none"}
+        print(f"report: {write_report(args.report, results, total, overwrite=args.overwrite, context=context)}")
     failed = [r.name for r in results if r.error]
     if failed:
         log.warning(f"{len(failed)} of {len(results)} clips could not be scored: {', '.join(failed)}")
