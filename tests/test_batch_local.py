@@ -60,6 +60,8 @@ def test_manifest_problems_are_named_before_any_work(tmp_path_factory, tmp_path,
 
     assert main(["batch", str(jsonl), "-o", str(out), "--workers", "0"]) == 1
     assert capsys.readouterr().err.strip() == "keysync batch: error: --workers 0: give at least 1"
+    assert main(["batch", str(jsonl), "-o", str(out), "--split-long", "0"]) == 1
+    assert capsys.readouterr().err.strip() == "keysync batch: error: --split-long 0: give the longest piece in seconds, more than 0"
     monkeypatch.setitem(sys.modules, "ray", None)  # as if Ray were not installed
     assert main(["batch", str(jsonl), "-o", str(out), "--ray"]) == 1
     assert capsys.readouterr().err.strip() == ('keysync batch: error: --ray needs Ray, which is not installed; install it with '
