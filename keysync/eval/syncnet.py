@@ -194,42 +194,11 @@ def score_sync(net: SyncNet, faces: np.ndarray, audio: np.ndarray, batch_size: i
     return scores_from_distances(offset_distances(video, embed_audio(net, syncnet_mfcc(samples), count, batch_size)))
 
 
-def read_syncnet_weights(path: str | Path) -> dict[str, torch.Tensor]:
-    """The tensors of a SyncNet weight file: safetensors, or the reference's torch pickle (a state dict,
-    e.g. ``syncnet_v2.model``) opened with ``weights_only=True``, so a pickle that would run code is refused."""
-    import pickle
-
-    from safetensors import SafetensorError
-    from safetensors.torch import load_file
-
-    path = Path(path)
-    if not path.is_file():
-        raise KeySyncError(
-            f"SyncNet weights not found: {path}; get the reference's {SYNCNET_FILE} "
-            f"(published at {SYNCNET_URL}) and give its path with --syncnet"
-        )
-    if path.suffix == ".safetensors":
-        try:
-            return load_file(path)
-        except SafetensorError as err:
-            raise KeySyncError(f"{path} is incomplete or corrupt ({err}); copy or convert it again") from None
-    try:
-        tensors = torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError:
-        raise KeySyncError(
-            f"{path} is a pickle that would run code when loaded, which keysync refuses; "
-            f"give the reference's {SYNCNET_FILE} (a plain state dict) or a safetensors copy"
-        ) from None
-    except (RuntimeError, OSError, EOFError, ValueError) as err:
-        raise KeySyncError(f"cannot read {path} as SyncNet weights ({err}); give {SYNCNET_FILE} or a .safetensors copy") from None
-    if not isinstance(tensors, dict) or not all(isinstance(v, torch.Tensor) for v in tensors.values()):
-        raise KeySyncError(f"{path} holds no state dict; give the reference's {SYNCNET_FILE} or a .safetensors copy")
-    return dict(tensors)
-
-
 def load_syncnet(path: str | Path) -> SyncNet:
     """A SyncNet in eval mode, float32, from a weight file (every key and shape checked)."""
-    tensors = read_syncnet_weights(path)
+    from .weights import read_state_dict
+
+    tensors = read_state_dict(path, "syncnet")  # the reference's torch pickle (weights only) or safetensors
     net = SyncNet()
     try:
         net.load_state_dict(tensors)  # strict; copy_ casts each tensor to the parameter's float32
