@@ -60,6 +60,7 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=1)
     parser.add_argument("--split-long", type=float, help="check --split-long S on one clip of --seconds instead")
     parser.add_argument("--seconds", type=float, default=30.0)
+    parser.add_argument("--crf", type=int, default=17, help="the outputs' H.264 quality (0: lossless, so that the decoded frames are the dubbed ones)")
     args = parser.parse_args()
     if args.split_long:
         return split_long(args)
@@ -116,12 +117,12 @@ def split_long(args) -> None:
         tmp = Path(tmp)
         write_wav(tmp / "speech.mp4", tone(args.seconds))
         write_clip(tmp / "long.mp4", moving_frames(astronaut(), 320, 240, frames, photo_height=220, amplitude=10), rate=25)
-        (tmp / "jobs.csv").write_text(f"video,audio,steps,seed\nlong.mp4,speech.mp4,{args.steps},0\n")
+        (tmp / "jobs.csv").write_text(f"video,audio,steps,seed,crf\nlong.mp4,speech.mp4,{args.steps},0,{args.crf}\n")
         walls = {}
         for seed in (0, 1):
             walls[f"keysync dub, seed {seed}"] = keysync("dub", str(tmp / "long.mp4"), str(tmp / "speech.mp4"), "-o",
                                                          str(tmp / f"seed{seed}.mp4"), "--steps", str(args.steps), "--seed",
-                                                         str(seed), "--model", "small", "--quiet")
+                                                         str(seed), "--model", "small", "--crf", str(args.crf), "--quiet")
         walls[f"keysync batch --split-long {args.split_long:g} --workers 2, seed 0"] = keysync(
             "batch", str(tmp / "jobs.csv"), "-o", str(tmp / "out"), "--model", "small", "--workers", "2", "--split-long",
             str(args.split_long), "--quiet")
@@ -139,7 +140,7 @@ def split_long(args) -> None:
     split_diff = np.abs(decode["split"] - decode["whole"]).mean(axis=(1, 2, 3))
     seed_diff = np.abs(decode["seed1"] - decode["whole"]).mean(axis=(1, 2, 3))
     lines = [f"## {time.strftime('%Y-%m-%d %H:%M')}: --split-long {args.split_long:g} on a {args.seconds:g} s clip (320x240, "
-             f"{frames} frames), shipped small model, steps {args.steps}, crf 17, CPU, {os.cpu_count()} cores, "
+             f"{frames} frames), shipped small model, steps {args.steps}, crf {args.crf}, CPU, {os.cpu_count()} cores, "
              f"load average {load_before:.1f} before", "",
              f"Pieces (sampling windows): {pieces}; joins at output frames {joins}.", "",
              "| mean absolute difference per frame (8-bit levels, whole frame) | mean | largest |", "|---|---|---|",
