@@ -4,7 +4,6 @@ seam or audio drift (docs/batch.md)."""
 import json
 
 import numpy as np
-import torch
 
 from keysync.batch.split import choose_pieces
 from keysync.cli import main
@@ -18,7 +17,7 @@ from .batch_catalogue import catalogue
 from .faces_media_clips import astronaut, moving_frames, tone, write_clip, write_wav
 from .test_batch_local import journal
 
-SECONDS = 14.0  # 350 frames: 3 sampling windows of 169 frames (6.76 s), so 3 pieces; benchmarks/batch.py runs 30 s
+SECONDS = 14.0  # 350 model frames: 3 sampling windows of 169 frames (6.76 s), so 3 pieces; benchmarks/batch.py runs 30 s
 
 
 def test_cuts_go_to_shot_cuts_else_to_the_quietest_boundary_and_pieces_stay_short():
@@ -40,8 +39,9 @@ def test_a_clip_in_3_pieces_on_2_workers_equals_the_unsplit_dub(tmp_path_factory
     """The joins differ from the unsplit dub by less than two seeds differ elsewhere, and the joined file
     has the unsplit output's frames, timestamps and soundtrack length."""
     root = catalogue(tmp_path_factory)
-    frames = list(moving_frames(astronaut(), 128, 96, int(SECONDS * 25), photo_height=90, amplitude=8))
-    video = write_clip(tmp_path / "long.mp4", frames, rate=25)
+    # 12.5 fps: half the frames to track and paste; the model still makes 25 frames a second (350)
+    frames = list(moving_frames(astronaut(), 128, 96, int(SECONDS * 12.5), photo_height=90, amplitude=8))
+    video = write_clip(tmp_path / "long.mp4", frames, rate=12.5)
     speech = write_wav(tmp_path / "speech.mp4", tone(SECONDS))
     (tmp_path / "jobs.csv").write_text("video,audio,steps,seed,crf\nlong.mp4,speech.mp4,1,0,0\n")
     out = tmp_path / "out"
@@ -57,19 +57,15 @@ def test_a_clip_in_3_pieces_on_2_workers_equals_the_unsplit_dub(tmp_path_factory
     assert sorted(pieces) == [f"long.mp4 [piece {i}]" for i in range(3)] and len(set(pieces.values())) == 2  # both workers
     assert not (out.parent / "out.keysync-batch" / "pieces").exists() or not any((out.parent / "out.keysync-batch" / "pieces").iterdir())
 
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # as each of the 2 workers had
-    try:
-        pipe = KeySyncPipeline(KeySyncModel.from_pretrained(root / "micro"))
-        whole = pipe(str(video), str(speech), options=DubOptions(steps=1, seed=0, progress=False))
-        unsplit = np.stack(list(whole.frames)).astype(np.int16)
-        other_seed = pipe(str(video), str(speech), options=DubOptions(steps=1, seed=1, progress=False), face=whole.location,
-                          windows=(0, 1))
-        seed_diff = np.abs(np.stack(list(other_seed.frames)).astype(np.int16) - unsplit[: len(other_seed.times)]).mean(axis=(1, 2, 3))
-    finally:
-        torch.set_num_threads(threads)
+    # on all cores, where each worker had 1 thread: float sums in another order move a pixel by 1 at most
+    pipe = KeySyncPipeline(KeySyncModel.from_pretrained(root / "micro"))
+    whole = pipe(str(video), str(speech), options=DubOptions(steps=1, seed=0, progress=False))
+    unsplit = np.stack(list(whole.frames)).astype(np.int16)
+    other_seed = pipe(str(video), str(speech), options=DubOptions(steps=1, seed=1, progress=False), face=whole.location,
+                      windows=(0, 1))
+    seed_diff = np.abs(np.stack(list(other_seed.frames)).astype(np.int16) - unsplit[: len(other_seed.times)]).mean(axis=(1, 2, 3))
 
-    with VideoWriter(tmp_path / "unsplit.mp4", 128, 96, rate=25, crf=0) as writer:  # as the pieces are encoded
+    with VideoWriter(tmp_path / "unsplit.mp4", 128, 96, rate=12.5, crf=0) as writer:  # as the pieces are encoded
         for time, image in zip(whole.times, unsplit.astype(np.uint8)):
             writer.write(image, float(time))
     unsplit_file = np.stack([f.image for f in VideoSource(tmp_path / "unsplit.mp4").frames()]).astype(np.int16)
@@ -78,8 +74,8 @@ def test_a_clip_in_3_pieces_on_2_workers_equals_the_unsplit_dub(tmp_path_factory
     diff = np.abs(np.stack([im for _, im in joined]).astype(np.int16) - unsplit_file).mean(axis=(1, 2, 3))
     joins = whole.window_starts[[1, 2]]  # the first frame of pieces 1 and 2
     at_joins = diff[np.concatenate([np.arange(j - 2, j + 2) for j in joins])]
-    elsewhere = seed_diff[5:150]  # two seeds, away from those joins
-    assert at_joins.max() <= 0.01 * elsewhere.mean(), (at_joins, elsewhere.mean())  # lossless H.264 (crf 0): equal frames
+    elsewhere = seed_diff[3:-3]  # two seeds, away from those joins
+    assert at_joins.max() <= 0.01 * elsewhere.mean(), (at_joins, elsewhere.mean())  # lossless H.264 (crf 0): the same frames
     assert diff.max() <= 0.01 * elsewhere.mean()  # and so everywhere
     info = probe_video(out / "long.mp4")
     assert info.frame_count == len(whole.times) and abs(info.duration - SECONDS) < 0.05
