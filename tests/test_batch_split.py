@@ -35,9 +35,10 @@ def test_cuts_go_to_shot_cuts_else_to_the_quietest_boundary_and_pieces_stay_shor
     assert choose_pieces(starts, end, 3.0) == [(i, i + 1) for i in range(10)]  # a window longer than S is a piece of its own
 
 
-def test_a_clip_in_3_pieces_on_2_workers_equals_the_unsplit_dub(tmp_path_factory, tmp_path, capsys):
+def test_a_clip_in_3_pieces_on_2_workers_equals_the_unsplit_dub(tmp_path_factory, tmp_path, capsys, monkeypatch):
     """The joins differ from the unsplit dub by less than two seeds differ elsewhere, and the joined file
-    has the unsplit output's frames, timestamps and soundtrack length."""
+    has the unsplit output's frames, timestamps and soundtrack length. A join that fails (a full disk) is
+    journaled as the job's failure and keeps the pieces, which the next run joins without dubbing again."""
     root = catalogue(tmp_path_factory)
     # 12.5 fps: half the frames to track and paste; the model still makes 25 frames a second (350)
     frames = list(moving_frames(astronaut(), 128, 96, int(SECONDS * 12.5), photo_height=90, amplitude=8))
@@ -47,10 +48,25 @@ def test_a_clip_in_3_pieces_on_2_workers_equals_the_unsplit_dub(tmp_path_factory
     out = tmp_path / "out"
     command = ["batch", str(tmp_path / "jobs.csv"), "-o", str(out), "--model", str(root / "micro"), "--workers", "2",
                "--split-long", "7", "--quiet"]
-    assert main(command) == 0
+    import keysync.media.writer
+
+    def disk_full(*args, **kwargs):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(keysync.media.writer, "join_videos", disk_full)
+    assert main(command) == 1
     printed = capsys.readouterr().out
-    assert "1 done, 0 failed, 0 already done, of 1 jobs" in printed and "piece(s) of long videos" in printed
+    assert "0 done, 1 failed, 0 already done, of 1 jobs" in printed and "piece(s) of long videos" in printed
+    assert "failed: row 1 long.mp4: joining the pieces failed: [Errno 28] No space left on device" in printed
+    assert journal(out)[-1] == {**journal(out)[-1], "job": "long.mp4", "status": "failed"}
+    kept = out.parent / "out.keysync-batch" / "pieces"
+    assert len(list(kept.glob("*/piece-*"))) == 3 and not (out / "long.mp4").exists()
+    monkeypatch.undo()
+    failed_run = len(journal(out))
+    assert main(command) == 0  # the kept pieces are joined; nothing is tracked or dubbed again
+    assert "1 done, 0 failed, 0 already done, of 1 jobs" in capsys.readouterr().out
     records = journal(out)
+    assert [(r["job"], r["status"]) for r in records[failed_run:]] == [("long.mp4", "done")]
     (tracking,) = [r for r in records if r["job"] == "long.mp4 [tracking]" and r["status"] == "done"]
     assert tracking["pieces"] == [[0, 1], [1, 2], [2, 3]]  # 6.28 s (the first window makes 157 frames), 6.76 s, 0.96 s
     pieces = {r["job"]: r["worker"] for r in records if "[piece" in r["job"] and r["status"] == "done"}

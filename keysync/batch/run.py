@@ -194,10 +194,10 @@ def _dub(start_workers, todo: list[Job], journal: Journal, run_dir: Path, summar
         staged = staging / f"{job.key[:16]}.joined{Path(job.name).suffix}"
         try:
             join_pieces(folder, len(plans[job.name]), staged)
-        except (KeySyncError, OSError) as err:
-            fail(job, f"joining the pieces failed: {err}")
+            info = probe_video(staged)
+        except (KeySyncError, OSError) as err:  # the pieces stay: a re-run joins them without dubbing again
+            fail(job, f"joining the pieces failed: {err}", journaled=False)
             return
-        info = probe_video(staged)
         finish(job, Outcome("done", str(staged), sha256_of(staged), info.frame_count, info.duration), "driver", os.getpid(),
                min(started.get(n, time.time()) for n in (job.name, f"{job.name} [tracking]")), time.time())
 
@@ -213,7 +213,8 @@ def _dub(start_workers, todo: list[Job], journal: Journal, run_dir: Path, summar
         bar.update()
 
     def fail(job: Job, error: str, journaled: bool = True) -> None:
-        """The job is given up within this run; its other queued tasks go."""
+        """The job is given up within this run; its other queued tasks go. ``journaled``: a record of the
+        failure under the job's own name is already written (a dub task's is; a piece's or a join's is not)."""
         if job.name in failed:
             return
         failed.add(job.name)
