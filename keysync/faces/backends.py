@@ -106,14 +106,18 @@ def _muted_stderr():
 
 class MediaPipeBackend:
     """MediaPipe's full-range detector, run on the whole frame and on overlapping tiles (so that small
-    faces in a group shot are found), then the face mesh on a 256 px square around each face."""
+    faces in a group shot are found), then the face mesh on a 256 px square around each face.
+
+    The tiles of a frame are detected side by side, one detector graph per thread (MediaPipe releases the
+    GIL while a graph runs): a 1080p frame has 16 tiles, and detection is most of the tracker's time. A
+    graph holds no state between images, so the boxes are the same whichever graph sees a tile."""
 
     name = "mediapipe"
     mesh_size = 256
     mesh_scale = 1.7  # crop side / face box side given to the mesh
     detect_size = 384  # tile size, in pixels, after the frame is shrunk for detection
 
-    def __init__(self, min_score: float = 0.5):
+    def __init__(self, min_score: float = 0.5, threads: int | None = None):
         os.environ.setdefault("GLOG_minloglevel", "2")
         try:
             from mediapipe.python.solutions import face_detection, face_mesh
@@ -123,21 +127,23 @@ class MediaPipeBackend:
         # and the first time each subgraph really runs: mute them (start, plus one idle run to let the
         # threads settle) so that a user sees only keysync's own messages.
         blank = np.zeros((self.mesh_size, self.mesh_size, 3), np.uint8)
+        threads = threads or min(4, os.cpu_count() or 1)
         with _muted_stderr():
-            self._detector = face_detection.FaceDetection(model_selection=1, min_detection_confidence=min_score)
+            self._detectors = [face_detection.FaceDetection(model_selection=1, min_detection_confidence=min_score) for _ in range(threads)]
             self._mesh = face_mesh.FaceMesh(static_image_mode=True, max_num_faces=1, min_detection_confidence=min_score)
-            self._detector.process(blank)
-            self._mesh.process(blank)
-        self._quiet = {id(self._detector): False, id(self._mesh): False}
+            for graph in (*self._detectors, self._mesh):
+                graph.process(blank)
+        self._found: set[int] = set()  # the graphs that have found a face once (they print nothing new after)
+        self._pool = None  # a thread per detector graph, started at the first frame with several tiles
 
-    def _process(self, graph, image: np.ndarray):
-        """Run a graph, with stderr muted until it has found a face once (see ``__init__``)."""
-        if self._quiet[id(graph)]:
-            return graph.process(image)
-        with _muted_stderr():
-            result = graph.process(image)
-        self._quiet[id(graph)] = bool(getattr(result, "detections", None) or getattr(result, "multi_face_landmarks", None))
-        return result
+    def _muted_until_found(self, graphs):
+        """Mute stderr (see ``__init__``) while one of ``graphs`` has not yet found a face. Only the
+        calling thread switches file descriptor 2, around the whole call, as the graphs' threads share it."""
+        return contextlib.nullcontext() if all(id(g) in self._found for g in graphs) else _muted_stderr()
+
+    def _note_found(self, graph, result) -> None:
+        if getattr(result, "detections", None) or getattr(result, "multi_face_landmarks", None):
+            self._found.add(id(graph))
 
     def _windows(self, h: int, w: int):
         yield 0, 0, w, h
@@ -147,14 +153,32 @@ class MediaPipeBackend:
             for x in range(0, max(w - tile, 0) + step, step):
                 yield min(x, w - tile), min(y, h - tile), tile, tile
 
+    def _detect_tiles(self, graph, tiles: list[np.ndarray]) -> list:
+        results = [graph.process(tile) for tile in tiles]
+        for result in results:
+            self._note_found(graph, result)
+        return results
+
     def detect(self, image: np.ndarray) -> np.ndarray:
         # shrink the frame once so that a tile is about ``detect_size`` pixels (the model sees 192)
         shrink = min(1.0, self.detect_size / (0.6 * min(image.shape[:2])))
         small = image if shrink == 1.0 else cv2.resize(image, None, fx=shrink, fy=shrink, interpolation=cv2.INTER_AREA)
         h, w = small.shape[:2]
+        windows = list(self._windows(h, w))
+        tiles = [np.ascontiguousarray(small[y0 : y0 + hh, x0 : x0 + ww]) for x0, y0, ww, hh in windows]
+        graphs = self._detectors[: len(tiles)]
+        with self._muted_until_found(graphs):
+            if len(graphs) == 1:
+                results = self._detect_tiles(graphs[0], tiles)
+            else:
+                if self._pool is None:
+                    from concurrent.futures import ThreadPoolExecutor
+
+                    self._pool = ThreadPoolExecutor(len(self._detectors), thread_name_prefix="keysync-detect")
+                shares = list(self._pool.map(lambda k: self._detect_tiles(graphs[k], tiles[k :: len(graphs)]), range(len(graphs))))
+                results = [shares[i % len(graphs)][i // len(graphs)] for i in range(len(tiles))]  # back in tile order
         found = []
-        for x0, y0, ww, hh in self._windows(h, w):
-            result = self._process(self._detector, np.ascontiguousarray(small[y0 : y0 + hh, x0 : x0 + ww]))
+        for (x0, y0, ww, hh), result in zip(windows, results):
             for det in result.detections or []:
                 rb = det.location_data.relative_bounding_box
                 bx0, by0 = x0 + rb.xmin * ww, y0 + rb.ymin * hh
@@ -164,7 +188,9 @@ class MediaPipeBackend:
     def landmarks(self, image: np.ndarray, box) -> np.ndarray | None:
         cx, cy, side = square_around(box, self.mesh_scale)
         crop, scale, x0, y0 = warp_square(image, cx, cy, side, self.mesh_size)
-        result = self._process(self._mesh, crop)
+        with self._muted_until_found([self._mesh]):
+            result = self._mesh.process(crop)
+        self._note_found(self._mesh, result)
         if not result.multi_face_landmarks:
             return None
         mesh = result.multi_face_landmarks[0].landmark
