@@ -32,40 +32,76 @@ def side_by_side(columns: list[np.ndarray], labels=LABELS) -> np.ndarray:
     return np.concatenate(out, axis=2)
 
 
-def run_demo(out_dir: Path, model: str | None, seed: int, speed: str, steps: int | None, overwrite: bool, progress: bool = True) -> dict:
-    """Make, dub, write and score the demo clip; returns {"dubbed", "side_by_side", "metrics"}."""
-    from ..media.writer import VideoWriter, check_output_path
-    from ..models.model import shipped_model_dir
-    from ..pipeline.dub import DubOptions, KeySyncPipeline
-    from ..synth.clipio import read_mp4_frames, write_wav
-    from ..synth.dataset import load_split, plan_dataset, render_clip, write_dataset
+def render_source(folder: str, seed: int) -> dict:
+    """The held-out speaker's clip written to ``folder`` (video, speech, ground truth) and the new speech:
+    the next held-out clip's, whose video is not needed. Runs in a process of its own while the model loads."""
+    from ..synth.clipio import read_wav, write_wav
+    from ..synth.dataset import ClipRecord, clip_audio, make_clip, plan_dataset, write_clip
+    from .runner import speech_driving
+
+    specs = plan_dataset(2, seed, DEMO_SIZE, DEMO_SIZE, sound_mix=(1.0, 0.0, 0.0, 0.0), only_split="test")
+    write_clip(make_clip(specs[0]), Path(folder))
+    source = ClipRecord(Path(folder), specs[0].name)
+    audio, phonemes, _ = clip_audio(specs[1])
+    speech = Path(folder) / "new_speech.wav"
+    write_wav(speech, audio)  # 16-bit, as a rendered clip's speech is read back
+    drive = speech_driving(read_wav(speech), phonemes, len(source.truth()["mouth"]), seed, 0)
+    write_wav(speech, drive.audio)
+    return {"video": str(source.video), "speech": str(speech), "record": (str(source.folder), source.name),
+            "audio": drive.audio, "phonemes": drive.phonemes}
+
+
+def render_target(folder: str, name: str, phonemes) -> np.ndarray:
+    """The source re-rendered with the mouth the new speech asks for: the demo's third column."""
+    from ..synth.dataset import ClipRecord, render_clip
     from ..synth.visemes import mouth_track
-    from .methods import MethodOutput
-    from .mouth_reader import LoadedReader
-    from .runner import driving_for, score
+
+    record = ClipRecord(Path(folder), name)
+    spec = record.spec()
+    target_mouth = mouth_track(phonemes, len(record.truth()["mouth"]), spec.fps, spec.identity.articulation)
+    return render_clip(spec, target_mouth)[0]
+
+
+def run_demo(out_dir: Path, model: str | None, seed: int, speed: str, steps: int | None, overwrite: bool, progress: bool = True) -> dict:
+    """Make, dub, write and score the demo clip; returns {"dubbed", "side_by_side", "metrics"}.
+
+    The clips are rendered in a second process while this one imports and loads the model, so that the
+    demo takes about as long as its dub (two cores: rendering and loading are a core's work each)."""
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
+    from ..media.writer import check_output_path
 
     dubbed_path = check_output_path(out_dir / "keysync-demo.mp4", overwrite=overwrite)
     pair_path = check_output_path(out_dir / "keysync-demo-side-by-side.mp4", overwrite=overwrite)
-    pipeline = KeySyncPipeline.from_pretrained(model or shipped_model_dir())
-    with tempfile.TemporaryDirectory(prefix="keysync-demo-") as tmp:
-        tmp = Path(tmp)
-        specs = plan_dataset(2, seed, DEMO_SIZE, DEMO_SIZE, sound_mix=(1.0, 0.0, 0.0, 0.0), only_split="test")
-        write_dataset(tmp / "clips", specs, seed, progress=progress)
-        records = load_split(tmp / "clips", "test")
-        source, truth, spec = records[0], records[0].truth(), records[0].spec()
+    with tempfile.TemporaryDirectory(prefix="keysync-demo-") as tmp, \
+            ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")) as renderer:
+        rendering = renderer.submit(render_source, tmp, seed)
+
+        from ..media.writer import VideoWriter
+        from ..models.model import shipped_model_dir
+        from ..pipeline.dub import DubOptions, KeySyncPipeline
+        from ..synth.clipio import read_mp4_frames
+        from ..synth.dataset import ClipRecord
+        from ..synth.visemes import mouth_track
+        from .methods import MethodOutput
+        from .mouth_reader import LoadedReader
+        from .runner import score
+
+        pipeline = KeySyncPipeline.from_pretrained(model or shipped_model_dir())
+        made = rendering.result()
+        target = renderer.submit(render_target, tmp, made["record"][1], made["phonemes"])
+        source = ClipRecord(Path(made["record"][0]), made["record"][1])
+        truth, spec = source.truth(), source.spec()
         frames = len(truth["mouth"])
-        drive = driving_for("cross", 0, records, frames, seed)
-        speech = tmp / "new_speech.wav"
-        write_wav(speech, drive.audio)
         options = DubOptions(speed=speed, steps=steps, seed=seed, progress=progress)
-        pipeline.dub_file(source.video, speech, dubbed_path, options, overwrite=overwrite)
+        pipeline.dub_file(source.video, made["speech"], dubbed_path, options, overwrite=overwrite)
 
         source_frames = read_mp4_frames(source.video)
         dubbed = read_mp4_frames(dubbed_path)[:frames]
-        target_mouth = mouth_track(drive.phonemes, frames, spec.fps, spec.identity.articulation)
-        target_frames = render_clip(spec, target_mouth)[0]
-        with VideoWriter(pair_path, 3 * DEMO_SIZE, DEMO_SIZE + CAPTION, rate=spec.fps, audio=drive.audio, overwrite=overwrite) as writer:
-            for image in side_by_side([source_frames, dubbed, target_frames]):
+        target_mouth = mouth_track(made["phonemes"], frames, spec.fps, spec.identity.articulation)
+        with VideoWriter(pair_path, 3 * DEMO_SIZE, DEMO_SIZE + CAPTION, rate=spec.fps, audio=made["audio"], overwrite=overwrite) as writer:
+            for image in side_by_side([source_frames, dubbed, target.result()]):
                 writer.write(image)
-        metrics, _ = score(MethodOutput(dubbed), source_frames, truth, target_mouth, drive.audio, "cross", LoadedReader())
+        metrics, _ = score(MethodOutput(dubbed), source_frames, truth, target_mouth, made["audio"], "cross", LoadedReader())
     return {"dubbed": dubbed_path, "side_by_side": pair_path, "metrics": metrics}

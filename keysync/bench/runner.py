@@ -86,16 +86,20 @@ def driving_for(mode: str, index: int, records: list[ClipRecord], n_frames: int,
     """The driving audio (exactly ``n_frames`` * 640 samples) and its phonemes for one source and mode."""
     from ..synth.clipio import read_wav
 
-    n = n_frames * M.SAMPLES_PER_FRAME
     if mode == "silent":
-        return Driving(room_tone(n, np.random.default_rng([seed, index])), [])
+        return Driving(room_tone(n_frames * M.SAMPLES_PER_FRAME, np.random.default_rng([seed, index])), [])
     other = records[index] if mode == "reconstruction" else records[(index + 1) % len(records)]
-    audio = read_wav(other.wav)[:n]
+    return speech_driving(read_wav(other.wav), other.phonemes(), n_frames, seed, index)
+
+
+def speech_driving(audio: np.ndarray, phonemes: list[Phoneme], n_frames: int, seed: int, index: int) -> Driving:
+    """A clip's speech as the driving audio of source ``index``: cut to ``n_frames``, or padded with room tone."""
+    n = n_frames * M.SAMPLES_PER_FRAME
+    audio = audio[:n]
     if len(audio) < n:
         audio = np.concatenate([audio, room_tone(n - len(audio), np.random.default_rng([seed, index]))])
     duration = n / SAMPLE_RATE
-    phonemes = [p for p in other.phonemes() if p.start < duration]
-    return Driving(audio.astype(np.float32), phonemes)
+    return Driving(audio.astype(np.float32), [p for p in phonemes if p.start < duration])
 
 
 def dub_clip(method: LipSyncMethod, record: ClipRecord, truth: dict, drive: Driving, wav: Path) -> tuple[MethodOutput, np.ndarray, float]:
