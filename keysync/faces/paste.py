@@ -96,7 +96,8 @@ def is_gray(pixels: np.ndarray) -> bool:
     ``GRAY_TOLERANCE``. Sepia or merely desaturated colour (a skin tone's channels differ by tens of
     levels) is colour, and is pasted unchanged."""
     pixels = np.asarray(pixels).reshape(-1, 3)
-    spread = pixels.max(axis=1).astype(np.int16) - pixels.min(axis=1)
+    r, g, b = pixels[:, 0], pixels[:, 1], pixels[:, 2]  # (max over a 3-long axis is ~5x slower)
+    spread = np.maximum(np.maximum(r, g), b).astype(np.int16) - np.minimum(np.minimum(r, g), b)
     return bool(np.mean(spread > GRAY_TOLERANCE) <= GRAY_OUTLIERS) if len(spread) else True
 
 
@@ -142,13 +143,19 @@ def paste_back(
     weights = _weights_in_region(alpha, box, rows, cols)
     if weights.size == 0:
         return out
-    roi = out[rows, cols]
     if color_match:
         crop = match_colors(crop, cut_crop(frame, box), mask, alpha)
-    back = _to_region(crop, box, rows, cols, cv2.BORDER_REPLICATE).astype(np.float32)
+    back = _to_region(crop, box, rows, cols, cv2.BORDER_REPLICATE)
+    # blend only within the bounding box of the weights (the lower face: about a third of the crop)
+    used_rows, used_cols = np.flatnonzero(weights.max(axis=1) > 0), np.flatnonzero(weights.max(axis=0) > 0)
+    if not len(used_rows):
+        return out
+    inner = slice(used_rows[0], used_rows[-1] + 1), slice(used_cols[0], used_cols[-1] + 1)
+    roi = out[rows, cols][inner]
+    weights, back = weights[inner], back[inner].astype(np.float32)
     if is_gray(roi[weights > 0]):
         back = np.repeat(back @ LUMA[:, None], 3, axis=2)  # equal channels blend into equal channels
     a = weights[..., None]
     blended = roi.astype(np.float32) + a * (back - roi)
-    out[rows, cols] = np.where(a > 0, np.clip(np.rint(blended), 0, 255), roi).astype(np.uint8)
+    roi[...] = np.where(a > 0, np.clip(np.rint(blended), 0, 255), roi).astype(np.uint8)
     return out
