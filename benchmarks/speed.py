@@ -2,13 +2,14 @@
 
     python benchmarks/speed.py [--seconds 10] [--size 1920x1080] [--model-seconds-per-frame 0 0.05] [--old REV]
     python benchmarks/speed.py --encoders        # x264 presets at 1080p: speed, size and PSNR
+    python benchmarks/speed.py --demo --old REV  # `keysync demo`, end to end, this tree and REV
 
 The model stage (sampling and the VAE) is replaced by a stand-in that holds no CPU and takes a fixed time
 per output frame, as a fast GPU would (0 s: the front end alone; the VAE returns zeros at once), so that on a CPU-only machine the
 benchmark shows what the rest of the pipeline costs and whether it overlaps the model: decode and
 tracking, crop decode + VAE encode, sampling, VAE decode, paste, and the H.264 writer. With ``--old REV``
 the same run is made with the pipeline of git revision REV (checked out into a temporary worktree), in
-the same session on the same clip. Writes benchmarks/results/speed.md (or speed_encoders.md).
+the same session on the same clip. Writes benchmarks/results/speed.md (or speed_encoders.md, speed_demo.md).
 
 Network evaluations per output frame for each ``--speed`` preset come from
 ``keysync.diffusion.speed.evaluations_per_output_frame`` (a test counts them on the networks); GPU model
@@ -120,9 +121,7 @@ def overlap_report(args) -> None:
         make_clip(clip, args.seconds, width, height)
         trees = [("this tree", ROOT)]
         if args.old:
-            old = Path(folder) / "old"
-            subprocess.run(["git", "-C", str(ROOT), "worktree", "add", "--detach", str(old), args.old], check=True, capture_output=True)
-            trees.insert(0, (f"old ({args.old})", old))
+            trees.insert(0, (f"old ({args.old})", old_tree(Path(folder) / "old", args.old)))
         try:
             for per_frame in args.model_seconds_per_frame:
                 for name, tree in trees:
@@ -132,7 +131,7 @@ def overlap_report(args) -> None:
                     print(json.dumps(row), flush=True)
         finally:
             if args.old:
-                subprocess.run(["git", "-C", str(ROOT), "worktree", "remove", "--force", str(old)], check=True)
+                remove_tree(Path(folder) / "old")
     lines = [
         f"# Dub speed by stage, {width}x{height}, {args.seconds:g} s (model stage simulated)",
         "",
@@ -188,6 +187,53 @@ def encoder_report(args) -> None:
     (RESULTS / "speed_encoders.md").write_text("\n".join(lines))
 
 
+def old_tree(folder: Path, rev: str):
+    """A worktree of ``rev`` in ``folder`` (removed by the caller with ``remove_tree``)."""
+    subprocess.run(["git", "-C", str(ROOT), "worktree", "add", "--detach", str(folder), rev], check=True, capture_output=True)
+    return folder
+
+
+def remove_tree(folder: Path) -> None:
+    subprocess.run(["git", "-C", str(ROOT), "worktree", "remove", "--force", str(folder)], check=True)
+
+
+def demo_report(args) -> None:
+    """`keysync demo` end to end (a new process each: imports, rendering, dub, scoring), alternating this
+    tree and ``--old`` so that both see the same machine load."""
+    import statistics
+
+    times: dict[str, list[float]] = {}
+    with tempfile.TemporaryDirectory() as folder:
+        trees = [("this tree", ROOT)] + ([(f"old ({args.old})", old_tree(Path(folder) / "old", args.old))] if args.old else [])
+        try:
+            for run in range(args.repeats):
+                for name, tree in trees:
+                    out = Path(folder) / f"out-{run}-{len(times.get(name, []))}-{name[:3]}"
+                    out.mkdir()
+                    start = time.perf_counter()
+                    subprocess.run([sys.executable, "-c", "import sys; from keysync.cli import main; sys.exit(main())",
+                                    "demo", "--out-dir", str(out), "--quiet"], check=True, capture_output=True,
+                                   env=dict(os.environ, PYTHONPATH=str(tree)), cwd=folder)
+                    times.setdefault(name, []).append(time.perf_counter() - start)
+                    print(name, f"{times[name][-1]:.1f} s", flush=True)
+        finally:
+            if args.old:
+                remove_tree(Path(folder) / "old")
+    lines = [f"# `keysync demo` end to end ({os.cpu_count()} CPU cores, no GPU)", "",
+             f"`python benchmarks/speed.py --demo" + (f" --old {args.old}" if args.old else "") + f" --repeats {args.repeats}`: "
+             "each run a new process with that tree's defaults (the old tree's demo samples at `quality`, this "
+             "tree's at `fast`), the shipped small model, runs alternating between the trees.", "",
+             "| code | runs (s) | median (s) |", "|---|---|---|"]
+    for name, values in times.items():
+        lines.append(f"| {name} | {', '.join(f'{v:.1f}' for v in values)} | {statistics.median(values):.1f} |")
+    if args.old:
+        new, old = (statistics.median(v) for v in times.values())
+        lines += ["", f"Speed-up: {old / new:.2f}x."]
+    lines += ["", f"Load average over the last minute when the run ended: {os.getloadavg()[0]:.1f}.", ""]
+    (RESULTS / "speed_demo.md").write_text("\n".join(lines))
+    print("\n".join(lines))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=float, default=10)
@@ -195,11 +241,13 @@ def main() -> None:
     parser.add_argument("--model-seconds-per-frame", type=float, nargs="+", default=[0.0, 0.05])
     parser.add_argument("--old", metavar="REV", help="also run the pipeline of this git revision, in the same session")
     parser.add_argument("--encoders", action="store_true", help="compare x264 presets instead")
+    parser.add_argument("--demo", action="store_true", help="time `keysync demo` end to end instead")
+    parser.add_argument("--repeats", type=int, default=2, help="runs per tree with --demo")
     parser.add_argument("--out", default="speed.md", help="results file name in benchmarks/results")
     parser.add_argument("--encoder-settings", nargs="+", type=lambda s: s.split(":"), metavar="PRESET:CRF",
                         default=[["medium", "18"], ["veryfast", "18"], ["superfast", "18"], ["ultrafast", "18"], ["veryfast", "17"], ["superfast", "16"]])
     args = parser.parse_args()
-    encoder_report(args) if args.encoders else overlap_report(args)
+    demo_report(args) if args.demo else encoder_report(args) if args.encoders else overlap_report(args)
 
 
 if __name__ == "__main__":
