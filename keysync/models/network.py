@@ -105,6 +105,20 @@ class KeySyncNet(ModelMixin, ConfigMixin):
         if kind == "interpolation":
             self.learned_mask = nn.Parameter(torch.zeros(latent_channels, height, width))
 
+    # the UNet's repeated blocks: compiled once per class and input shape by ``compile_blocks``
+    COMPILED_BLOCKS = ("SpatioTemporalResBlock", "TransformerSpatioTemporalModel")
+    RECOMPILE_LIMIT = 64
+
+    def compile_blocks(self, **options) -> None:
+        """Regional compilation (diffusers' ``compile_repeated_blocks``): each ResNet and transformer block
+        is compiled by ``torch.compile(**options)`` with no graph breaks, and blocks of a class share the
+        compiled code, so compiling takes a fraction of a whole-UNet compile. A block class meets several
+        input shapes (channels per level, frames per call), more than dynamo's default limit of 8 graphs
+        per function on the shipped small model's three levels; dynamo's automatic dynamic shapes make a
+        dimension that changes a symbol, and these compiled blocks may have up to ``RECOMPILE_LIMIT``."""
+        self.unet._repeated_blocks = list(self.COMPILED_BLOCKS)
+        self.unet.compile_repeated_blocks(fullgraph=True, recompile_limit=self.RECOMPILE_LIMIT, **options)
+
     @property
     def latent_hw(self) -> tuple[int, int]:
         """(height, width) of the latents this network works on."""

@@ -43,6 +43,9 @@ def register(subparsers) -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1, ...")
     p.add_argument("--dtype", choices=["float32", "float16", "bfloat16"], default="float32")
+    p.add_argument("--compile", action="store_true",
+                   help="compile the networks' repeated blocks with torch.compile: the dub waits for the compiler first "
+                   "(minutes on a CPU), so it pays on long videos; the output is the same to float rounding")
     p.add_argument("--face-index", type=int, help="the face track to dub, as listed by keysync faces (default: the largest)")
     p.add_argument("--mask", choices=["box", "heart", "mouth", "full"], help="region to regenerate (default: the one the model was trained with; box is the paper's)")
     p.add_argument("--occluders", metavar="NPY", help="per-frame occluder masks (frames x height x width, 1 = in front of the face) kept from the source")
@@ -91,6 +94,8 @@ def run_dub(args: argparse.Namespace) -> int:
         pipe = KeySyncPipeline.from_pretrained(
             args.model, device=args.device, dtype=getattr(torch, args.dtype), random_weights=args.random_weights
         )
+        if args.compile:
+            pipe.compile()
         options = DubOptions(
             speed=args.speed, steps=args.steps, guidance=args.guidance, seed=args.seed, clips_per_call=args.batch_size, mask=args.mask,
             face_index=args.face_index, ref_frame=args.ref_frame, occluders=occluders, long_audio=args.long_audio,
