@@ -68,6 +68,27 @@ def test_manifest_problems_are_named_before_any_work(tmp_path_factory, tmp_path,
                                                'pip install "keysync[ray]"')
 
 
+def test_compile_is_set_for_the_batch_and_each_worker_compiles_its_model_once(tmp_path_factory, tmp_path, monkeypatch):
+    """`keysync batch --compile`: every job carries it (with the key of the same job without it: the output
+    changes by float rounding only), and a worker compiles the networks once per model it loads."""
+    from keysync.batch.worker import Dubber
+    from keysync.pipeline.dub import KeySyncPipeline
+
+    root = catalogue(tmp_path_factory)
+    manifest = root / "compile.csv"
+    manifest.write_text("video,audio,steps\nv0.mp4,speech.mp4,1\nv1.mp4,speech.mp4,1\n")
+    compiled, invalid = read_manifest(manifest, tmp_path / "out", dub_rules(), str(root / "micro"), compile=True)
+    plain, _ = read_manifest(manifest, tmp_path / "out", dub_rules(), str(root / "micro"))
+    assert not invalid and [j.compile for j in compiled] == [True, True] and [j.compile for j in plain] == [False, False]
+    assert [j.key for j in compiled] == [j.key for j in plain]
+    calls = []
+    monkeypatch.setattr(KeySyncPipeline, "compile", lambda self, **options: calls.append(self) or self)
+    dubber = Dubber("cpu", None, str(tmp_path))
+    pipe = dubber.pipeline(compiled[0])
+    assert calls == [pipe] and dubber.pipeline(compiled[1]) is pipe and calls == [pipe]  # the second job reuses it
+    assert dubber.pipeline(plain[0]) is not pipe and calls == [pipe]  # plain networks are loaded afresh
+
+
 def test_every_dub_option_is_a_column_that_reaches_the_dub():
     """An option `keysync dub` gains must be mapped here, or batch would accept the column and ignore it."""
     from dataclasses import fields

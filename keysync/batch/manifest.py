@@ -20,7 +20,7 @@ from ..errors import KeySyncError
 
 FILE_COLUMNS = ("video", "audio", "occluders")  # paths: relative ones are relative to the manifest's folder
 FOLDER_COLUMNS = ("model", "segmenter")  # relative to the manifest's folder when that path exists, else a name
-BATCH_ONLY = ("help", "output", "overwrite", "quiet", "device", "dtype")  # dub options set for the whole batch
+BATCH_ONLY = ("help", "output", "overwrite", "quiet", "device", "dtype", "compile")  # dub options set for the whole batch
 # dub options -> the DubOptions field each sets, as `keysync dub` passes them (tests/test_batch_local.py holds
 # this table to dub's parser, so that an option dub gains cannot be silently ignored by batch)
 DUB_OPTIONS = {"speed": "speed", "steps": "steps", "guidance": "guidance", "seed": "seed", "batch_size": "clips_per_call",
@@ -47,6 +47,7 @@ class Job:
     clicks: tuple | None  # (frame, positive points, negative points) to track an occluder with SAM 2
     segmenter: str | None
     key: str  # hash of everything the output depends on: a journaled output counts only for the same key
+    compile: bool = False  # the worker compiles its networks (the output changes by float rounding only: not in the key)
 
 
 @dataclass(frozen=True)
@@ -115,7 +116,7 @@ def read_rows(path: str | Path) -> list[dict]:
 
 
 def read_manifest(path: str | Path, out_dir: Path, rules: DubRules, model: str | None = None,
-                  dtype: str = "float32") -> tuple[list[Job], list[InvalidRow]]:
+                  dtype: str = "float32", compile: bool = False) -> tuple[list[Job], list[InvalidRow]]:
     """Every row checked as ``keysync dub`` checks its arguments (files exist and are readable media,
     numbers in range), plus outputs that two rows share. Unknown columns are an error for the whole manifest."""
     path = Path(path).resolve()  # absolute paths: a Ray actor's working folder is not this one
@@ -132,7 +133,7 @@ def read_manifest(path: str | Path, out_dir: Path, rules: DubRules, model: str |
     for number, row in enumerate(rows, 1):
         name = _output_name(row)
         try:
-            job = _read_row(number, row, name, path.parent, out_dir, rules, columns, model, dtype)
+            job = _read_row(number, row, name, path.parent, out_dir, rules, columns, model, dtype, compile)
             if name in owners:
                 raise KeySyncError(f"output {name} is also row {owners[name]}'s; give each row its own output")
             owners[name] = number
@@ -148,7 +149,7 @@ def _output_name(row: dict) -> str:
     return PurePosixPath(str(row.get("video", "job"))).with_suffix(".mp4").name
 
 
-def _read_row(number, row, name, base: Path, out_dir: Path, rules: DubRules, columns, model, dtype) -> Job:
+def _read_row(number, row, name, base: Path, out_dir: Path, rules: DubRules, columns, model, dtype, compile) -> Job:
     for column in ("video", "audio"):
         if column not in row:
             raise KeySyncError(f"no {column}; give the {column} file's path in the {column} column")
@@ -178,7 +179,7 @@ def _read_row(number, row, name, base: Path, out_dir: Path, rules: DubRules, col
                 segmenter=args.segmenter)
     key = hashlib.sha256(json.dumps(spec, sort_keys=True, default=list).encode()).hexdigest()
     return Job(number, name, args.video, args.audio, str(out_dir / name), args.model, args.random_weights, dtype,
-               options, clicks, args.segmenter, key)
+               options, clicks, args.segmenter, key, compile)
 
 
 def _argv(row: dict, columns: dict[str, argparse.Action], output: Path) -> list[str]:

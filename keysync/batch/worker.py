@@ -81,12 +81,14 @@ class Dubber:
 
         from ..pipeline.dub import KeySyncPipeline
 
-        wanted = (job.model, job.random_weights, job.dtype)
+        wanted = (job.model, job.random_weights, job.dtype, job.compile)
         self._loaded_now = wanted != self._loaded
         if self._loaded_now:
             self._pipe, self._loaded = None, None  # free the previous model's memory before loading the next
             self._pipe = KeySyncPipeline.from_pretrained(job.model, device=self.device,
                                                          dtype=getattr(torch, job.dtype), random_weights=job.random_weights)
+            if job.compile:
+                self._pipe.compile()
             self._loaded = wanted
         return self._pipe
 
