@@ -15,6 +15,9 @@ from keysync.pipeline.dub import DubOptions, KeySyncPipeline, make_timeline
 from .faces_media_clips import astronaut, clicks, moving_frames, tone, write_clip, write_wav
 from .micro import micro_model
 
+STEPS = 2  # per stage: these tests hold the plumbing (lengths, timestamps, paste regions, occluders), not the
+# schedule, and 2 steps cost a sixth of 11; the default schedule's output is test_pipeline_default_output's
+
 
 @pytest.fixture(scope="module")
 def pipe():
@@ -99,19 +102,19 @@ def test_length_policies_say_what_they_drop_or_pad(caplog):
 
 
 def test_1080p_30fps_with_longer_audio(tmp_path, pipe, monkeypatch):
-    # 2.3 s of video and 4 s of speech, held on the last frame: 100 model frames (several streaming windows:
-    # tests/test_batch_split.py, test_windows_stream_across_boundaries)
-    video = write_clip(tmp_path / "in.mp4", moving_frames(astronaut(), 1920, 1080, 69, photo_height=900), rate=30,
-                       audio=clicks(2.3, [1.0]))
-    audio = write_wav(tmp_path / "speech.mp4", tone(4.0))
+    # 1.2 s of video and 2 s of speech, held on the last frame: 50 model frames (streaming across windows is
+    # tests/test_batch_split.py's and test_windows_stream_across_boundaries')
+    video = write_clip(tmp_path / "in.mp4", moving_frames(astronaut(), 1920, 1080, 36, photo_height=900), rate=30,
+                       audio=clicks(1.2, [0.6]))
+    audio = write_wav(tmp_path / "speech.mp4", tone(2.0))
     written, boxes_masks = record_writes_and_pastes(monkeypatch)
-    out = pipe.dub_file(video, audio, tmp_path / "out.mp4", DubOptions(long_audio="hold", progress=False))
+    out = pipe.dub_file(video, audio, tmp_path / "out.mp4", DubOptions(steps=STEPS, long_audio="hold", progress=False))
     info = probe_video(out)
     assert (info.width, info.height) == (1920, 1080) and float(info.average_rate) == pytest.approx(30, rel=1e-3)
-    assert len(written) == 120  # hold: 4 s at 30 fps
-    assert len(boxes_masks) == 120  # the face is dubbed in every frame
-    assert load_audio(out).shape[0] == pytest.approx(4.0 * 16000, abs=800)
-    outside_paste_region_unchanged(written, video, boxes_masks, shown=[min(j, 68) for j in range(120)])  # held: frame 68
+    assert len(written) == 60  # hold: 2 s at 30 fps
+    assert len(boxes_masks) == 60  # the face is dubbed in every frame
+    assert load_audio(out).shape[0] == pytest.approx(2.0 * 16000, abs=800)
+    outside_paste_region_unchanged(written, video, boxes_masks, shown=[min(j, 35) for j in range(60)])  # held: frame 35
 
 
 def test_short_clip_same_seed_same_output_and_cli_errors(tmp_path, pipe, monkeypatch, capsys):
@@ -120,7 +123,7 @@ def test_short_clip_same_seed_same_output_and_cli_errors(tmp_path, pipe, monkeyp
     runs = []
     for name, seed in (("a", 1), ("b", 1), ("c", 2)):
         written = record_writes(monkeypatch)
-        pipe.dub_file(video, audio, tmp_path / f"{name}.mp4", DubOptions(seed=seed, progress=False))
+        pipe.dub_file(video, audio, tmp_path / f"{name}.mp4", DubOptions(steps=STEPS, seed=seed, progress=False))
         runs.append(np.stack([im for _, im in written]))
         monkeypatch.undo()
     assert len(runs[0]) == 10
@@ -153,18 +156,18 @@ def test_frames_in_memory_give_what_dub_file_writes(tmp_path, pipe, monkeypatch)
     video = write_clip(tmp_path / "in.mp4", moving_frames(astronaut(), 320, 240, 12, photo_height=220), rate=25)
     audio = write_wav(tmp_path / "speech.mp4", tone(0.5))
     written = record_writes(monkeypatch)
-    pipe.dub_file(video, audio, tmp_path / "out.mp4", DubOptions(progress=False))
+    pipe.dub_file(video, audio, tmp_path / "out.mp4", DubOptions(steps=STEPS, progress=False))
     monkeypatch.undo()
     frames = np.stack([f.image for f in read_frames(video)])
     wave = load_audio(audio)
-    out = pipe(frames, wave, fps=25, progress=False)
+    out = pipe(frames, wave, fps=25, progress=False, steps=STEPS)
     dubbed = np.stack(list(out.frames))
     assert np.array_equal(dubbed, np.stack([im for _, im in written]))
     assert np.allclose(out.times, [t for t, _ in written]) and out.size == (320, 240)
     assert out.target.present.all() and out.timings["sampling"] > 0
-    as_pil = pipe([Image.fromarray(f) for f in frames], np.stack([wave, wave]), fps=25, progress=False)
+    as_pil = pipe([Image.fromarray(f) for f in frames], np.stack([wave, wave]), fps=25, progress=False, steps=STEPS)
     assert np.array_equal(np.stack(list(as_pil.frames)), dubbed)
-    as_float = pipe(frames / 255.0, wave, fps=25, progress=False)
+    as_float = pipe(frames / 255.0, wave, fps=25, progress=False, steps=STEPS)
     assert np.array_equal(np.stack(list(as_float.frames)), dubbed)
     with pytest.raises(KeySyncError, match="give the frames' rate"):
         pipe(frames, wave)
@@ -186,7 +189,7 @@ def test_training_crops_are_the_crops_dub_cuts(tmp_path, pipe, monkeypatch):
     stored = load_file(shards[0])["pixels"].permute(0, 2, 3, 1).numpy()
     cut, real_cut = [], dub_module.cut_crop
     monkeypatch.setattr(dub_module, "cut_crop", lambda image, box: cut.append(real_cut(image, box)) or cut[-1])
-    list(pipe(str(video), str(video), progress=False).frames)
+    list(pipe(str(video), str(video), progress=False, steps=STEPS).frames)
     assert len(stored) == 20 and np.array_equal(np.stack(cut[1:21]), stored)  # cut[0]: the identity reference
 
 
@@ -194,7 +197,7 @@ def test_no_face_at_all_is_an_error(tmp_path, pipe):
     video = write_clip(tmp_path / "grey.mp4", [np.full((120, 160, 3), 90, np.uint8)] * 5)
     audio = write_wav(tmp_path / "speech.mp4", tone(0.3))
     with pytest.raises(KeySyncError, match="no face found"):
-        pipe.dub_file(video, audio, tmp_path / "out.mp4", DubOptions(progress=False))
+        pipe.dub_file(video, audio, tmp_path / "out.mp4", DubOptions(steps=STEPS, progress=False))
     assert not (tmp_path / "out.mp4").exists()
 
 
@@ -213,7 +216,7 @@ def test_occluder_pixels_are_kept_from_the_source(tmp_path, pipe, monkeypatch):
     audio = write_wav(tmp_path / "speech.mp4", tone(0.4))
     decoded = [f.image for f in read_frames(video)]
     written = record_writes(monkeypatch)
-    pipe.dub_file(video, audio, tmp_path / "plain.mp4", DubOptions(progress=False))
+    pipe.dub_file(video, audio, tmp_path / "plain.mp4", DubOptions(steps=STEPS, progress=False))
     monkeypatch.undo()
     plain = [im for _, im in written]
     changed = np.any([np.any(im != src, axis=-1) for (_, im), src in zip(written, decoded)], axis=0)
@@ -226,9 +229,9 @@ def test_occluder_pixels_are_kept_from_the_source(tmp_path, pipe, monkeypatch):
     np.save(tmp_path / "occ.npy", occluders)
     np.save(tmp_path / "bad.npy", occluders[:, :100])
     with pytest.raises(Exception, match="expected \\(10, 240, 320\\)"):
-        pipe.dub_file(video, audio, tmp_path / "bad.mp4", DubOptions(occluders=str(tmp_path / "bad.npy"), progress=False))
+        pipe.dub_file(video, audio, tmp_path / "bad.mp4", DubOptions(steps=STEPS, occluders=str(tmp_path / "bad.npy"), progress=False))
     written = record_writes(monkeypatch)
-    pipe.dub_file(video, audio, tmp_path / "out.mp4", DubOptions(occluders=str(tmp_path / "occ.npy"), progress=False))
+    pipe.dub_file(video, audio, tmp_path / "out.mp4", DubOptions(steps=STEPS, occluders=str(tmp_path / "occ.npy"), progress=False))
     inner = (slice(y0 + 8, y1 - 8), slice((x0 + x1) // 2 - 8, (x0 + x1) // 2 + 8))  # minus the feathered edge
     assert any(not np.array_equal(im[inner], src[inner]) for im, src in zip(plain, decoded))
     for (_, image), src in zip(written, decoded):
@@ -240,7 +243,7 @@ def test_pingpong_plays_the_video_back_and_forth(tmp_path, pipe, monkeypatch):
     video = write_clip(tmp_path / "in.mp4", moving_frames(astronaut(), 320, 240, 10, photo_height=220), rate=25)
     audio = write_wav(tmp_path / "speech.mp4", tone(1.2))
     written, boxes_masks = record_writes_and_pastes(monkeypatch)
-    pipe.dub_file(video, audio, tmp_path / "out.mp4", DubOptions(long_audio="pingpong", progress=False))
+    pipe.dub_file(video, audio, tmp_path / "out.mp4", DubOptions(steps=STEPS, long_audio="pingpong", progress=False))
     shown = [*range(10), *range(8, 0, -1), *range(10), 8, 7]
     assert len(written) == 30
     outside_paste_region_unchanged(written, video, boxes_masks, shown)
@@ -253,7 +256,7 @@ def test_middle_second_without_a_face_passes_through(tmp_path, pipe, monkeypatch
     video = write_clip(tmp_path / "in.mp4", frames, rate=25)
     audio = write_wav(tmp_path / "speech.mp4", tone(3.0))
     written, boxes_masks = record_writes_and_pastes(monkeypatch)
-    pipe.dub_file(video, audio, tmp_path / "out.mp4", DubOptions(progress=False))
+    pipe.dub_file(video, audio, tmp_path / "out.mp4", DubOptions(steps=STEPS, progress=False))
     decoded = [f.image for f in read_frames(video)]
     assert len(written) == 75
     assert set(boxes_masks) == set(range(25)) | set(range(50, 75))  # dubbed exactly where the face is
@@ -266,7 +269,7 @@ def test_a_model_with_more_latent_channels_dubs(tmp_path, monkeypatch):
     video = write_clip(tmp_path / "in.mp4", moving_frames(astronaut(), 320, 240, 10, photo_height=220), rate=25)
     audio = write_wav(tmp_path / "s.mp4", tone(0.4))
     written, boxes_masks = record_writes_and_pastes(monkeypatch)
-    KeySyncPipeline(micro_model(latent_channels=8)).dub_file(video, audio, tmp_path / "o.mp4", DubOptions(progress=False))
+    KeySyncPipeline(micro_model(latent_channels=8)).dub_file(video, audio, tmp_path / "o.mp4", DubOptions(steps=STEPS, progress=False))
     assert len(written) == 10 and boxes_masks
     outside_paste_region_unchanged(written, video, boxes_masks)
 
@@ -278,7 +281,7 @@ def test_by_default_only_the_face_above_the_jaw_line_is_pasted(tmp_path, pipe, m
     pasted = {}
     for region in ("jaw", "mask"):
         written, boxes_masks = record_writes_and_pastes(monkeypatch)
-        pipe.dub_file(video, audio, tmp_path / f"{region}.mp4", DubOptions(paste=region, progress=False))
+        pipe.dub_file(video, audio, tmp_path / f"{region}.mp4", DubOptions(steps=STEPS, paste=region, progress=False))
         monkeypatch.undo()
         outside_paste_region_unchanged(written, video, boxes_masks)
         pasted[region] = np.stack([mask for j in sorted(boxes_masks) for _, mask in boxes_masks[j]])
@@ -286,7 +289,7 @@ def test_by_default_only_the_face_above_the_jaw_line_is_pasted(tmp_path, pipe, m
     assert np.all(jaw <= box) and jaw.sum() < 0.9 * box.sum() and jaw.sum() > 0.3 * box.sum()
     assert not jaw[:, -1].any() and box[:, -1].any()  # the box runs to the crop's bottom edge, the jaw paste does not
     with pytest.raises(Exception, match="paste region 'neck'"):
-        pipe.dub_file(video, audio, tmp_path / "bad.mp4", DubOptions(paste="neck", progress=False))
+        pipe.dub_file(video, audio, tmp_path / "bad.mp4", DubOptions(steps=STEPS, paste="neck", progress=False))
 
 
 def test_progress_advances_per_stage(pipe, monkeypatch):
