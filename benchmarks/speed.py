@@ -220,7 +220,7 @@ def demo_report(args) -> None:
             if args.old:
                 remove_tree(Path(folder) / "old")
     lines = [f"# `keysync demo` end to end ({os.cpu_count()} CPU cores, no GPU)", "",
-             f"`python benchmarks/speed.py --demo" + (f" --old {args.old}" if args.old else "") + f" --repeats {args.repeats}`: "
+             "`python benchmarks/speed.py --demo" + (f" --old {args.old}" if args.old else "") + f" --repeats {args.repeats}`: "
              "each run a new process with that tree's defaults (the old tree's demo samples at `quality`, this "
              "tree's at `fast`), the shipped small model, runs alternating between the trees.", "",
              "| code | runs (s) | median (s) |", "|---|---|---|"]

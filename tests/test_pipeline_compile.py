@@ -9,7 +9,6 @@ default limit of 8 graphs (``KeySyncNet.RECOMPILE_LIMIT``); tracing that many wi
 about 50 s, too long for the suite, so this test runs the one-level micro model."""
 
 import numpy as np
-import torch
 
 from keysync.models.network import KeySyncNet
 from keysync.pipeline.dub import KeySyncPipeline
