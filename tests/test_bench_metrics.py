@@ -119,3 +119,17 @@ def test_readable_frames_and_mouth_aspect_ratio():
     opened[[65, 66, 67], 1] = 20
     mar = M.mouth_aspect_ratio(np.stack([closed, opened]))
     assert mar[0] < 1e-9 and mar[1] > M.SPEAKING_MAR
+
+
+def test_ssim_maps_are_each_frame_s_map_in_order():
+    """The maps are computed frame by frame in threads: each must be its own frame's, in frame order."""
+    from keysync.eval.psnr_ssim import ssim_map
+
+    rng = np.random.default_rng(0)
+    a = rng.integers(0, 256, (5, 24, 32, 3), dtype=np.uint8)
+    b = np.stack([np.clip(f.astype(int) + rng.integers(-8 * k, 8 * k + 1, f.shape), 0, 255).astype(np.uint8) for k, f in enumerate(a)])
+    maps = M.ssim_maps(a, b)
+    assert maps.shape == (5, 24, 32) and maps.dtype == np.float32
+    for k in range(5):
+        assert np.array_equal(maps[k], ssim_map(a[k], b[k])[1].astype(np.float32))
+    assert np.all(np.diff(maps.mean(axis=(1, 2))) < 0)  # more noise on each later frame: lower SSIM

@@ -33,8 +33,12 @@ def side_by_side(columns: list[np.ndarray], labels=LABELS) -> np.ndarray:
 
 
 def render_source(folder: str, seed: int) -> dict:
-    """The held-out speaker's clip written to ``folder`` (video, speech, ground truth) and the new speech:
-    the next held-out clip's, whose video is not needed. Runs in a process of its own while the model loads."""
+    """The held-out speaker's clip written to ``folder`` (video, speech, ground truth), its faces tracked
+    as ``keysync dub`` tracks them, and the new speech: the next held-out clip's, whose video is not
+    needed. Runs in a process of its own while the model loads."""
+    from ..faces.backends import load_backend
+    from ..faces.tracking import track_faces
+    from ..media.source import VideoSource
     from ..synth.clipio import read_wav, write_wav
     from ..synth.dataset import ClipRecord, clip_audio, make_clip, plan_dataset, write_clip
     from .runner import speech_driving
@@ -48,7 +52,7 @@ def render_source(folder: str, seed: int) -> dict:
     drive = speech_driving(read_wav(speech), phonemes, len(source.truth()["mouth"]), seed, 0)
     write_wav(speech, drive.audio)
     return {"video": str(source.video), "speech": str(speech), "record": (str(source.folder), source.name),
-            "audio": drive.audio, "phonemes": drive.phonemes}
+            "audio": drive.audio, "phonemes": drive.phonemes, "tracked": track_faces(VideoSource(source.video).frames(), load_backend())}
 
 
 def render_target(folder: str, name: str, phonemes) -> np.ndarray:
@@ -65,8 +69,8 @@ def render_target(folder: str, name: str, phonemes) -> np.ndarray:
 def run_demo(out_dir: Path, model: str | None, seed: int, speed: str, steps: int | None, overwrite: bool, progress: bool = True) -> dict:
     """Make, dub, write and score the demo clip; returns {"dubbed", "side_by_side", "metrics"}.
 
-    The clips are rendered in a second process while this one imports and loads the model, so that the
-    demo takes about as long as its dub (two cores: rendering and loading are a core's work each)."""
+    The clips are rendered and tracked in a second process while this one imports and loads the model, so
+    that the demo takes about as long as its dub (two cores: rendering and loading are a core's work each)."""
     import multiprocessing
     from concurrent.futures import ProcessPoolExecutor
 
@@ -78,6 +82,7 @@ def run_demo(out_dir: Path, model: str | None, seed: int, speed: str, steps: int
             ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")) as renderer:
         rendering = renderer.submit(render_source, tmp, seed)
 
+        from ..faces.frontend import place_crops
         from ..media.writer import VideoWriter
         from ..models.model import shipped_model_dir
         from ..pipeline.dub import DubOptions, KeySyncPipeline
@@ -95,7 +100,8 @@ def run_demo(out_dir: Path, model: str | None, seed: int, speed: str, steps: int
         truth, spec = source.truth(), source.spec()
         frames = len(truth["mouth"])
         options = DubOptions(speed=speed, steps=steps, seed=seed, progress=progress)
-        pipeline.dub_file(source.video, made["speech"], dubbed_path, options, overwrite=overwrite)
+        face = place_crops(made["tracked"], pipeline.model.crop_size, pipeline.model.crop_plan, name=str(source.video))
+        pipeline.dub_file(source.video, made["speech"], dubbed_path, options, overwrite=overwrite, face=face)
 
         source_frames = read_mp4_frames(source.video)
         dubbed = read_mp4_frames(dubbed_path)[:frames]

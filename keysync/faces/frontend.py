@@ -39,7 +39,13 @@ def locate_face(frames: Iterable[Frame], backend, size: int, follow: str, face_i
                 point=None, name: str = "the video") -> FaceLocation:
     """Track every face, pick the target (``face_index``, ``point``, else the largest per shot) and plan its
     ``size``-pixel crops by the model's crop plan ``follow``."""
-    tracked = track_faces(frames, backend)
+    return place_crops(track_faces(frames, backend), size, follow, face_index, point, name)
+
+
+def place_crops(tracked: TrackingResult, size: int, follow: str, face_index: int | None = None, point=None,
+                name: str = "the video") -> FaceLocation:
+    """``locate_face`` after its tracking pass: tracking needs no model, so it may run elsewhere first
+    (``keysync demo`` tracks in the process that renders the clip, while the model loads)."""
     target = select_target(tracked, face_index=face_index, point=point)
     if not target.present.any():
         raise KeySyncError(f"no face found in {name}; give a video in which the speaker's face is visible")
