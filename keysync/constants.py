@@ -13,3 +13,4 @@ SPEED_HELP = (
     "quality (default: the official schedule, 11 guided steps per stage), fast (5 interpolation steps, guided "
     "only at high noise: about 3x fewer network evaluations), or fastest (about 6x fewer)"
 )
+ENCODERS = ("auto", "libx264", "h264_nvenc")  # H.264 encoders of the output: auto takes NVIDIA's hardware one where it opens, else x264

@@ -31,6 +31,7 @@ import numpy as np
 import pytest
 
 from keysync.cli import main
+from keysync.media.writer import nvenc_opens
 from keysync.models.model import SHIPPED_MODEL
 
 from .faces_media_clips import astronaut, moving_frames, tone, write_clip, write_wav
@@ -104,6 +105,8 @@ CASES = [
     ("dub-output-folder-is-a-file", "dub {video} {audio} -o {tmp}/mine.mp4/o.mp4", 1, "mine.mp4 is a file, not a folder"),
     ("dub-unwritable-folder", "dub {video} {audio} -o {ro}/o.mp4", 1, "cannot write in folder"),
     ("dub-bad-device", "dub {video} {audio} -o {tmp}/o.mp4 --device gpu0", 1, "--device 'gpu0' is not a device"),
+    *([("dub-nvenc-without-a-gpu", "dub {video} {audio} -o {tmp}/o.mp4 --encoder h264_nvenc", 1,
+        "h264_nvenc) does not open on this machine")] if not nvenc_opens() else []),
     ("dub-truncated-weights", "dub {video} {audio} -o {tmp}/o.mp4 --model {model}", 1,
      "vae/model.safetensors is incomplete or corrupt"),
     # the other commands

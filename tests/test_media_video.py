@@ -108,3 +108,42 @@ def test_model_frames_for_variable_rate():
     assert list(plan.source_index[:5]) == [0, 1, 1, 2, 3]
     assert list(plan.source_index[12:]) == [3, 5, 5, 6]  # 0.48 s still shows the frame from 0.13 s
     assert list(plan.model_index) == [0, 1, 3, 3, 13, 13, 15]  # halves round up
+
+
+def test_auto_encoder_takes_nvenc_only_where_it_opens_and_never_for_lossless(monkeypatch):
+    from keysync.media import writer
+
+    monkeypatch.setattr(writer, "nvenc_opens", lambda: True)
+    assert [writer.choose_encoder("auto", crf) for crf in (17, 0)] == ["h264_nvenc", "libx264"]
+    assert writer.choose_encoder("h264_nvenc", 17) == "h264_nvenc"
+    monkeypatch.setattr(writer, "nvenc_opens", lambda: False)
+    assert writer.choose_encoder("auto", 17) == "libx264"
+    with pytest.raises(KeySyncError, match="h264_nvenc.*does not open"):
+        writer.choose_encoder("h264_nvenc", 17)
+    with pytest.raises(KeySyncError, match="choose one of auto, libx264, h264_nvenc"):
+        writer.choose_encoder("x265", 17)
+
+
+def test_the_chosen_encoder_writes_h264_that_decodes_to_the_frames(tmp_path):
+    """Here x264 (or, on a machine with an NVIDIA GPU, its hardware encoder): the output decodes to what was written."""
+    from keysync.media.writer import choose_encoder
+
+    rng = np.random.default_rng(0)
+    base = cv2_smooth(rng.integers(0, 256, (64, 96, 3), dtype=np.uint8))
+    frames = [np.roll(base, 2 * k, axis=1) for k in range(12)]
+    with VideoWriter(tmp_path / "o.mp4", 96, 64, rate=25, encoder="auto") as out:
+        for image in frames:
+            out.write(image)
+    assert out.encoder == choose_encoder("auto", 17)
+    with av.open(str(tmp_path / "o.mp4")) as container:
+        assert container.streams.video[0].codec_context.name == "h264"
+    back = [f.image for f in read_frames(tmp_path / "o.mp4")]
+    assert len(back) == 12
+    mse = np.mean([(a.astype(np.float64) - b) ** 2 for a, b in zip(frames, back)])
+    assert 10 * np.log10(255**2 / mse) > 35
+
+
+def cv2_smooth(image: np.ndarray) -> np.ndarray:
+    import cv2
+
+    return cv2.GaussianBlur(image, (0, 0), 3)

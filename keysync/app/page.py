@@ -538,7 +538,7 @@ def build_page(server: Server):
                 info = probe_video(video)
                 output = job / f"{Path(video).stem}-dubbed.mp4"
                 with VideoWriter(output, info.width, info.height, rate=info.average_rate, time_base=info.time_base,
-                                 audio=out.audio, audio_rate=SAMPLE_RATE, crf=options.crf) as writer:
+                                 audio=out.audio, audio_rate=SAMPLE_RATE, crf=options.crf, encoder=options.encoder) as writer:
                     for k, (seconds, image) in enumerate(zip(out.times, out.frames)):
                         writer.write(image, float(seconds))
                         yield said(f"dubbing: frame {k + 1} of {len(out.times)}")

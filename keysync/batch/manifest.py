@@ -26,7 +26,7 @@ BATCH_ONLY = ("help", "output", "overwrite", "quiet", "device", "dtype", "compil
 DUB_OPTIONS = {"speed": "speed", "steps": "steps", "guidance": "guidance", "seed": "seed", "batch_size": "clips_per_call",
                "mask": "mask", "face_index": "face_index", "ref_frame": "ref_frame", "occluders": "occluders",
                "long_audio": "long_audio", "short_audio": "short_audio", "color_match": "color_match", "paste": "paste",
-               "crf": "crf"}
+               "crf": "crf", "encoder": "encoder"}
 OTHER_OPTIONS = ("model", "random_weights", "occluder_point", "occluder_negative", "occluder_frame", "segmenter")  # in Job
 TRUE, FALSE = ("1", "true", "yes", "y"), ("0", "false", "no", "n", "")
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import os
 from fractions import Fraction
 from pathlib import Path
@@ -10,11 +11,38 @@ import av
 import cv2
 import numpy as np
 
-from ..constants import SAMPLE_RATE
+from ..constants import ENCODERS, SAMPLE_RATE
 from ..errors import KeySyncError
 from ..files import temp_file
 
 AUDIO_LEAD = 0.5  # seconds of audio encoded ahead of the video, so the file is interleaved
+
+
+@functools.cache
+def nvenc_opens() -> bool:
+    """Whether FFmpeg's NVIDIA H.264 encoder opens on this machine. PyAV's wheels include it; it needs an
+    NVIDIA GPU and driver, and without them opening it fails at once."""
+    if "h264_nvenc" not in av.codecs_available:
+        return False
+    context = av.CodecContext.create("h264_nvenc", "w")
+    context.width, context.height, context.pix_fmt, context.time_base = 256, 256, "yuv420p", Fraction(1, 25)
+    try:
+        context.open()
+    except av.FFmpegError:
+        return False
+    return True
+
+
+def choose_encoder(encoder: str = "auto", crf: int = 17) -> str:
+    """The H.264 encoder to use: ``auto`` takes h264_nvenc where it opens (the GPU encodes while the CPU
+    decodes, tracks and pastes), except for lossless output (``crf`` 0: x264's lossless mode), else libx264."""
+    if encoder not in ENCODERS:
+        raise KeySyncError(f"encoder {encoder!r}: choose one of {', '.join(ENCODERS)}")
+    if encoder == "auto":
+        return "h264_nvenc" if crf > 0 and nvenc_opens() else "libx264"
+    if encoder == "h264_nvenc" and not nvenc_opens():
+        raise KeySyncError("the NVIDIA H.264 encoder (h264_nvenc) does not open on this machine (it needs an NVIDIA GPU and driver); use --encoder libx264 or auto")
+    return encoder
 
 
 def check_output_path(output: str | Path, inputs=(), overwrite: bool = False, folder: bool = False) -> Path:
@@ -59,7 +87,8 @@ class VideoWriter:
     ``audio``: float32 (samples,) or (channels, samples) at ``audio_rate``, sample 0 at time 0.
     ``crf``: x264 quality (0 = lossless, 18 = visually lossless, 23 = x264's default). ``preset``: x264's
     speed; veryfast at crf 17 encodes 1080p about 2x as fast as medium at crf 18, in a smaller file, 0.4 dB
-    lower PSNR at ~44 dB (benchmarks/results/speed_encoders.md).
+    lower PSNR at ~44 dB (benchmarks/results/speed_encoders.md). ``encoder``: ``ENCODERS``
+    (``choose_encoder``); h264_nvenc runs at constant quality ``crf`` (its ``cq``) with its p4 preset.
 
     ``template``: an opened video stream whose encoded packets are copied by ``write_packet`` instead of
     encoding frames (``join_videos``).
@@ -78,8 +107,10 @@ class VideoWriter:
         preset: str = "veryfast",
         overwrite: bool = False,
         template=None,
+        encoder: str = "libx264",
     ):
         self.path = check_output_path(path, overwrite=overwrite)
+        self.encoder = choose_encoder(encoder, crf) if template is None else template.codec_context.name
         self.rate = Fraction(rate).limit_denominator(1001000)
         self.time_base = Fraction(time_base) if time_base else 1 / (self.rate * 1000)
         self._tmp = temp_file(self.path, suffix=f".partial{self.path.suffix}")
@@ -92,11 +123,12 @@ class VideoWriter:
             if template is not None:
                 stream = self._container.add_stream_from_template(template)
             else:
-                stream = self._container.add_stream("libx264", rate=self.rate)
+                stream = self._container.add_stream(self.encoder, rate=self.rate)
                 stream.width, stream.height = int(width), int(height)
                 stream.pix_fmt = "yuv420p" if width % 2 == 0 and height % 2 == 0 else "yuv444p"
                 stream.codec_context.time_base = self.time_base
-                stream.options = {"crf": str(int(crf)), "preset": preset}
+                stream.options = ({"crf": str(int(crf)), "preset": preset} if self.encoder == "libx264"
+                                  else {"rc": "vbr", "cq": str(int(crf)), "preset": "p4"})
             stream.time_base = self.time_base
             self._video = stream
             self._audio_stream = None

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from ..constants import SPEED_HELP, SPEEDS, STEPS_HELP
+from ..constants import ENCODERS, SPEED_HELP, SPEEDS, STEPS_HELP
 from .plan import LONG_AUDIO, SHORT_AUDIO, check_steps
 
 GUIDANCE_HELP = (
@@ -63,6 +63,8 @@ def register(subparsers) -> None:
                    "reach, keeping the source's neck and background; mask takes all of it (to the crop's bottom edge)")
     p.add_argument("--color-match", action="store_true", help="match the regenerated region's colours to the original")
     p.add_argument("--crf", type=int, default=17, help="the output's H.264 quality: 0 lossless, 17 (default) visually lossless, 23 x264's default, up to 51")
+    p.add_argument("--encoder", choices=ENCODERS, default="auto",
+                   help="H.264 encoder: auto (default) uses the GPU's (h264_nvenc) where an NVIDIA GPU and driver are present, else libx264")
     p.add_argument("--overwrite", action="store_true", help="replace an existing output file")
     p.add_argument("--quiet", action="store_true", help="no progress bars; only warnings and errors")
     p.set_defaults(func=run_dub)
@@ -99,7 +101,8 @@ def run_dub(args: argparse.Namespace) -> int:
         options = DubOptions(
             speed=args.speed, steps=args.steps, guidance=args.guidance, seed=args.seed, clips_per_call=args.batch_size, mask=args.mask,
             face_index=args.face_index, ref_frame=args.ref_frame, occluders=occluders, long_audio=args.long_audio,
-            short_audio=args.short_audio, color_match=args.color_match, paste=args.paste, crf=args.crf, progress=not args.quiet,
+            short_audio=args.short_audio, color_match=args.color_match, paste=args.paste, crf=args.crf, encoder=args.encoder,
+            progress=not args.quiet,
         )
         out = pipe.dub_file(args.video, args.audio, args.output, options, overwrite=args.overwrite)
     print(f"wrote {out}")
@@ -110,12 +113,14 @@ def check_dub_request(args: argparse.Namespace) -> None:
     """Refuse bad numbers, a wrong --model and unreadable inputs before any slow import or work."""
     from ..errors import KeySyncError
     from ..media.video import open_media, probe_video
+    from ..media.writer import choose_encoder
     from ..models.presets import PRESETS
 
     if args.steps is not None:
         check_steps(args.steps)
     if not 0 <= args.crf <= 51:
         raise KeySyncError(f"--crf {args.crf}: give 0 (lossless) to 51")
+    choose_encoder(args.encoder, args.crf)  # h264_nvenc asked for where it does not open: say so now
     if args.batch_size < 1:
         raise KeySyncError(f"--batch-size {args.batch_size}: give at least 1 clip per network call")
     if abs(args.seed) >= 2**32:

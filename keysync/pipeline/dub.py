@@ -72,6 +72,7 @@ class DubOptions:
     paste: str = "jaw"  # PASTE_REGIONS: the regenerated region above a line under the jaw, or all of it ("mask")
     color_match: bool = False
     crf: int = 17  # x264 quality of dub_file's output (with the writer's veryfast preset)
+    encoder: str = "auto"  # ENCODERS: dub_file's H.264 encoder; auto takes h264_nvenc where it opens, else libx264
     progress: bool = True
 
 
@@ -266,7 +267,8 @@ class KeySyncPipeline:
         result = self._dub(source, load_audio(audio), opts, face, windows)
         info = source.info
         with VideoWriter(output, info.width, info.height, rate=info.average_rate, time_base=info.time_base,
-                         audio=None if windows else result.audio, audio_rate=SAMPLE_RATE, crf=opts.crf, overwrite=overwrite) as writer:
+                         audio=None if windows else result.audio, audio_rate=SAMPLE_RATE, crf=opts.crf, overwrite=overwrite,
+                         encoder=opts.encoder) as writer:
             frames = in_background(result.frames, depth=4)  # paste the next frames while this one encodes
             with closing(frames):
                 for time, image in zip(result.times, frames):
