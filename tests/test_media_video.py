@@ -116,6 +116,8 @@ def test_auto_encoder_takes_nvenc_only_where_it_opens_and_never_for_lossless(mon
     monkeypatch.setattr(writer, "nvenc_opens", lambda: True)
     assert [writer.choose_encoder("auto", crf) for crf in (17, 0)] == ["h264_nvenc", "libx264"]
     assert writer.choose_encoder("h264_nvenc", 17) == "h264_nvenc"
+    with pytest.raises(KeySyncError, match="lossless"):
+        writer.choose_encoder("h264_nvenc", 0)
     monkeypatch.setattr(writer, "nvenc_opens", lambda: False)
     assert writer.choose_encoder("auto", 17) == "libx264"
     with pytest.raises(KeySyncError, match="h264_nvenc.*does not open"):

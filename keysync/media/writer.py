@@ -40,6 +40,8 @@ def choose_encoder(encoder: str = "auto", crf: int = 17) -> str:
         raise KeySyncError(f"encoder {encoder!r}: choose one of {', '.join(ENCODERS)}")
     if encoder == "auto":
         return "h264_nvenc" if crf > 0 and nvenc_opens() else "libx264"
+    if encoder == "h264_nvenc" and crf == 0:
+        raise KeySyncError("--crf 0 (lossless) is x264's mode; use --encoder libx264 or auto for it")
     if encoder == "h264_nvenc" and not nvenc_opens():
         raise KeySyncError("the NVIDIA H.264 encoder (h264_nvenc) does not open on this machine (it needs an NVIDIA GPU and driver); use --encoder libx264 or auto")
     return encoder
