@@ -67,10 +67,34 @@ def dub_with_stand_in(clip: Path, per_frame: float) -> dict:
     from tests.micro import micro_model
 
     class StandIn(SourceLatents):
-        def window(self, plan, index, data, anchor, previous_keyframe, **progress):
+        """``per_frame`` s per output frame. Where the pipeline streams a window's parts (``window_parts``) the
+        time is spent as on a GPU at the official schedule, where every 14-frame clip costs the same: the
+        window's keyframe clips' share first, then each group of ``clips_per_call`` segments' as it comes."""
+
+        def window(self, plan, index, data, anchor, previous_keyframe, **progress):  # trees before window_parts
             window = plan.windows[index]
             time.sleep(per_frame * (window.stop_frame - window.first_frame))
             return super().window(plan, index, data, anchor, previous_keyframe, **progress)
+
+        def window_parts(self, plan, index, data, anchor, previous_keyframe, on_stage=None):
+            from keysync.pipeline.sampling import WindowLatents
+
+            window = plan.windows[index]
+            each = per_frame * (window.stop_frame - window.first_frame) / (len(window.batches) + len(window.segments))
+            time.sleep(each * len(window.batches))
+            latents = next(super().window_parts(plan, index, data, anchor, previous_keyframe, on_stage).parts)
+            group = self.options.clips_per_call
+
+            def parts():
+                for start in range(0, len(window.segments), group):
+                    clips = min(group, len(window.segments) - start)
+                    time.sleep(each * clips)
+                    end = start + clips
+                    lo = max(window.segments[start], window.first_frame) - window.first_frame
+                    hi = (window.segments[end] if end < len(window.segments) else window.stop_frame) - window.first_frame
+                    yield latents[lo:hi]
+
+            return WindowLatents(None, parts())
 
     writing = [0.0]
     write = VideoWriter.write

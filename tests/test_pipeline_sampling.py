@@ -193,3 +193,28 @@ def test_steps_replace_the_presets_step_counts():
     assert stage_schedules("fast", 1) == (StageSchedule(1, 1), StageSchedule(1, 1))
     with pytest.raises(ValueError, match="unknown speed 'turbo'"):
         stage_schedules("turbo")
+
+
+def test_window_parts_stream_the_window_a_group_of_segments_at_a_time(tiny):
+    """A window's frames come a group of ``clips_per_call`` segments at a time, each as soon as it is
+    sampled (the network has not yet run for the later groups), and together they are ``window``'s."""
+    plan = plan_frames(60)  # one window: one keyframe batch, 5 segments
+    data = frame_data(plan)
+    options = SamplingOptions(**FEW_STEPS, clips_per_call=2)
+    anchor = FrameData(0, data.latents[:1], data.masks[:1], data.keyframe_audio[:1], data.interpolation_audio[:1])
+    whole, last = LatentDubber(tiny, options).window(plan, 0, data, anchor, None)
+
+    calls = []
+    hook = tiny.interpolation.register_forward_hook(lambda *args: calls.append(1))
+    try:
+        result = LatentDubber(tiny, options).window_parts(plan, 0, data, anchor, None)
+        parts, counted = [], []
+        for part in result.parts:
+            parts.append(part)
+            counted.append(len(calls))
+    finally:
+        hook.remove()
+    segments = len(plan.windows[0].segments)
+    assert segments == 5 and [len(p) for p in parts] == [26, 26, 8]  # 13 frames per segment; the last stops at frame 59
+    assert counted == [3, 6, 9]  # 3 steps (each one call) per group: a group's frames come before the next group runs
+    assert torch.equal(torch.cat(parts), whole) and torch.equal(result.last_keyframe, last)

@@ -383,8 +383,18 @@ class KeySyncPipeline:
                 timings["encode"] += time.perf_counter() - clock
                 yield w, FrameData(padded[0], lat[pick], msk[pick], audio["keyframe"], audio["interpolation"])
 
+        def decode(latents: torch.Tensor, first_frame: int) -> dict[int, np.ndarray]:
+            clock = time.perf_counter()
+            with torch.no_grad():
+                pixels = self.model.vae.decode_frames(latents, opts.decode_frames)
+            images = ((pixels.float().clamp(-1, 1) + 1) * 127.5).round().byte().permute(0, 2, 3, 1).cpu().numpy()
+            timings["decode"] += time.perf_counter() - clock
+            return {first_frame + i: image for i, image in enumerate(images)}
+
         def sample(prepared: Iterator[tuple[int, FrameData]]) -> Iterator[dict[int, np.ndarray]]:
-            """Stage 3, per window: sample the latents (keyframes, then interpolation) and VAE-decode them."""
+            """Stage 3, per window: sample the latents (keyframes, then interpolation, a group of segments at a
+            time) and VAE-decode them as soon as ``decode_frames`` of them are ready: the decoder's temporal
+            layers see the same groups of frames, from the window's first, as when the window is decoded whole."""
             previous = None
             total = plan.windows[stop - 1].stop_frame - plan.windows[first].first_frame
             bars = {stage: tqdm(total=total, desc=stage, disable=not opts.progress, unit="frame")
@@ -395,16 +405,27 @@ class KeySyncPipeline:
                     previous = dubber.last_keyframe(plan, w, data, anchor)
                     timings["sampling"] += time.perf_counter() - clock
                     continue
-                done = plan.windows[w].stop_frame - plan.windows[w].first_frame
-                latents, previous = dubber.window(plan, w, data, anchor, previous, on_stage=lambda stage: bars[stage].update(done))
-                timings["sampling"] += time.perf_counter() - clock
-                clock = time.perf_counter()
-                with torch.no_grad():
-                    pixels = self.model.vae.decode_frames(latents, opts.decode_frames)
-                images = ((pixels.float().clamp(-1, 1) + 1) * 127.5).round().byte().permute(0, 2, 3, 1).cpu().numpy()
                 window = plan.windows[w]
-                timings["decode"] += time.perf_counter() - clock
-                yield {k: images[k - window.first_frame] for k in range(window.first_frame, window.stop_frame)}
+                done = window.stop_frame - window.first_frame
+                result = dubber.window_parts(plan, w, data, anchor, previous, on_stage=lambda stage: bars[stage].update(done))
+                previous, parts = result.last_keyframe, iter(result.parts)
+                timings["sampling"] += time.perf_counter() - clock
+                ready, next_frame = [], window.first_frame  # sampled, not yet decoded; the first of them
+                while True:
+                    clock = time.perf_counter()
+                    part = next(parts, None)
+                    timings["sampling"] += time.perf_counter() - clock
+                    if part is not None:
+                        ready.append(part)
+                    pending = torch.cat(ready) if ready else None
+                    whole = 0 if pending is None else len(pending) - len(pending) % opts.decode_frames
+                    if part is None and pending is not None:
+                        whole = len(pending)  # the window's last frames: the remainder, as decode_frames leaves it
+                    if whole:
+                        yield decode(pending[:whole], next_frame)
+                        ready, next_frame = ([pending[whole:]] if whole < len(pending) else []), next_frame + whole
+                    if part is None:
+                        break
             for bar in bars.values():
                 bar.close()
 

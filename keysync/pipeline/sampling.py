@@ -1,13 +1,16 @@
 """Both diffusion stages on latents, one streaming window at a time.
 
 The caller hands in per-frame inputs (source latents, masks, audio features) for the frames a window
-needs and gets back the window's output latents. Noise is drawn per clip in a fixed order from a
-generator seeded by (seed, window), so the output does not depend on how many clips share a network call.
+needs and gets back the window's output latents: all at once (``window``), or a group of interpolation
+segments at a time as each is sampled (``window_parts``), so that decoding and pasting start after the
+keyframes and the first group rather than after the whole window (up to 169 frames). Noise is drawn per
+clip in a fixed order from a generator seeded by (seed, window), so the output does not depend on how many
+clips share a network call.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
 import torch
@@ -37,6 +40,14 @@ class FrameData:
 
 
 @dataclass
+class WindowLatents:
+    """A window's output as ``window_parts`` gives it: the keyframes are sampled, the rest comes as iterated."""
+
+    last_keyframe: torch.Tensor | None  # the window's last keyframe latent, which the next window starts from
+    parts: Iterator[torch.Tensor]  # the latents of frames first..stop-1 in order, one group of segments at a time
+
+
+@dataclass
 class SamplingOptions:
     keyframe_schedule: StageSchedule = field(default_factory=lambda: stage_schedules()[0])  # steps, and how many guided
     interpolation_schedule: StageSchedule = field(default_factory=lambda: stage_schedules()[1])
@@ -59,20 +70,19 @@ class LatentDubber:
             return torch.empty(shape, device="meta", dtype=like.dtype)
         return torch.randn(shape, generator=generator).to(like.device, like.dtype)
 
-    def _sample(self, net, noise: torch.Tensor, cond: Conditioning, guide: Guidance, schedule: StageSchedule) -> torch.Tensor:
-        """Sample ``cond``'s clips in groups of ``clips_per_call`` (each its own sampling run): guided
-        steps first, then plain conditional passes (audio and reference) as the schedule says."""
+    def _sample_groups(self, net, noise: torch.Tensor, cond: Conditioning, guide: Guidance, schedule: StageSchedule) -> Iterator[torch.Tensor]:
+        """Sample ``cond``'s clips in groups of ``clips_per_call`` (each its own sampling run), yielding each
+        group's latents: guided steps first, then plain conditional passes (audio and reference) as the
+        schedule says."""
         denoiser = MaskedDenoiser(net)
         per_step = [lambda x, s, c: guide(denoiser, x, s, c)] * schedule.guided + [denoiser] * (schedule.steps - schedule.guided)
         sigmas = sampling_sigmas(schedule.steps)
         step = self.options.clips_per_call
         clips = cond.context.shape[0]
-        out = []
         for start in range(0, clips, step):
             part = cond.select_clips(start, min(clips, start + step))
             rows = slice(start * CLIP, start * CLIP + part.known.shape[0])
-            out.append(sample_euler(per_step, noise[rows], part, sigmas))
-        return torch.cat(out)
+            yield sample_euler(per_step, noise[rows], part, sigmas)
 
     @torch.no_grad()
     def window(self, plan: Plan, index: int, data: FrameData, anchor: FrameData, previous_keyframe: torch.Tensor | None,
@@ -83,6 +93,13 @@ class LatentDubber:
         ``previous_keyframe`` is the last keyframe latent of the previous window (None for the first);
         ``on_stage("keyframes")`` and ``on_stage("interpolation")`` are called as each stage ends (progress).
         """
+        result = self.window_parts(plan, index, data, anchor, previous_keyframe, on_stage)
+        return torch.cat(list(result.parts)), result.last_keyframe
+
+    def window_parts(self, plan: Plan, index: int, data: FrameData, anchor: FrameData, previous_keyframe: torch.Tensor | None,
+                     on_stage: Callable[[str], None] | None = None) -> WindowLatents:
+        """``window``, streamed: the keyframes are sampled now, the interpolated frames as ``parts`` is
+        iterated, a group of ``clips_per_call`` segments at a time (the same latents, bit for bit)."""
         on_stage = on_stage or (lambda stage: None)
         window: Window = plan.windows[index]
         generator = self._generator(index)
@@ -90,11 +107,15 @@ class LatentDubber:
         if previous_keyframe is not None:
             keyframes[window.segments[0]] = previous_keyframe
         on_stage("keyframes")
-        latents = self._interpolate(window, data, keyframes, generator)
-        on_stage("interpolation")
-        last = window.batches[-1].keyframes[-1]
-        first = window.segments[0]
-        return latents[window.first_frame - first : window.stop_frame - first], keyframes[last]
+
+        def parts() -> Iterator[torch.Tensor]:
+            for frames, latents in self._interpolate(window, data, keyframes, generator):
+                keep = [i for i, f in enumerate(frames) if window.first_frame <= f < window.stop_frame]
+                if keep:
+                    yield latents[keep[0] : keep[-1] + 1]
+            on_stage("interpolation")
+
+        return WindowLatents(keyframes[window.batches[-1].keyframes[-1]], parts())
 
     @torch.no_grad()
     def last_keyframe(self, plan: Plan, index: int, data: FrameData, anchor: FrameData) -> torch.Tensor:
@@ -123,14 +144,16 @@ class LatentDubber:
             known=known,
             mask=gather("masks"),
         )
-        out = self._sample(net, self._noise(len(slots), known, generator), cond, self.options.guidance, self.options.keyframe_schedule)
+        out = torch.cat(list(self._sample_groups(net, self._noise(len(slots), known, generator), cond, self.options.guidance,
+                                                 self.options.keyframe_schedule)))
         result = {}
         for b, batch in enumerate(window.batches):
             for j, frame in enumerate(batch.keyframes):
                 result[frame] = out[b * CLIP + 1 + j]
         return result
 
-    def _interpolate(self, window: Window, data: FrameData, keyframes: dict[int, torch.Tensor], generator) -> torch.Tensor:
+    def _interpolate(self, window: Window, data: FrameData, keyframes: dict[int, torch.Tensor], generator) -> Iterator[tuple[list[int], torch.Tensor]]:
+        """Per group of segments as it is sampled: (frame indices, their latents)."""
         net = self.model.interpolation
         frames = [s + t for s in window.segments for t in range(CLIP)]
         ends = torch.stack([torch.stack([keyframes[s], keyframes[s + STEP]], dim=1) for s in window.segments])
@@ -142,11 +165,18 @@ class LatentDubber:
             mask=data.take("masks", frames),
         )
         guide = self.options.interpolation_guidance or self.options.guidance
-        out = self._sample(net, self._noise(len(window.segments), known, generator), cond, guide, self.options.interpolation_schedule)
-        out = out.reshape(len(window.segments), CLIP, *out.shape[1:])
-        out[:, 0], out[:, -1] = ends[:, :, 0], ends[:, :, 1]
-        # Segments share their boundary keyframe: keep each segment's first 13 frames, plus the very last.
-        return torch.cat([out[:, :STEP].flatten(0, 1), out[-1, -1:]])
+        groups = self._sample_groups(net, self._noise(len(window.segments), known, generator), cond, guide, self.options.interpolation_schedule)
+        done = 0
+        for out in groups:
+            out = out.reshape(-1, CLIP, *out.shape[1:])
+            group = slice(done, done + len(out))
+            out[:, 0], out[:, -1] = ends[group, :, 0], ends[group, :, 1]
+            # Segments share their boundary keyframe: keep each segment's first 13 frames, plus the very last.
+            last = group.stop == len(window.segments)
+            starts = window.segments[group]
+            frames = [s + t for s in starts for t in range(STEP)] + ([starts[-1] + STEP] if last else [])
+            yield frames, torch.cat([out[:, :STEP].flatten(0, 1), *([out[-1, -1:]] if last else [])])
+            done = group.stop
 
 
 class SourceLatents(LatentDubber):
@@ -154,13 +184,13 @@ class SourceLatents(LatentDubber):
     VAE and the paste alone lose: the best any model with this VAE can do (``keysync bench --method
     autoencode``)."""
 
-    def window(self, plan: Plan, index: int, data: FrameData, anchor: FrameData, previous_keyframe: torch.Tensor | None,
-               on_stage: Callable[[str], None] | None = None):
+    def window_parts(self, plan: Plan, index: int, data: FrameData, anchor: FrameData, previous_keyframe: torch.Tensor | None,
+                     on_stage: Callable[[str], None] | None = None) -> WindowLatents:
         window = plan.windows[index]
         first = window.segments[0]
         for stage in ("keyframes", "interpolation") if on_stage else ():
             on_stage(stage)
-        return data.latents[window.first_frame - first : window.stop_frame - first], None
+        return WindowLatents(None, iter([data.latents[window.first_frame - first : window.stop_frame - first]]))
 
     def last_keyframe(self, plan: Plan, index: int, data: FrameData, anchor: FrameData) -> None:
         return None
