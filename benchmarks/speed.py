@@ -31,6 +31,9 @@ from pathlib import Path
 RESULTS = Path(__file__).resolve().parent / "results"
 ROOT = Path(__file__).resolve().parent.parent
 STAGES = ("tracking", "encode", "sampling", "decode", "paste", "write")
+GPU_NOTE = ("Not measured on a GPU: the official-size model work (sampling + VAE) in output frames per second and its "
+            "MFU at each preset, and a whole 1080p dub on a GPU box, wait for a machine with one "
+            "(`benchmarks/gpu_check.py` measures the model work; gpu_check.md holds the one GPU session's numbers).")
 
 
 def make_clip(path: Path, seconds: float, width: int, height: int) -> None:
@@ -176,7 +179,7 @@ def overlap_report(args) -> None:
             f"| {r['code']} | {r['per_frame']:g} | {r['frames']} | " + " | ".join(f"{t.get(s, 0.0):.1f}" for s in STAGES)
             + f" | {total:.1f} | {slowest:.1f} | {r['wall']:.1f} | {r['wall'] / slowest:.2f} | {r['frames'] / r['wall']:.1f} | {r['peak_mib']:.0f} |"
         )
-    lines += ["", f"Load average over the last minute when the run ended: {os.getloadavg()[0]:.1f} (2 cores).", ""]
+    lines += ["", f"Load average over the last minute when the run ended: {os.getloadavg()[0]:.1f} (2 cores).", "", GPU_NOTE, ""]
     RESULTS.mkdir(exist_ok=True)
     (RESULTS / args.out).write_text("\n".join(lines))
     print("\n".join(lines))
