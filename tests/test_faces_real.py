@@ -17,6 +17,7 @@ from keysync.faces.paste import frame_weights, paste_back
 from keysync.faces.render import render_through_crops
 from keysync.faces.tracking import select_target, track_faces
 from keysync.media import read_frames
+from keysync.media.video import Frame
 
 from .faces_media_clips import astronaut, group_photo, motion, moving_frames, write_clip
 
@@ -156,3 +157,27 @@ def test_fast_motion_is_neither_a_cut_nor_a_new_person(tmp_path, backend):
     result = track_faces(read_frames(path), backend)
     assert result.shot_starts == [0]
     assert [t.frames for t in result.tracks] == [[0, 1, 2, 3, 4]]
+
+
+def test_detecting_ahead_gives_the_same_tracks(monkeypatch):
+    """The periodic detections run on a thread ahead of the tracker: the tracks must be exactly those of
+    detecting in turn. A cut to the group photo halfway makes an unscheduled detection, which drops the
+    one run ahead for the old schedule."""
+    import threading
+
+    frames = [*moving_frames(astronaut(), 480, 270, 30, photo_height=220), *moving_frames(group_photo(), 480, 270, 30, photo_height=260)]
+    stream = [Frame(index=i, time=i / 25, image=image) for i, image in enumerate(frames)]
+    results, threads = {}, []
+    for ahead in (False, True):
+        backend = MediaPipeBackend(threads=1)
+        monkeypatch.setattr(backend, "detect_ahead", ahead, raising=False)
+        detect = backend.detect
+        monkeypatch.setattr(backend, "detect", lambda image, detect=detect, on=ahead: threads.append((on, threading.current_thread().name)) or detect(image))
+        results[ahead] = track_faces(iter(stream), backend)
+    plain, ahead = results[False], results[True]
+    assert plain.shot_starts == ahead.shot_starts == [0, 30]
+    assert len(plain.tracks) == len(ahead.tracks) >= 4  # the astronaut and three or more of the group
+    for a, b in zip(plain.tracks, ahead.tracks):
+        assert a.frames == b.frames and np.array_equal(np.stack(a.landmarks), np.stack(b.landmarks))
+    assert all(name == "MainThread" for on, name in threads if not on)
+    assert sum(name.startswith("keysync-detect-ahead") for on, name in threads if on) >= 3

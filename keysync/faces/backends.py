@@ -15,6 +15,7 @@ from __future__ import annotations
 import contextlib
 import os
 import sys
+import threading
 from typing import Protocol
 
 import cv2
@@ -89,19 +90,23 @@ def box_iou(a, b) -> float:
     return float(inter / union) if union > 0 else 0.0
 
 
+_MUTING = threading.RLock()  # one thread at a time swaps file descriptor 2, or one could restore another's /dev/null
+
+
 @contextlib.contextmanager
 def _muted_stderr():
     """Send file descriptor 2 (where native libraries write) to /dev/null for the duration."""
-    sys.stderr.flush()
-    saved = os.dup(2)
-    devnull = os.open(os.devnull, os.O_WRONLY)
-    try:
-        os.dup2(devnull, 2)
-        yield
-    finally:
-        os.dup2(saved, 2)
-        os.close(saved)
-        os.close(devnull)
+    with _MUTING:
+        sys.stderr.flush()
+        saved = os.dup(2)
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        try:
+            os.dup2(devnull, 2)
+            yield
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+            os.close(devnull)
 
 
 class MediaPipeBackend:
@@ -113,6 +118,7 @@ class MediaPipeBackend:
     graph holds no state between images, so the boxes are the same whichever graph sees a tile."""
 
     name = "mediapipe"
+    detect_ahead = True  # the tracker may detect on a frame ahead while the mesh runs here (``detect`` holds a lock)
     mesh_size = 256
     mesh_scale = 1.7  # crop side / face box side given to the mesh
     detect_size = 384  # tile size, in pixels, after the frame is shrunk for detection
@@ -135,6 +141,7 @@ class MediaPipeBackend:
                 graph.process(blank)
         self._found: set[int] = set()  # the graphs that have found a face once (they print nothing new after)
         self._pool = None  # a thread per detector graph, started at the first frame with several tiles
+        self._detecting = threading.Lock()  # one frame at a time on the detector graphs
 
     def _muted_until_found(self, graphs):
         """Mute stderr (see ``__init__``) while one of ``graphs`` has not yet found a face. Only the
@@ -160,6 +167,10 @@ class MediaPipeBackend:
         return results
 
     def detect(self, image: np.ndarray) -> np.ndarray:
+        with self._detecting:
+            return self._detect(image)
+
+    def _detect(self, image: np.ndarray) -> np.ndarray:
         # shrink the frame once so that a tile is about ``detect_size`` pixels (the model sees 192)
         shrink = min(1.0, self.detect_size / (0.6 * min(image.shape[:2])))
         small = image if shrink == 1.0 else cv2.resize(image, None, fx=shrink, fy=shrink, interpolation=cv2.INTER_AREA)
