@@ -159,10 +159,29 @@ def test_fast_motion_is_neither_a_cut_nor_a_new_person(tmp_path, backend):
     assert [t.frames for t in result.tracks] == [[0, 1, 2, 3, 4]]
 
 
+class _NoNextAfterTheEnd:
+    """An iterator that fails when asked for more after its end, as a progress bar Gradio tracks does."""
+
+    def __init__(self, items):
+        self.items, self.ended = iter(items), False
+
+    def __iter__(self):
+        return self
+
+    def __next__(self):
+        if self.ended:
+            raise IndexError("asked for more after the end")
+        try:
+            return next(self.items)
+        except StopIteration:
+            self.ended = True
+            raise
+
+
 def test_detecting_ahead_gives_the_same_tracks(monkeypatch):
     """The periodic detections run on a thread ahead of the tracker: the tracks must be exactly those of
     detecting in turn. A cut to the group photo halfway makes an unscheduled detection, which drops the
-    one run ahead for the old schedule."""
+    one run ahead for the old schedule; reading ahead reaches the stream's end before the tracker does."""
     import threading
 
     frames = [*moving_frames(astronaut(), 480, 270, 30, photo_height=220), *moving_frames(group_photo(), 480, 270, 30, photo_height=260)]
@@ -173,7 +192,7 @@ def test_detecting_ahead_gives_the_same_tracks(monkeypatch):
         monkeypatch.setattr(backend, "detect_ahead", ahead, raising=False)
         detect = backend.detect
         monkeypatch.setattr(backend, "detect", lambda image, detect=detect, on=ahead: threads.append((on, threading.current_thread().name)) or detect(image))
-        results[ahead] = track_faces(iter(stream), backend)
+        results[ahead] = track_faces(_NoNextAfterTheEnd(stream), backend)
     plain, ahead = results[False], results[True]
     assert plain.shot_starts == ahead.shot_starts == [0, 30]
     assert len(plain.tracks) == len(ahead.tracks) >= 4  # the astronaut and three or more of the group

@@ -244,13 +244,18 @@ class _DetectionsAhead:
         self._position = -1  # of the frame last handed out, in the stream
         self._future: tuple[int, Future] | None = None  # (stream position, its detection)
         self._current: Frame | None = None  # the frame last handed out
+        self._ended = False  # ``frames`` has given its last
         self._pool = ThreadPoolExecutor(1, thread_name_prefix="keysync-detect-ahead") if getattr(backend, "detect_ahead", False) else None
 
     def __iter__(self):
         return self
 
     def __next__(self) -> Frame:
-        frame = self._queued.popleft() if self._queued else next(self._frames)
+        if not self._queued:
+            self._read()
+        if not self._queued:
+            raise StopIteration
+        frame = self._queued.popleft()
         self._position += 1
         self._current = frame
         return frame
@@ -266,12 +271,20 @@ class _DetectionsAhead:
         image = self._current.image
         if self._pool is None or self._every * image.nbytes > self.MEMORY:
             return
-        while len(self._queued) < self._every:
-            frame = next(self._frames, None)
-            if frame is None:
-                return
-            self._queued.append(frame)
+        while len(self._queued) < self._every and self._read():
+            pass
+        if len(self._queued) < self._every:
+            return
         self._future = (self._position + self._every, self._pool.submit(self._backend.detect, self._queued[self._every - 1].image))
+
+    def _read(self) -> bool:
+        """Queue the next frame; False at the end. An ended stream is not read again: some iterators (a
+        progress bar that Gradio tracks) fail, rather than stop again, when asked for more."""
+        frame = None if self._ended else next(self._frames, None)
+        self._ended = frame is None
+        if frame is not None:
+            self._queued.append(frame)
+        return frame is not None
 
     def close(self) -> None:
         if self._pool is not None:
