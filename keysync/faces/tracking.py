@@ -291,11 +291,11 @@ class _DetectionsAhead:
             self._pool.shutdown(wait=True, cancel_futures=True)
 
 
-def _detect_and_link(image, i, backend, tracks, live, min_iou, found=None) -> None:
-    """Detect faces (or take ``found``, the boxes detected on ``image``). A detection near a missed face
-    (closest first, at most ``MAX_JUMP`` face sizes away, similar size) continues its track; detections
-    not covered by a face seen on this frame start new tracks."""
-    found = list(backend.detect(image) if found is None else found)
+def _detect_and_link(image, i, backend, tracks, live, min_iou, found: np.ndarray) -> None:
+    """Link ``found``, the faces detected on ``image``. A detection near a missed face (closest first, at
+    most ``MAX_JUMP`` face sizes away, similar size) continues its track; detections not covered by a face
+    seen on this frame start new tracks."""
+    found = list(found)
     seen_now = [it for it in live if not it.missed]
     waiting = [it for it in live if it.missed]
     # detections already covered by a face tracked on this frame are not new

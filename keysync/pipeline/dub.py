@@ -383,6 +383,17 @@ class KeySyncPipeline:
                 timings["encode"] += time.perf_counter() - clock
                 yield w, FrameData(padded[0], lat[pick], msk[pick], audio["keyframe"], audio["interpolation"])
 
+        def timed(items: Iterator, stage: str) -> Iterator:
+            """``items``, the time spent making each added to ``timings[stage]``."""
+            items = iter(items)
+            while True:
+                clock = time.perf_counter()
+                item = next(items, None)
+                timings[stage] += time.perf_counter() - clock
+                if item is None:
+                    return
+                yield item
+
         def decode(latents: torch.Tensor, first_frame: int) -> dict[int, np.ndarray]:
             clock = time.perf_counter()
             with torch.no_grad():
@@ -408,24 +419,17 @@ class KeySyncPipeline:
                 window = plan.windows[w]
                 done = window.stop_frame - window.first_frame
                 result = dubber.window_parts(plan, w, data, anchor, previous, on_stage=lambda stage: bars[stage].update(done))
-                previous, parts = result.last_keyframe, iter(result.parts)
+                previous = result.last_keyframe
                 timings["sampling"] += time.perf_counter() - clock
-                ready, next_frame = [], window.first_frame  # sampled, not yet decoded; the first of them
-                while True:
-                    clock = time.perf_counter()
-                    part = next(parts, None)
-                    timings["sampling"] += time.perf_counter() - clock
-                    if part is not None:
-                        ready.append(part)
-                    pending = torch.cat(ready) if ready else None
-                    whole = 0 if pending is None else len(pending) - len(pending) % opts.decode_frames
-                    if part is None and pending is not None:
-                        whole = len(pending)  # the window's last frames: the remainder, as decode_frames leaves it
+                pending, first_pending = None, window.first_frame  # sampled, not yet decoded; the first of them
+                for part in timed(result.parts, "sampling"):
+                    pending = part if pending is None else torch.cat([pending, part])
+                    whole = len(pending) - len(pending) % opts.decode_frames
                     if whole:
-                        yield decode(pending[:whole], next_frame)
-                        ready, next_frame = ([pending[whole:]] if whole < len(pending) else []), next_frame + whole
-                    if part is None:
-                        break
+                        yield decode(pending[:whole], first_pending)
+                        pending, first_pending = pending[whole:], first_pending + whole
+                if pending is not None and len(pending):  # the window's last frames: the remainder, as decode_frames leaves it
+                    yield decode(pending, first_pending)
             for bar in bars.values():
                 bar.close()
 

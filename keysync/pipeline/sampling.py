@@ -96,6 +96,7 @@ class LatentDubber:
         result = self.window_parts(plan, index, data, anchor, previous_keyframe, on_stage)
         return torch.cat(list(result.parts)), result.last_keyframe
 
+    @torch.no_grad()
     def window_parts(self, plan: Plan, index: int, data: FrameData, anchor: FrameData, previous_keyframe: torch.Tensor | None,
                      on_stage: Callable[[str], None] | None = None) -> WindowLatents:
         """``window``, streamed: the keyframes are sampled now, the interpolated frames as ``parts`` is
@@ -108,6 +109,7 @@ class LatentDubber:
             keyframes[window.segments[0]] = previous_keyframe
         on_stage("keyframes")
 
+        @torch.no_grad()  # for a generator, torch turns gradients off around each step of it
         def parts() -> Iterator[torch.Tensor]:
             for frames, latents in self._interpolate(window, data, keyframes, generator):
                 keep = [i for i, f in enumerate(frames) if window.first_frame <= f < window.stop_frame]
@@ -174,8 +176,8 @@ class LatentDubber:
             # Segments share their boundary keyframe: keep each segment's first 13 frames, plus the very last.
             last = group.stop == len(window.segments)
             starts = window.segments[group]
-            frames = [s + t for s in starts for t in range(STEP)] + ([starts[-1] + STEP] if last else [])
-            yield frames, torch.cat([out[:, :STEP].flatten(0, 1), *([out[-1, -1:]] if last else [])])
+            indices = [s + t for s in starts for t in range(STEP)] + ([starts[-1] + STEP] if last else [])
+            yield indices, torch.cat([out[:, :STEP].flatten(0, 1), *([out[-1, -1:]] if last else [])])
             done = group.stop
 
 
