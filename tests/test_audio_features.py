@@ -58,3 +58,25 @@ def test_speech_encoder_windows_do_not_drift():
 def test_speech_encoder_pads_to_requested_frames():
     feats = SpeechEncoderFeatures(local_encoder(), normalize=False)(np.zeros(1000, np.float32), frames=14)
     assert feats.shape == (14, 2, 32)
+
+
+def test_random_speech_encoders_need_no_download_and_leave_the_callers_random_stream():
+    """``--random-weights`` with the official audio spec builds HuBERT-base and WavLM-Base+ shapes offline
+    (768 values per row, as the official networks expect), the same weights every time, and draws them
+    without moving the caller's random numbers."""
+    from keysync.audio import build_features
+    from keysync.models.presets import preset
+
+    specs = preset("official")["audio"]
+    wave = np.random.default_rng(0).standard_normal(SAMPLES_PER_FRAME * 5).astype(np.float32)
+    torch.manual_seed(1)
+    state = torch.get_rng_state()
+    rows = {}
+    for stage, spec in specs.items():
+        features = build_features(spec, random_weights=True)
+        assert features.name == spec["encoder"] and features.dim == 768
+        rows[stage] = features(wave)
+        assert rows[stage].shape == (5, 2, 768)
+    assert torch.equal(torch.get_rng_state(), state)
+    assert torch.equal(build_features(specs["keyframe"], random_weights=True)(wave), rows["keyframe"])
+    assert not torch.equal(rows["keyframe"], rows["interpolation"])

@@ -93,6 +93,18 @@ class SpeechEncoderFeatures:
             raise KeySyncError(f"cannot load audio encoder {source!r}{hint}: {str(err).splitlines()[0]}") from err
         return cls(model.to(device), normalize=normalize, **kwargs)
 
+    @classmethod
+    def random(cls, kind: str, normalize: bool, device: str | torch.device = "cpu", seed: int = 0, **kwargs):
+        """The encoder's base-size architecture (HuBERT-base, WavLM-Base+) with random weights, built with no
+        download: a preset dubbed with ``--random-weights`` times and tests the plumbing with it (noise)."""
+        from transformers import HubertConfig, HubertModel, WavLMConfig, WavLMModel
+
+        config, model_class = {"hubert": (HubertConfig, HubertModel), "wavlm": (WavLMConfig, WavLMModel)}[kind]
+        with torch.random.fork_rng(devices=[]):  # the caller's random stream is left as it was
+            torch.manual_seed(seed)
+            model = model_class(config())
+        return cls(model.to(device), normalize=normalize, name=kind, **kwargs)
+
     @torch.no_grad()
     def __call__(self, wave: np.ndarray | torch.Tensor, frames: int | None = None) -> torch.Tensor:
         x = torch.as_tensor(np.asarray(wave, dtype=np.float32)).flatten()
@@ -114,15 +126,18 @@ class SpeechEncoderFeatures:
         return torch.cat(rows).reshape(total, ROWS_PER_FRAME, self.dim)
 
 
-def build_features(spec: dict, device: str | torch.device = "cpu", encoder_dir: str | None = None):
+def build_features(spec: dict, device: str | torch.device = "cpu", encoder_dir: str | None = None, random_weights: bool = False):
     """A feature extractor from a model folder's audio spec.
 
     ``{"encoder": "logmel", "n_mels": N}`` or ``{"encoder": "hubert"|"wavlm", "source": ID, "normalize": B}``;
-    ``encoder_dir`` (a folder holding ``hubert/`` or ``wavlm/``) overrides ``source`` for offline use.
+    ``encoder_dir`` (a folder holding ``hubert/`` or ``wavlm/``) overrides ``source`` for offline use;
+    ``random_weights`` builds a speech encoder's architecture without its weights (``SpeechEncoderFeatures.random``).
     """
     kind = spec.get("encoder")
     if kind == "logmel":
         return LogMelFeatures(n_mels=int(spec.get("n_mels", 80)))
+    if kind in ("hubert", "wavlm") and random_weights:
+        return SpeechEncoderFeatures.random(kind, normalize=bool(spec.get("normalize")), device=device)
     if kind in ("hubert", "wavlm"):
         source = spec["source"]
         if encoder_dir is not None and os.path.isdir(os.path.join(encoder_dir, kind)):

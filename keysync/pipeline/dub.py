@@ -47,7 +47,7 @@ from ..models import KeySyncModel
 from ..models.download import resolve_model
 from ..parallel import in_background
 from .plan import CLIP, LONG_AUDIO, SHORT_AUDIO, check_steps, plan_frames
-from .sampling import FrameData, LatentDubber, SamplingOptions
+from .sampling import FrameData, LatentDubber, SamplingOptions, decode_groups
 
 log = logging.getLogger(__name__)
 
@@ -197,13 +197,15 @@ class KeySyncPipeline:
 
     dubber_class = LatentDubber  # makes the output latents; the autoencode baseline swaps in SourceLatents
 
-    def __init__(self, model: KeySyncModel, device="cpu", dtype=torch.float32, encoder_dir: str | None = None, note: str = ""):
+    def __init__(self, model: KeySyncModel, device="cpu", dtype=torch.float32, encoder_dir: str | None = None, note: str = "",
+                 random_encoders: bool = False):
         model.to(device, dtype)  # a folder may hold fp16 weights (the shipped small model): compute in dtype
         self.model = model.eval()
         model.vae.check_encoder()  # fail now, not after tracking the whole video
         self.device, self.dtype, self.note = torch.device(device), dtype, note
         specs = model.audio
-        self.features = {stage: build_features(specs[stage], device, encoder_dir) for stage in ("keyframe", "interpolation")}
+        self.features = {stage: build_features(specs[stage], device, encoder_dir, random_weights=random_encoders)
+                         for stage in ("keyframe", "interpolation")}
         for stage, extractor in self.features.items():
             want = getattr(model, stage).config.audio_feature_dim
             if extractor.dim != want:
@@ -232,13 +234,25 @@ class KeySyncPipeline:
     def from_pretrained(cls, model: str | Path | None = None, device="cpu", dtype=torch.float32, random_weights: bool = False, **kwargs):
         """``model``: None (the released KeySync weights, fetched and converted once), ``small`` (the demo
         model shipped in the package, trained on synthetic faces), a model folder or a hub id; with
-        ``random_weights`` a preset name (plumbing tests only)."""
+        ``random_weights`` a preset name, its speech encoders random too (plumbing tests and speed measurements only)."""
         if random_weights:
-            return cls(KeySyncModel.from_preset(str(model)), device, dtype, note=f"RANDOM WEIGHTS ({model} preset): the output is noise, for testing the plumbing only", **kwargs)
+            return cls(KeySyncModel.from_preset(str(model)), device, dtype, random_encoders=True,
+                       note=f"RANDOM WEIGHTS ({model} preset): the output is noise, for testing the plumbing only", **kwargs)
         model = resolve_model(model)
         audio_dir = Path(model) / "audio"  # where `keysync download` puts HuBERT and WavLM
         kwargs.setdefault("encoder_dir", str(audio_dir) if audio_dir.is_dir() else None)
         return cls(KeySyncModel.from_pretrained(model), device, dtype, **kwargs)
+
+    def dubber(self, opts: DubOptions) -> LatentDubber:
+        """The sampler of both diffusion stages with ``opts``' speed preset, steps, guidance, batching and seed."""
+        try:
+            keyframe_guidance, interpolation_guidance = stage_guidance(opts.guidance or self.model.info.get("guidance", (5.0, 2.0)))
+        except (TypeError, ValueError) as err:
+            raise KeySyncError(f"bad guidance scales ({err}); pass --guidance A,R or fix the model folder's keysync.json") from None
+        keyframe_schedule, interpolation_schedule = stage_schedules(opts.speed, opts.steps)
+        return self.dubber_class(self.model, SamplingOptions(
+            keyframe_schedule=keyframe_schedule, interpolation_schedule=interpolation_schedule, guidance=keyframe_guidance,
+            interpolation_guidance=interpolation_guidance, clips_per_call=opts.clips_per_call, seed=opts.seed))
 
     def __call__(self, frames, audio, *, fps: float | None = None, sample_rate: int = SAMPLE_RATE,
                  options: DubOptions | None = None, face: FaceLocation | None = None, windows: tuple[int, int] | None = None,
@@ -329,10 +343,7 @@ class KeySyncPipeline:
             ref = choose_reference(target, candidates)
 
         mask_kind = opts.mask or self.model.mask
-        try:
-            keyframe_guidance, interpolation_guidance = stage_guidance(opts.guidance or self.model.info.get("guidance", (5.0, 2.0)))
-        except (TypeError, ValueError) as err:
-            raise KeySyncError(f"bad guidance scales ({err}); pass --guidance A,R or fix the model folder's keysync.json") from None
+        dubber = self.dubber(opts)
 
         def mask_for(i: int) -> np.ndarray:
             occluder = None if occluders is None else cut_crop(np.asarray(occluders[i], np.float32), boxes[i])
@@ -361,10 +372,6 @@ class KeySyncPipeline:
             feats["keyframe"][ref_model][None], feats["interpolation"][ref_model][None],
         )
 
-        keyframe_schedule, interpolation_schedule = stage_schedules(opts.speed, opts.steps)
-        dubber = self.dubber_class(self.model, SamplingOptions(
-            keyframe_schedule=keyframe_schedule, interpolation_schedule=interpolation_schedule, guidance=keyframe_guidance,
-            interpolation_guidance=interpolation_guidance, clips_per_call=opts.clips_per_call, seed=opts.seed))
         dilate, blur = opts.feather
         timings["tracking"] += time.perf_counter() - clock
 
@@ -404,8 +411,7 @@ class KeySyncPipeline:
 
         def sample(prepared: Iterator[tuple[int, FrameData]]) -> Iterator[dict[int, np.ndarray]]:
             """Stage 3, per window: sample the latents (keyframes, then interpolation, a group of segments at a
-            time) and VAE-decode them as soon as ``decode_frames`` of them are ready: the decoder's temporal
-            layers see the same groups of frames, from the window's first, as when the window is decoded whole."""
+            time) and VAE-decode them as soon as ``decode_frames`` of them are ready (``decode_groups``)."""
             previous = None
             total = plan.windows[stop - 1].stop_frame - plan.windows[first].first_frame
             bars = {stage: tqdm(total=total, desc=stage, disable=not opts.progress, unit="frame")
@@ -421,15 +427,10 @@ class KeySyncPipeline:
                 result = dubber.window_parts(plan, w, data, anchor, previous, on_stage=lambda stage: bars[stage].update(done))
                 previous = result.last_keyframe
                 timings["sampling"] += time.perf_counter() - clock
-                pending, first_pending = None, window.first_frame  # sampled, not yet decoded; the first of them
-                for part in timed(result.parts, "sampling"):
-                    pending = part if pending is None else torch.cat([pending, part])
-                    whole = len(pending) - len(pending) % opts.decode_frames
-                    if whole:
-                        yield decode(pending[:whole], first_pending)
-                        pending, first_pending = pending[whole:], first_pending + whole
-                if pending is not None and len(pending):  # the window's last frames: the remainder, as decode_frames leaves it
-                    yield decode(pending, first_pending)
+                first_frame = window.first_frame
+                for group in decode_groups(timed(result.parts, "sampling"), opts.decode_frames):
+                    yield decode(group, first_frame)
+                    first_frame += len(group)
             for bar in bars.values():
                 bar.close()
 

@@ -47,6 +47,21 @@ class WindowLatents:
     parts: Iterator[torch.Tensor]  # the latents of frames first..stop-1 in order, one group of segments at a time
 
 
+def decode_groups(parts: Iterator[torch.Tensor], size: int) -> Iterator[torch.Tensor]:
+    """A window's latents, handed on from ``parts`` whenever whole groups of ``size`` frames are in (the last
+    group what is left): the VAE decoder's temporal layers then see the same groups of frames, from the
+    window's first, as when the window is decoded whole, and decoding starts before the window ends."""
+    pending = None
+    for part in parts:
+        pending = part if pending is None else torch.cat([pending, part])
+        whole = len(pending) - len(pending) % size
+        if whole:
+            yield pending[:whole]
+            pending = pending[whole:]
+    if pending is not None and len(pending):
+        yield pending
+
+
 @dataclass
 class SamplingOptions:
     keyframe_schedule: StageSchedule = field(default_factory=lambda: stage_schedules()[0])  # steps, and how many guided
