@@ -1,19 +1,23 @@
-"""How fast `keysync dub` runs, stage by stage, at 1080p (run by hand, not a test).
+"""How fast `keysync dub` runs, stage by stage (run by hand, not a test).
 
     python benchmarks/speed.py [--seconds 10] [--size 1920x1080] [--model-seconds-per-frame 0 0.05] [--old REV]
+    python benchmarks/speed.py --model small [--device cpu] [--speed quality fast] [--seconds 10] [--size 1920x1080]
+    python benchmarks/speed.py --model official --random-weights --device cuda --dtype float16 --size 512x512
     python benchmarks/speed.py --encoders        # x264 presets at 1080p: speed, size and PSNR
     python benchmarks/speed.py --demo --old REV  # `keysync demo`, end to end, this tree and REV
 
-The model stage (sampling and the VAE) is replaced by a stand-in that holds no CPU and takes a fixed time
-per output frame, as a fast GPU would (0 s: the front end alone; the VAE returns zeros at once), so that on a CPU-only machine the
-benchmark shows what the rest of the pipeline costs and whether it overlaps the model: decode and
-tracking, crop decode + VAE encode, sampling, VAE decode, paste, and the H.264 writer. With ``--old REV``
-the same run is made with the pipeline of git revision REV (checked out into a temporary worktree), in
-the same session on the same clip. Writes benchmarks/results/speed.md (or speed_encoders.md, speed_demo.md).
+Without ``--model`` the model stage (sampling and the VAE) is replaced by a stand-in that holds no CPU and
+takes a fixed time per output frame, as a fast GPU would (0 s: the front end alone; the VAE returns zeros at
+once), so that on a CPU-only machine the benchmark shows what the rest of the pipeline costs and whether it
+overlaps the model: decode and tracking, crop decode + VAE encode, sampling, VAE decode, paste, and the
+H.264 writer. With ``--old REV`` the same run is made with the pipeline of git revision REV (checked out into
+a temporary worktree), in the same session on the same clip. Writes benchmarks/results/speed.md.
 
-Network evaluations per output frame for each ``--speed`` preset come from
-``keysync.diffusion.speed.evaluations_per_output_frame`` (a test counts them on the networks); GPU model
-timings (official size, MFU) are ``benchmarks/gpu_check.py``'s.
+With ``--model`` the real networks run on ``--device``, per ``--speed`` preset: first the model work alone
+(VAE encode, sampling, VAE decode on random inputs of the clip's shapes, clocks synced with the device),
+with the network evaluations per output frame counted, the FLOPs counted on a meta copy of the model, TFLOP/s
+and MFU; then a whole dub of a generated clip: seconds per stage, output fps, the GPU's busy share, peak host
+and GPU memory. Writes benchmarks/results/speed_model.md (``--out`` names another file).
 """
 
 from __future__ import annotations
@@ -64,7 +68,6 @@ def dub_with_stand_in(clip: Path, per_frame: float) -> dict:
     sys.path.append(str(ROOT))  # tests.micro (a 32 px random-weight model); keysync itself from PYTHONPATH
     import torch
 
-    from keysync.media.writer import VideoWriter
     from keysync.pipeline.dub import DubOptions, KeySyncPipeline
     from keysync.pipeline.sampling import SourceLatents
     from tests.micro import micro_model
@@ -99,38 +102,45 @@ def dub_with_stand_in(clip: Path, per_frame: float) -> dict:
 
             return WindowLatents(None, parts())
 
-    writing = [0.0]
-    write = VideoWriter.write
-
-    def timed_write(self, image, time_=None):
-        start = time.perf_counter()
-        write(self, image, time_)
-        writing[0] += time.perf_counter() - start
-
-    VideoWriter.write = timed_write
     pipe = KeySyncPipeline(micro_model(audio_window=1))
     pipe.dubber_class = StandIn
     vae, factor = pipe.model.vae, pipe.model.vae.downsample_factor  # the VAE is model work too (a GPU's): no CPU
     channels = vae.config.latent_channels
     vae.encode_frames = lambda pixels: torch.zeros(len(pixels), channels, pixels.shape[-2] // factor, pixels.shape[-1] // factor)
     vae.decode_frames = lambda latents, chunk: torch.zeros(len(latents), 3, latents.shape[-2] * factor, latents.shape[-1] * factor)
-    made = []
-    run = pipe._dub
+    from keysync.media.video import probe_video
+
+    return {**timed_dub(pipe, clip, DubOptions(progress=False)), "frames": probe_video(clip).frame_count,
+            "peak_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
+
+
+def timed_dub(pipe, clip: Path, options, face=None) -> dict:
+    """``pipe.dub_file(clip, clip, ...)`` into a temporary folder: its wall time and seconds per stage (the
+    pipeline's ``timings`` and the writer's). ``face``: a saved track, used instead of tracking."""
+    from keysync.media.writer import VideoWriter
+
+    writing, made = [0.0], []
+    write, run = VideoWriter.write, pipe._dub
+
+    def timed_write(self, image, time_=None):
+        start = time.perf_counter()
+        write(self, image, time_)
+        writing[0] += time.perf_counter() - start
 
     def keep_timings(*args, **kwargs):
         made.append(run(*args, **kwargs))  # its timings fill in as the frames are made
         return made[-1]
 
-    pipe._dub = keep_timings
-    with tempfile.TemporaryDirectory() as folder:
-        start = time.perf_counter()
-        pipe.dub_file(clip, clip, Path(folder) / "out.mp4", DubOptions(progress=False))
-        wall = time.perf_counter() - start
-    timings = dict(made[0].timings, write=writing[0])
-    from keysync.media.video import probe_video
-
-    return {"wall": wall, "timings": timings, "frames": probe_video(clip).frame_count,
-            "peak_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
+    VideoWriter.write, pipe._dub = timed_write, keep_timings
+    try:
+        with tempfile.TemporaryDirectory() as folder:
+            start = time.perf_counter()
+            pipe.dub_file(clip, clip, Path(folder) / "out.mp4", options, face=face)
+            wall = time.perf_counter() - start
+    finally:
+        VideoWriter.write = write
+        del pipe._dub
+    return {"wall": wall, "timings": dict(made[0].timings, write=writing[0])}
 
 
 def run_child(tree: Path, clip: Path, per_frame: float) -> dict:
@@ -261,6 +271,282 @@ def demo_report(args) -> None:
     print("\n".join(lines))
 
 
+# --- the real networks (--model): model work on the device, and a whole dub ---------------------------------
+
+PEAK_16BIT_TFLOPS = (  # dense bf16/fp16 tensor-core peaks from NVIDIA's datasheets, by a part of the device name
+    ("H100 PCIe", 756.0), ("H100 NVL", 835.0), ("H100", 989.4), ("H200", 989.4), ("A100", 312.0), ("L40S", 362.1),
+)
+
+
+def device_peak_tflops(device, dtype) -> tuple[float | None, str]:
+    """(peak TFLOP/s, where it comes from) for MFU: a datasheet's 16-bit peak on a known GPU; on a CPU, the rate
+    this CPU reaches on a large matmul in ``dtype`` (no datasheet peak applies: the share says how far the
+    model is from the CPU's own best)."""
+    import torch
+
+    if device.type == "cuda":
+        name = torch.cuda.get_device_name(device)
+        if dtype in (torch.float16, torch.bfloat16):
+            for part, peak in PEAK_16BIT_TFLOPS:
+                if part in name:
+                    return peak, f"{name}: dense 16-bit datasheet peak"
+        return None, f"{name}: no datasheet peak known for {dtype} (give --peak-tflops)"
+    a = torch.randn(2048, 2048, dtype=dtype)
+    a @ a
+    start, reps = time.perf_counter(), 8
+    for _ in range(reps):
+        a @ a
+    rate = reps * 2 * 2048**3 / (time.perf_counter() - start) / 1e12
+    return rate, f"this CPU's 2048x2048 {str(dtype).removeprefix('torch.')} matmul rate, measured"
+
+
+def meta_copy(model):
+    """The model's structure on the meta device, its weights not copied (shapes only: FLOPs are counted on it)."""
+    import copy
+
+    import torch
+
+    tensors = [*model_tensors(model)]
+    memo = {id(t): (torch.nn.Parameter(torch.empty_like(t, device="meta"), t.requires_grad) if isinstance(t, torch.nn.Parameter)
+                    else torch.empty_like(t, device="meta")) for t in tensors}
+    return copy.deepcopy(model, memo)
+
+
+def model_tensors(model):
+    for module in model.components().values():
+        yield from module.parameters()
+        yield from module.buffers()
+
+
+def model_work(model, dubber, frames: int, decode_frames: int, device, dtype, run) -> dict:
+    """What a GPU does in a dub of ``frames`` output frames, on random inputs of the real shapes: VAE-encode
+    every crop (16 at a time, as the dub does), sample every window with ``dubber`` and VAE-decode its
+    latents in the dub's groups (``decode_groups``). Every piece goes through ``run(part, fn, *args)``
+    (part: encode, sampling or decode), which times it or counts its FLOPs. Returns the network
+    frame-evaluations per stage."""
+    import torch
+
+    from keysync.pipeline.plan import plan_frames
+    from keysync.pipeline.sampling import FrameData, decode_groups
+
+    plan = plan_frames(frames)
+    n, size, factor = plan.padded_frames, model.crop_size, model.vae.downsample_factor
+    latent = size // factor
+    generator = torch.Generator().manual_seed(0)
+    evaluations = {"keyframe": 0, "interpolation": 0}
+
+    def counter(stage):
+        return lambda module, args: evaluations.__setitem__(stage, evaluations[stage] + args[0].shape[0])
+
+    hooks = [getattr(model, stage).register_forward_pre_hook(counter(stage)) for stage in evaluations]
+    try:
+        with torch.no_grad():
+            pixels = (torch.rand(16, 3, size, size, generator=generator) * 2 - 1).to(device, dtype)
+            latents = torch.cat([run("encode", model.vae.encode_frames, pixels[: min(16, n - i)]) for i in range(0, n, 16)])
+            masks = torch.zeros(n, 1, latent, latent, device=device, dtype=dtype)
+            masks[:, :, latent // 2 :] = 1
+            audio = [torch.rand(n, 2 * (2 * net.config.audio_window + 1), net.config.audio_feature_dim, generator=generator).to(device, dtype)
+                     for net in (model.keyframe, model.interpolation)]
+            data = FrameData(0, latents, masks, *audio)
+            anchor = FrameData(0, latents[:1], masks[:1], audio[0][:1], audio[1][:1])
+            previous = None
+            for w in range(len(plan.windows)):
+                result = run("sampling", dubber.window_parts, plan, w, data, anchor, previous)
+                previous, parts = result.last_keyframe, iter(result.parts)
+                for group in decode_groups(iter(lambda: run("sampling", next, parts, None), None), decode_frames):
+                    run("decode", model.vae.decode_frames, group, decode_frames)
+    finally:
+        for hook in hooks:
+            hook.remove()
+    return evaluations
+
+
+def timed_parts(seconds: dict, sync):
+    """``model_work``'s ``run`` that adds each piece's wall time to ``seconds[part]``, waiting for the device
+    (``sync``) before each clock reading."""
+
+    def run(part, fn, *args):
+        sync()
+        start = time.perf_counter()
+        out = fn(*args)
+        sync()
+        seconds[part] = seconds.get(part, 0.0) + time.perf_counter() - start
+        return out
+
+    return run
+
+
+def count_flops(model, dubber, frames: int, decode_frames: int) -> tuple[dict, dict]:
+    """(FLOPs per part, evaluations per stage) of ``model_work`` (FLOPs as torch's FlopCounterMode counts them:
+    matmuls, convolutions, attention), on a meta copy of the model: exact for these shapes and this
+    schedule, and nothing is computed."""
+    import torch
+    from torch.utils.flop_counter import FlopCounterMode
+
+    flops = {}
+
+    def run(part, fn, *args):
+        with FlopCounterMode(display=False) as counter:
+            out = fn(*args)
+        flops[part] = flops.get(part, 0) + counter.get_total_flops()
+        return out
+
+    meta = meta_copy(model)
+    evaluations = model_work(meta, type(dubber)(meta, dubber.options), frames, decode_frames, torch.device("meta"), torch.float32, run)
+    return flops, evaluations
+
+
+class BusyShare:
+    """The GPU's busy share while it runs: NVML's utilisation (the share of time a kernel was running), read
+    every 0.1 s on a thread; None where NVML is not at hand (no GPU, or no nvidia-ml-py)."""
+
+    def __init__(self, device):
+        import threading
+
+        import torch
+
+        self.readings: list[int] = []
+        self.device, self._stop = device, threading.Event()
+        self._thread = None
+        if device.type == "cuda":
+            try:
+                torch.cuda.utilization(device)
+            except (ImportError, ModuleNotFoundError, RuntimeError):
+                return
+            self._thread = threading.Thread(target=self._read, daemon=True)
+
+    def _read(self):
+        import torch
+
+        while not self._stop.wait(0.1):
+            self.readings.append(torch.cuda.utilization(self.device))
+
+    def __enter__(self):
+        if self._thread:
+            self._thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self._stop.set()
+        if self._thread:
+            self._thread.join()
+
+    @property
+    def share(self) -> float | None:
+        return sum(self.readings) / len(self.readings) / 100 if self.readings else None
+
+
+def model_report(args) -> None:
+    """--model: the real networks on --device. Per --speed preset: the model work alone (random inputs of a
+    --seconds clip's shapes, device-synced clocks, FLOPs and MFU), then a whole dub of a generated --size
+    clip (seconds per stage, output fps, GPU-busy share, peak memory)."""
+    import resource
+    from dataclasses import replace
+
+    import torch
+
+    from keysync.diffusion.speed import evaluations_per_output_frame, stage_schedules
+    from keysync.pipeline.dub import DubOptions, KeySyncPipeline
+
+    device, dtype = torch.device(args.device), getattr(torch, args.dtype)
+    cuda = device.type == "cuda"
+    sync = (lambda: torch.cuda.synchronize(device)) if cuda else (lambda: None)
+    pipe = KeySyncPipeline.from_pretrained(args.model, device=device, dtype=dtype, random_weights=args.random_weights)
+    if args.compile:
+        pipe.compile()
+    peak, peak_source = (args.peak_tflops, "--peak-tflops") if args.peak_tflops else device_peak_tflops(device, dtype)
+    frames = round(args.seconds * 25)
+    width, height = (int(v) for v in args.size.split("x"))
+    rows = []
+    face = None
+    if args.location:
+        from keysync.faces.frontend import load_location
+
+        face = load_location(args.location)
+    with tempfile.TemporaryDirectory() as folder:
+        clip = Path(args.clip or Path(folder) / "clip.mp4")
+        if "dub" in args.parts and not args.clip:
+            make_clip(clip, args.seconds, width, height)
+        if "dub" in args.parts:
+            from keysync.media.video import probe_video
+
+            dub_frames = probe_video(clip).frame_count
+        for speed in args.speed:
+            opts = DubOptions(speed=speed, clips_per_call=args.clips_per_call, progress=False)
+            dubber = pipe.dubber(opts)
+            row = {"speed": speed, "frames": frames, "evaluations_per_frame_formula": round(evaluations_per_output_frame(*stage_schedules(speed)), 2)}
+            if "model" in args.parts:
+                flops, _ = count_flops(pipe.model, dubber, frames, opts.decode_frames)
+                warm = {}  # first calls: kernel choice, compilation; a keyframe batch and clips_per_call segments
+                model_work(pipe.model, dubber, 13 * opts.clips_per_call + 1, opts.decode_frames, device, dtype, timed_parts(warm, sync))
+                if cuda:
+                    torch.cuda.reset_peak_memory_stats(device)
+                seconds = {}
+                evaluations = model_work(pipe.model, dubber, frames, opts.decode_frames, device, dtype, timed_parts(seconds, sync))
+                busy = sum(seconds.values())
+                tflops = sum(flops.values()) / busy / 1e12
+                row.update(warmup_s=round(sum(warm.values()), 2), seconds={k: round(v, 2) for k, v in seconds.items()}, model_s=round(busy, 2),
+                           model_fps=round(frames / busy, 2), evaluations=evaluations,
+                           evaluations_per_frame=round(sum(evaluations.values()) / frames, 2),
+                           tflop={k: round(v / 1e12, 2) for k, v in flops.items()}, tflops_per_s=round(tflops, 3),
+                           mfu=round(tflops / peak, 4) if peak else None,
+                           model_peak_gpu_gib=round(torch.cuda.max_memory_allocated(device) / 2**30, 2) if cuda else None)
+            if "dub" in args.parts:
+                if cuda:
+                    torch.cuda.reset_peak_memory_stats(device)
+                with BusyShare(device) as busy:
+                    dub = timed_dub(pipe, clip, replace(opts, encoder=args.encoder), face=face)
+                row.update(dub_timings={k: round(v, 2) for k, v in dub["timings"].items()}, dub_wall_s=round(dub["wall"], 2),
+                           dub_frames=dub_frames, dub_fps=round(dub_frames / dub["wall"], 2), gpu_busy=busy.share,
+                           dub_peak_gpu_gib=round(torch.cuda.max_memory_allocated(device) / 2**30, 2) if cuda else None)
+            row["peak_host_gib"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20, 2)
+            rows.append(row)
+            print(json.dumps(row), flush=True)
+    write_model_report(args, rows, peak, peak_source, pipe)
+
+
+def percent(share: float | None) -> str:
+    return "n/a" if share is None else f"{100 * share:.1f} %"
+
+
+def write_model_report(args, rows: list[dict], peak, peak_source: str, pipe) -> None:
+    import torch
+
+    device = torch.device(args.device)
+    where = torch.cuda.get_device_name(device) if device.type == "cuda" else f"{os.cpu_count()} CPU cores ({platform.processor() or platform.machine()}), no GPU"
+    command = " ".join(["python benchmarks/speed.py", *sys.argv[1:]])
+    lines = [f"# Dub speed with the real networks: {args.model}{' (random weights)' if args.random_weights else ''}, {args.device}, {args.dtype}", "",
+             f"`{command}` on {where}. Crops {pipe.model.crop_size} px.", "",
+             "Model work: the networks alone on a {:g} s clip's shapes (random inputs), device-synced clocks: VAE encode, "
+             "sampling (keyframes and interpolation), VAE decode. FLOPs are counted by torch's FlopCounterMode on a meta "
+             "copy of the model (matmuls, convolutions, attention); MFU is the achieved rate over {} = {}.".format(
+                 args.seconds, peak_source, f"{peak:.1f} TFLOP/s" if peak else "unknown"), ""]
+    if "model" in args.parts:
+        lines += ["| speed | frames | evaluations / frame (counted; formula) | encode s | sampling s | decode s | model fps | TFLOP | TFLOP/s | MFU | peak GPU GiB |",
+                  "|---|---|---|---|---|---|---|---|---|---|---|"]
+        for r in rows:
+            t = r["seconds"]
+            lines.append(f"| {r['speed']} | {r['frames']} | {r['evaluations_per_frame']}; {r['evaluations_per_frame_formula']} | {t.get('encode', 0):.2f} | "
+                         f"{t.get('sampling', 0):.2f} | {t.get('decode', 0):.2f} | {r['model_fps']:.2f} | {sum(r['tflop'].values()):.1f} | "
+                         f"{r['tflops_per_s']:.3f} | {percent(r['mfu'])} | {r['model_peak_gpu_gib'] or 'n/a'} |")
+        lines.append("")
+    if "dub" in args.parts:
+        lines += [f"A whole dub (`dub_file`, {args.size}, {args.seconds:g} s, after the model work, so the kernels are warm): seconds busy per stage.", "",
+                  "| speed | " + " | ".join(STAGES) + " | wall s | output fps | GPU busy | peak GPU GiB | peak host GiB |",
+                  "|---|" + "---|" * len(STAGES) + "---|---|---|---|---|"]
+        for r in rows:
+            t = r["dub_timings"]
+            lines.append(f"| {r['speed']} | " + " | ".join(f"{t.get(s, 0.0):.1f}" for s in STAGES)
+                         + f" | {r['dub_wall_s']:.1f} | {r['dub_fps']:.2f} | {percent(r['gpu_busy'])} | "
+                         f"{r['dub_peak_gpu_gib'] or 'n/a'} | {r['peak_host_gib']} |")
+        lines.append("")
+    if device.type != "cuda":
+        lines += [GPU_NOTE, ""]
+    RESULTS.mkdir(exist_ok=True)
+    (RESULTS / (args.out or "speed_model.md")).write_text("\n".join(lines))
+    print("\n".join(lines))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=float, default=10)
@@ -270,11 +556,33 @@ def main() -> None:
     parser.add_argument("--encoders", action="store_true", help="compare x264 presets instead")
     parser.add_argument("--demo", action="store_true", help="time `keysync demo` end to end instead")
     parser.add_argument("--repeats", type=int, default=2, help="runs per tree with --demo")
-    parser.add_argument("--out", default="speed.md", help="results file name in benchmarks/results")
+    parser.add_argument("--out", help="results file name in benchmarks/results (speed.md; speed_model.md with --model)")
     parser.add_argument("--encoder-settings", nargs="+", type=lambda s: s.split(":"), metavar="PRESET:CRF",
                         default=[["medium", "18"], ["veryfast", "18"], ["superfast", "18"], ["ultrafast", "18"], ["veryfast", "17"], ["superfast", "16"]])
+    real = parser.add_argument_group("the real networks (--model)")
+    real.add_argument("--model", help="time the real networks: small (shipped), a model folder, or a preset with --random-weights (official)")
+    real.add_argument("--random-weights", action="store_true", help="build --model's preset with random weights (the timings hold; the output is noise)")
+    real.add_argument("--device", default="cpu", help="cpu or cuda")
+    real.add_argument("--dtype", default="float32", choices=["float32", "float16", "bfloat16"])
+    real.add_argument("--speed", nargs="+", default=["quality", "fast"], help="speed presets, one row each")
+    real.add_argument("--clips-per-call", type=int, default=2)
+    real.add_argument("--compile", action="store_true", help="compile the networks' repeated blocks first")
+    real.add_argument("--encoder", default="auto", help="the dub's H.264 encoder (auto, libx264, h264_nvenc)")
+    real.add_argument("--parts", nargs="+", default=["model", "dub"], choices=["model", "dub"], help="model work alone, a whole dub, or both")
+    real.add_argument("--clip", help="dub this video (its own sound as the speech) instead of a generated clip")
+    real.add_argument("--location", help="the clip's face track (keysync.faces.frontend.save_location), used instead of "
+                                         "tracking: for a GPU machine without mediapipe")
+    real.add_argument("--peak-tflops", type=float, help="the device's peak for MFU, where no datasheet peak is known")
     args = parser.parse_args()
-    demo_report(args) if args.demo else encoder_report(args) if args.encoders else overlap_report(args)
+    if args.model:
+        model_report(args)
+    elif args.demo:
+        demo_report(args)
+    elif args.encoders:
+        encoder_report(args)
+    else:
+        args.out = args.out or "speed.md"
+        overlap_report(args)
 
 
 if __name__ == "__main__":
