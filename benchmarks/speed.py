@@ -380,6 +380,8 @@ def count_flops(model, dubber, frames: int, decode_frames: int) -> tuple[dict, d
     """(FLOPs per part, evaluations per stage) of ``model_work`` (FLOPs as torch's FlopCounterMode counts them:
     matmuls, convolutions, attention), on a meta copy of the model: exact for these shapes and this
     schedule, and nothing is computed."""
+    import dataclasses
+
     import torch
     from torch.utils.flop_counter import FlopCounterMode
 
@@ -392,7 +394,9 @@ def count_flops(model, dubber, frames: int, decode_frames: int) -> tuple[dict, d
         return out
 
     meta = meta_copy(model)
-    evaluations = model_work(meta, type(dubber)(meta, dubber.options), frames, decode_frames, torch.device("meta"), torch.float32, run)
+    # every clip in one call: the same rows and FLOPs (clips do not attend to each other), far fewer Python-bound meta calls
+    options = dataclasses.replace(dubber.options, clips_per_call=10**6)
+    evaluations = model_work(meta, type(dubber)(meta, options), frames, decode_frames, torch.device("meta"), torch.float32, run)
     return flops, evaluations
 
 
@@ -437,24 +441,35 @@ class BusyShare:
 
 
 def model_report(args) -> None:
-    """--model: the real networks on --device. Per --speed preset: the model work alone (random inputs of a
-    --seconds clip's shapes, device-synced clocks, FLOPs and MFU), then a whole dub of a generated --size
-    clip (seconds per stage, output fps, GPU-busy share, peak memory)."""
+    """--model: the real networks on --device. Per --speed preset: the FLOPs counted on a meta copy; the model
+    work alone (random inputs of a --seconds clip's shapes, device-synced clocks, TFLOP/s and MFU); then a
+    whole dub of a generated --size clip (seconds per stage, output fps, GPU-busy share, peak memory).
+    ``--parts flops`` only counts, on the meta device (the official size on any machine)."""
     import resource
     from dataclasses import replace
 
     import torch
 
     from keysync.diffusion.speed import evaluations_per_output_frame, stage_schedules
-    from keysync.pipeline.dub import DubOptions, KeySyncPipeline
+    from keysync.pipeline.dub import DubOptions, KeySyncPipeline, sampling_options
+    from keysync.pipeline.sampling import LatentDubber
 
     device, dtype = torch.device(args.device), getattr(torch, args.dtype)
     cuda = device.type == "cuda"
     sync = (lambda: torch.cuda.synchronize(device)) if cuda else (lambda: None)
-    pipe = KeySyncPipeline.from_pretrained(args.model, device=device, dtype=dtype, random_weights=args.random_weights)
-    if args.compile:
-        pipe.compile()
-    peak, peak_source = (args.peak_tflops, "--peak-tflops") if args.peak_tflops else device_peak_tflops(device, dtype)
+    pipe = None
+    if args.parts == ["flops"]:
+        from keysync.models import KeySyncModel
+        from keysync.models.download import resolve_model
+
+        model = KeySyncModel.from_preset(args.model, device="meta") if args.random_weights else KeySyncModel.from_pretrained(resolve_model(args.model))
+        peak, peak_source = args.peak_tflops or PEAK_16BIT_TFLOPS[2][1], "--peak-tflops" if args.peak_tflops else "the H100 SXM / H200 dense 16-bit datasheet peak"
+    else:
+        pipe = KeySyncPipeline.from_pretrained(args.model, device=device, dtype=dtype, random_weights=args.random_weights)
+        model = pipe.model
+        if args.compile:
+            pipe.compile()
+        peak, peak_source = (args.peak_tflops, "--peak-tflops") if args.peak_tflops else device_peak_tflops(device, dtype)
     frames = round(args.seconds * 25)
     width, height = (int(v) for v in args.size.split("x"))
     rows = []
@@ -473,23 +488,25 @@ def model_report(args) -> None:
             dub_frames = probe_video(clip).frame_count
         for speed in args.speed:
             opts = DubOptions(speed=speed, clips_per_call=args.clips_per_call, progress=False)
-            dubber = pipe.dubber(opts)
-            row = {"speed": speed, "frames": frames, "evaluations_per_frame_formula": round(evaluations_per_output_frame(*stage_schedules(speed)), 2)}
+            dubber = pipe.dubber(opts) if pipe else LatentDubber(model, sampling_options(model, opts))
+            flops, evaluations = count_flops(model, dubber, frames, opts.decode_frames)
+            per_frame = sum(flops.values()) / frames
+            row = {"speed": speed, "frames": frames, "evaluations": evaluations, "evaluations_per_frame": round(sum(evaluations.values()) / frames, 2),
+                   "evaluations_per_frame_long_video": round(evaluations_per_output_frame(*stage_schedules(speed)), 2),
+                   "tflop": {k: round(v / 1e12, 3) for k, v in flops.items()}, "tflop_per_frame": round(per_frame / 1e12, 3),
+                   "fps_at_peak": round(peak * 1e12 / per_frame, 2) if peak else None}
             if "model" in args.parts:
-                flops, _ = count_flops(pipe.model, dubber, frames, opts.decode_frames)
                 warm = {}  # first calls: kernel choice, compilation; a keyframe batch and clips_per_call segments
-                model_work(pipe.model, dubber, 13 * opts.clips_per_call + 1, opts.decode_frames, device, dtype, timed_parts(warm, sync))
+                model_work(model, dubber, 13 * opts.clips_per_call + 1, opts.decode_frames, device, dtype, timed_parts(warm, sync))
                 if cuda:
                     torch.cuda.reset_peak_memory_stats(device)
                 seconds = {}
-                evaluations = model_work(pipe.model, dubber, frames, opts.decode_frames, device, dtype, timed_parts(seconds, sync))
+                ran = model_work(model, dubber, frames, opts.decode_frames, device, dtype, timed_parts(seconds, sync))
+                assert ran == evaluations, (ran, evaluations)  # the meta run counted the same network rows
                 busy = sum(seconds.values())
                 tflops = sum(flops.values()) / busy / 1e12
                 row.update(warmup_s=round(sum(warm.values()), 2), seconds={k: round(v, 2) for k, v in seconds.items()}, model_s=round(busy, 2),
-                           model_fps=round(frames / busy, 2), evaluations=evaluations,
-                           evaluations_per_frame=round(sum(evaluations.values()) / frames, 2),
-                           tflop={k: round(v / 1e12, 2) for k, v in flops.items()}, tflops_per_s=round(tflops, 3),
-                           mfu=round(tflops / peak, 4) if peak else None,
+                           model_fps=round(frames / busy, 2), tflops_per_s=round(tflops, 3), mfu=round(tflops / peak, 4) if peak else None,
                            model_peak_gpu_gib=round(torch.cuda.max_memory_allocated(device) / 2**30, 2) if cuda else None)
             if "dub" in args.parts:
                 if cuda:
@@ -502,36 +519,49 @@ def model_report(args) -> None:
             row["peak_host_gib"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20, 2)
             rows.append(row)
             print(json.dumps(row), flush=True)
-    write_model_report(args, rows, peak, peak_source, pipe)
+    write_model_report(args, rows, peak, peak_source, model)
 
 
 def percent(share: float | None) -> str:
     return "n/a" if share is None else f"{100 * share:.1f} %"
 
 
-def write_model_report(args, rows: list[dict], peak, peak_source: str, pipe) -> None:
+def write_model_report(args, rows: list[dict], peak, peak_source: str, model) -> None:
     import torch
 
     device = torch.device(args.device)
-    where = torch.cuda.get_device_name(device) if device.type == "cuda" else f"{os.cpu_count()} CPU cores ({platform.processor() or platform.machine()}), no GPU"
+    counted_only = args.parts == ["flops"]
+    where = ("the meta device (FLOPs counted, nothing run)" if counted_only else torch.cuda.get_device_name(device) if device.type == "cuda"
+             else f"{os.cpu_count()} CPU cores ({platform.processor() or platform.machine()}), no GPU")
     command = " ".join(["python benchmarks/speed.py", *sys.argv[1:]])
-    lines = [f"# Dub speed with the real networks: {args.model}{' (random weights)' if args.random_weights else ''}, {args.device}, {args.dtype}", "",
-             f"`{command}` on {where}. Crops {pipe.model.crop_size} px.", "",
-             "Model work: the networks alone on a {:g} s clip's shapes (random inputs), device-synced clocks: VAE encode, "
-             "sampling (keyframes and interpolation), VAE decode. FLOPs are counted by torch's FlopCounterMode on a meta "
-             "copy of the model (matmuls, convolutions, attention); MFU is the achieved rate over {} = {}.".format(
-                 args.seconds, peak_source, f"{peak:.1f} TFLOP/s" if peak else "unknown"), ""]
+    peak_text = f"{peak:.1f} TFLOP/s ({peak_source})" if peak else f"unknown ({peak_source})"
+    lines = [f"# Model work and dub speed: {args.model}{' (random weights)' if args.random_weights else ''}"
+             + ("" if counted_only else f", {args.device}, {args.dtype}"), "",
+             f"`{command}` on {where}. Crops {model.crop_size} px, a {args.seconds:g} s clip ({rows[0]['frames']} output frames).", "",
+             "FLOPs: torch's FlopCounterMode (matmuls, convolutions, attention) on a meta copy of the model running the "
+             "model work below (VAE encode of every crop, sampling, VAE decode), exact for these shapes and schedules. "
+             f"Peak: {peak_text}.", "",
+             "| speed | evaluations / output frame (this clip; a long video) | TFLOP / output frame (encode, sampling, decode) | output fps at the peak | at 43 % MFU |",
+             "|---|---|---|---|---|"]
+    for r in rows:
+        t = r["tflop"]
+        at = r["fps_at_peak"]
+        lines.append(f"| {r['speed']} | {r['evaluations_per_frame']}; {r['evaluations_per_frame_long_video']} | {r['tflop_per_frame']:.3f} "
+                     f"({t['encode'] / r['frames']:.3f}, {t['sampling'] / r['frames']:.3f}, {t['decode'] / r['frames']:.3f}) | "
+                     f"{'n/a' if at is None else f'{at:.1f}'} | {'n/a' if at is None else f'{0.43 * at:.1f}'} |")
+    lines.append("")
     if "model" in args.parts:
-        lines += ["| speed | frames | evaluations / frame (counted; formula) | encode s | sampling s | decode s | model fps | TFLOP | TFLOP/s | MFU | peak GPU GiB |",
-                  "|---|---|---|---|---|---|---|---|---|---|---|"]
+        lines += ["Model work alone: random inputs of the clip's shapes, clocks read after the device finishes each piece, "
+                  "after a warm-up run of a keyframe batch and one call's segments.", "",
+                  "| speed | encode s | sampling s | decode s | model fps | TFLOP/s | MFU | peak GPU GiB |", "|---|---|---|---|---|---|---|---|"]
         for r in rows:
             t = r["seconds"]
-            lines.append(f"| {r['speed']} | {r['frames']} | {r['evaluations_per_frame']}; {r['evaluations_per_frame_formula']} | {t.get('encode', 0):.2f} | "
-                         f"{t.get('sampling', 0):.2f} | {t.get('decode', 0):.2f} | {r['model_fps']:.2f} | {sum(r['tflop'].values()):.1f} | "
+            lines.append(f"| {r['speed']} | {t.get('encode', 0):.2f} | {t.get('sampling', 0):.2f} | {t.get('decode', 0):.2f} | {r['model_fps']:.2f} | "
                          f"{r['tflops_per_s']:.3f} | {percent(r['mfu'])} | {r['model_peak_gpu_gib'] or 'n/a'} |")
         lines.append("")
     if "dub" in args.parts:
-        lines += [f"A whole dub (`dub_file`, {args.size}, {args.seconds:g} s, after the model work, so the kernels are warm): seconds busy per stage.", "",
+        lines += [f"A whole dub (`dub_file`, {args.size}, after the model work, so the kernels are warm): seconds busy per stage "
+                  "(stages run side by side, so they add up to more than the wall time).", "",
                   "| speed | " + " | ".join(STAGES) + " | wall s | output fps | GPU busy | peak GPU GiB | peak host GiB |",
                   "|---|" + "---|" * len(STAGES) + "---|---|---|---|---|"]
         for r in rows:
@@ -568,7 +598,8 @@ def main() -> None:
     real.add_argument("--clips-per-call", type=int, default=2)
     real.add_argument("--compile", action="store_true", help="compile the networks' repeated blocks first")
     real.add_argument("--encoder", default="auto", help="the dub's H.264 encoder (auto, libx264, h264_nvenc)")
-    real.add_argument("--parts", nargs="+", default=["model", "dub"], choices=["model", "dub"], help="model work alone, a whole dub, or both")
+    real.add_argument("--parts", nargs="+", default=["model", "dub"], choices=["flops", "model", "dub"],
+                      help="model work alone, a whole dub, or both; flops alone counts on the meta device and runs nothing")
     real.add_argument("--clip", help="dub this video (its own sound as the speech) instead of a generated clip")
     real.add_argument("--location", help="the clip's face track (keysync.faces.frontend.save_location), used instead of "
                                          "tracking: for a GPU machine without mediapipe")

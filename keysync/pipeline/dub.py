@@ -191,6 +191,17 @@ def load_occluders(path: str, frames: int, info) -> np.ndarray:
     return masks
 
 
+def sampling_options(model: KeySyncModel, opts: DubOptions) -> SamplingOptions:
+    """``opts``' speed preset, steps, guidance (else the model folder's), batching and seed, for the sampler."""
+    try:
+        keyframe_guidance, interpolation_guidance = stage_guidance(opts.guidance or model.info.get("guidance", (5.0, 2.0)))
+    except (TypeError, ValueError) as err:
+        raise KeySyncError(f"bad guidance scales ({err}); pass --guidance A,R or fix the model folder's keysync.json") from None
+    keyframe_schedule, interpolation_schedule = stage_schedules(opts.speed, opts.steps)
+    return SamplingOptions(keyframe_schedule=keyframe_schedule, interpolation_schedule=interpolation_schedule, guidance=keyframe_guidance,
+                           interpolation_guidance=interpolation_guidance, clips_per_call=opts.clips_per_call, seed=opts.seed)
+
+
 class KeySyncPipeline:
     """``pipe = KeySyncPipeline.from_pretrained(DIR)``; ``pipe(frames, audio, fps=25).frames`` are the dubbed
     frames, ``pipe.dub_file(video, audio, output)`` dubs files."""
@@ -244,15 +255,8 @@ class KeySyncPipeline:
         return cls(KeySyncModel.from_pretrained(model), device, dtype, **kwargs)
 
     def dubber(self, opts: DubOptions) -> LatentDubber:
-        """The sampler of both diffusion stages with ``opts``' speed preset, steps, guidance, batching and seed."""
-        try:
-            keyframe_guidance, interpolation_guidance = stage_guidance(opts.guidance or self.model.info.get("guidance", (5.0, 2.0)))
-        except (TypeError, ValueError) as err:
-            raise KeySyncError(f"bad guidance scales ({err}); pass --guidance A,R or fix the model folder's keysync.json") from None
-        keyframe_schedule, interpolation_schedule = stage_schedules(opts.speed, opts.steps)
-        return self.dubber_class(self.model, SamplingOptions(
-            keyframe_schedule=keyframe_schedule, interpolation_schedule=interpolation_schedule, guidance=keyframe_guidance,
-            interpolation_guidance=interpolation_guidance, clips_per_call=opts.clips_per_call, seed=opts.seed))
+        """The sampler of both diffusion stages, as ``opts`` asks (``sampling_options``)."""
+        return self.dubber_class(self.model, sampling_options(self.model, opts))
 
     def __call__(self, frames, audio, *, fps: float | None = None, sample_rate: int = SAMPLE_RATE,
                  options: DubOptions | None = None, face: FaceLocation | None = None, windows: tuple[int, int] | None = None,
