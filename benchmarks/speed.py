@@ -18,6 +18,11 @@ With ``--model`` the real networks run on ``--device``, per ``--speed`` preset: 
 with the network evaluations per output frame counted, the FLOPs counted on a meta copy of the model, TFLOP/s
 and MFU; then a whole dub of a generated clip: seconds per stage, output fps, the GPU's busy share, peak host
 and GPU memory. Writes benchmarks/results/speed_model.md (``--out`` names another file).
+
+On the lent GPU machines (Python 3.12, no PyAV, diffusers or mediapipe, no network), carry the cp312 wheels
+of av and diffusers (about 42 MB) and install them with ``pip install --no-deps --target``; mediapipe does not
+fit beside them, so track the clip here, save its track with ``keysync.faces.frontend.save_location``, and
+pass ``--clip`` and ``--location``. ``--parts model`` needs no clip (keysync still imports PyAV).
 """
 
 from __future__ import annotations
@@ -37,7 +42,18 @@ ROOT = Path(__file__).resolve().parent.parent
 STAGES = ("tracking", "encode", "sampling", "decode", "paste", "write")
 GPU_NOTE = ("Not measured on a GPU: the official-size model work (sampling + VAE) in output frames per second and its "
             "MFU at each preset, and a whole 1080p dub on a GPU box, wait for a machine with one "
-            "(`benchmarks/gpu_check.py` measures the model work; gpu_check.md holds the one GPU session's numbers).")
+            "(`benchmarks/speed.py --model official --random-weights --device cuda --dtype float16` measures both; "
+            "speed_official_flops.md holds the FLOPs they will be divided by; gpu_check.md the one GPU session's numbers).")
+
+
+def this_machine() -> str:
+    """The CPU in a few words: the core count, the model name and the vector kernels torch picks (timings
+    differ between AVX2 and AVX-512 machines)."""
+    import torch
+
+    name = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
+                 if line.startswith("model name")), platform.processor() or platform.machine()) if Path("/proc/cpuinfo").exists() else platform.machine()
+    return f"{os.cpu_count()} CPU cores ({name}, torch's {torch.backends.cpu.get_cpu_capability()} kernels)"
 
 
 def make_clip(path: Path, seconds: float, width: int, height: int) -> None:
@@ -135,7 +151,7 @@ def timed_dub(pipe, clip: Path, options, face=None) -> dict:
     try:
         with tempfile.TemporaryDirectory() as folder:
             start = time.perf_counter()
-            pipe.dub_file(clip, clip, Path(folder) / "out.mp4", options, face=face)
+            pipe.dub_file(clip, clip, Path(folder) / "out.mp4", options, **({} if face is None else {"face": face}))  # old trees have no face
             wall = time.perf_counter() - start
     finally:
         VideoWriter.write = write
@@ -146,7 +162,9 @@ def timed_dub(pipe, clip: Path, options, face=None) -> dict:
 def run_child(tree: Path, clip: Path, per_frame: float) -> dict:
     code = f"import json, sys; sys.path.insert(0, {str(Path(__file__).parent)!r}); import speed; print(json.dumps(speed.dub_with_stand_in(speed.Path({str(clip)!r}), {per_frame})))"
     env = dict(os.environ, PYTHONPATH=str(tree))
-    out = subprocess.run([sys.executable, "-c", code], check=True, capture_output=True, text=True, env=env, cwd=tree)
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, cwd=tree)
+    if out.returncode:
+        raise RuntimeError(f"the dub in {tree} failed:\n{out.stderr[-3000:]}")
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
@@ -174,7 +192,7 @@ def overlap_report(args) -> None:
         "",
         f"`python benchmarks/speed.py --seconds {args.seconds:g} --size {args.size}"
         + (f" --old {args.old}" if args.old else "") + "`: "
-        f"{os.cpu_count()} CPU cores ({platform.processor() or platform.machine()}), no GPU. The model stage is a stand-in "
+        f"{this_machine()}, no GPU. The model stage is a stand-in "
         "that sleeps a fixed time per output frame and holds no CPU (a fast GPU; 0 s: the front end alone). "
         "Stage columns are seconds busy in that stage; `slowest` is the largest of them, and `wall / slowest` is 1 "
         "when the stages overlap perfectly, their sum over the slowest when they run one after another.",
@@ -256,7 +274,7 @@ def demo_report(args) -> None:
         finally:
             if args.old:
                 remove_tree(Path(folder) / "old")
-    lines = [f"# `keysync demo` end to end ({os.cpu_count()} CPU cores, no GPU)", "",
+    lines = [f"# `keysync demo` end to end ({this_machine()}, no GPU)", "",
              "`python benchmarks/speed.py --demo" + (f" --old {args.old}" if args.old else "") + f" --repeats {args.repeats}`: "
              "each run a new process with that tree's defaults (the old tree's demo samples at `quality`, this "
              "tree's at `fast`), the shipped small model, runs alternating between the trees.", "",
@@ -532,9 +550,9 @@ def write_model_report(args, rows: list[dict], peak, peak_source: str, model) ->
     device = torch.device(args.device)
     counted_only = args.parts == ["flops"]
     where = ("the meta device (FLOPs counted, nothing run)" if counted_only else torch.cuda.get_device_name(device) if device.type == "cuda"
-             else f"{os.cpu_count()} CPU cores ({platform.processor() or platform.machine()}), no GPU")
+             else f"{this_machine()}, no GPU")
     command = " ".join(["python benchmarks/speed.py", *sys.argv[1:]])
-    peak_text = f"{peak:.1f} TFLOP/s ({peak_source})" if peak else f"unknown ({peak_source})"
+    peak_text = f"{peak:.3g} TFLOP/s ({peak_source})" if peak else f"unknown ({peak_source})"
     lines = [f"# Model work and dub speed: {args.model}{' (random weights)' if args.random_weights else ''}"
              + ("" if counted_only else f", {args.device}, {args.dtype}"), "",
              f"`{command}` on {where}. Crops {model.crop_size} px, a {args.seconds:g} s clip ({rows[0]['frames']} output frames).", "",
