@@ -19,10 +19,27 @@ with the network evaluations per output frame counted, the FLOPs counted on a me
 and MFU; then a whole dub of a generated clip: seconds per stage, output fps, the GPU's busy share, peak host
 and GPU memory. Writes benchmarks/results/speed_model.md (``--out`` names another file).
 
-On the lent GPU machines (Python 3.12, no PyAV, diffusers or mediapipe, no network), carry the cp312 wheels
-of av and diffusers (about 42 MB) and install them with ``pip install --no-deps --target``; mediapipe does not
-fit beside them, so track the clip here, save its track with ``keysync.faces.frontend.save_location``, and
-pass ``--clip`` and ``--location``. ``--parts model`` needs no clip (keysync still imports PyAV).
+On the lent GPU machines (Python 3.12, no PyAV, diffusers or mediapipe, no network) carry the cp312 wheels of
+av and diffusers (about 42 MB); mediapipe does not fit beside them in a carry, so the clip is made and
+tracked here and its track saved (``--clip``/``--location`` use it there). ``--parts model`` needs no clip
+(keysync still imports PyAV). Here, in the repository's root:
+
+    echo /.gpu/ >> .git/info/exclude; mkdir -p .gpu
+    pip download --no-deps --only-binary=:all: --python-version 3.12 --implementation cp --platform manylinux_2_28_x86_64 \
+        --platform manylinux_2_17_x86_64 -d .gpu/whl "av==$(python -c 'import av; print(av.__version__)')" \
+        "diffusers==$(python -c 'import diffusers; print(diffusers.__version__)')"
+    python -c "import sys; sys.path.insert(0, 'benchmarks'); import speed; speed.make_clip(speed.Path('.gpu/clip.mp4'), 10, 1920, 1080)"
+    python -c "from keysync.faces.backends import load_backend; from keysync.faces.frontend import locate_face, save_location; \
+        from keysync.media.source import VideoSource; save_location(locate_face(VideoSource('.gpu/clip.mp4').frames(), \
+        load_backend(), 512, 'head'), '.gpu/location.npz')"
+
+and on the device (``run`` with ``carry: [".gpu"]``), about 5 minutes:
+
+    pip install -q --no-index --no-deps --target /tmp/site .gpu/whl/*.whl && export PYTHONPATH=/tmp/site:$PWD
+    python benchmarks/speed.py --model official --random-weights --device cuda --dtype float16 --seconds 10 \
+        --size 512x512 --speed quality fast fastest --parts model --out $OUT/speed_model_gpu.md
+    python benchmarks/speed.py --model official --random-weights --device cuda --dtype float16 --speed fast \
+        --clip .gpu/clip.mp4 --location .gpu/location.npz --parts dub --out $OUT/speed_dub_gpu.md
 """
 
 from __future__ import annotations
@@ -503,7 +520,8 @@ def model_report(args) -> None:
         if "dub" in args.parts:
             from keysync.media.video import probe_video
 
-            dub_frames = probe_video(clip).frame_count
+            info = probe_video(clip)
+            dub_frames, args.size = info.frame_count, f"{info.width}x{info.height}"
         for speed in args.speed:
             opts = DubOptions(speed=speed, clips_per_call=args.clips_per_call, progress=False)
             dubber = pipe.dubber(opts) if pipe else LatentDubber(model, sampling_options(model, opts))
@@ -513,9 +531,11 @@ def model_report(args) -> None:
                    "evaluations_per_frame_long_video": round(evaluations_per_output_frame(*stage_schedules(speed)), 2),
                    "tflop": {k: round(v / 1e12, 3) for k, v in flops.items()}, "tflop_per_frame": round(per_frame / 1e12, 3),
                    "fps_at_peak": round(peak * 1e12 / per_frame, 2) if peak else None}
-            if "model" in args.parts:
+            if pipe:
                 warm = {}  # first calls: kernel choice, compilation; a keyframe batch and clips_per_call segments
                 model_work(model, dubber, 13 * opts.clips_per_call + 1, opts.decode_frames, device, dtype, timed_parts(warm, sync))
+                row["warmup_s"] = round(sum(warm.values()), 2)
+            if "model" in args.parts:
                 if cuda:
                     torch.cuda.reset_peak_memory_stats(device)
                 seconds = {}
@@ -523,7 +543,7 @@ def model_report(args) -> None:
                 assert ran == evaluations, (ran, evaluations)  # the meta run counted the same network rows
                 busy = sum(seconds.values())
                 tflops = sum(flops.values()) / busy / 1e12
-                row.update(warmup_s=round(sum(warm.values()), 2), seconds={k: round(v, 2) for k, v in seconds.items()}, model_s=round(busy, 2),
+                row.update(seconds={k: round(v, 2) for k, v in seconds.items()}, model_s=round(busy, 2),
                            model_fps=round(frames / busy, 2), tflops_per_s=round(tflops, 3), mfu=round(tflops / peak, 4) if peak else None,
                            model_peak_gpu_gib=round(torch.cuda.max_memory_allocated(device) / 2**30, 2) if cuda else None)
             if "dub" in args.parts:
@@ -578,7 +598,7 @@ def write_model_report(args, rows: list[dict], peak, peak_source: str, model) ->
                          f"{r['tflops_per_s']:.3f} | {percent(r['mfu'])} | {r['model_peak_gpu_gib'] or 'n/a'} |")
         lines.append("")
     if "dub" in args.parts:
-        lines += [f"A whole dub (`dub_file`, {args.size}, after the model work, so the kernels are warm): seconds busy per stage "
+        lines += [f"A whole dub (`dub_file`, {args.size}, {rows[0]['dub_frames']} frames, after a warm-up run of the model work): seconds busy per stage "
                   "(stages run side by side, so they add up to more than the wall time).", "",
                   "| speed | " + " | ".join(STAGES) + " | wall s | output fps | GPU busy | peak GPU GiB | peak host GiB |",
                   "|---|" + "---|" * len(STAGES) + "---|---|---|---|---|"]
