@@ -106,8 +106,10 @@ def run_demo(out_dir: Path, model: str | None, seed: int, speed: str, steps: int
         source_frames = read_mp4_frames(source.video)
         dubbed = read_mp4_frames(dubbed_path)[:frames]
         target_mouth = mouth_track(made["phonemes"], frames, spec.fps, spec.identity.articulation)
+        target_frames = target.result()
+        renderer.shutdown(wait=False)  # the second process's exit (about 1.5 s of its libraries' teardown) overlaps the scoring
         with VideoWriter(pair_path, 3 * DEMO_SIZE, DEMO_SIZE + CAPTION, rate=spec.fps, audio=made["audio"], overwrite=overwrite) as writer:
-            for image in side_by_side([source_frames, dubbed, target.result()]):
+            for image in side_by_side([source_frames, dubbed, target_frames]):
                 writer.write(image)
         metrics, _ = score(MethodOutput(dubbed), source_frames, truth, target_mouth, made["audio"], "cross", LoadedReader())
     return {"dubbed": dubbed_path, "side_by_side": pair_path, "metrics": metrics}
