@@ -96,7 +96,7 @@ class SpeechEncoderFeatures:
     @classmethod
     def random(cls, kind: str, normalize: bool, device: str | torch.device = "cpu", seed: int = 0, **kwargs):
         """The encoder's base-size architecture (HuBERT-base, WavLM-Base+) with random weights, built with no
-        download: a preset dubbed with ``--random-weights`` times and tests the plumbing with it (noise)."""
+        download, for a preset dubbed with ``--random-weights``: its timings hold, its features are noise."""
         from transformers import HubertConfig, HubertModel, WavLMConfig, WavLMModel
 
         config, model_class = {"hubert": (HubertConfig, HubertModel), "wavlm": (WavLMConfig, WavLMModel)}[kind]
