@@ -308,8 +308,9 @@ def demo_report(args) -> None:
 
 # --- the real networks (--model): model work on the device, and a whole dub ---------------------------------
 
+H100_PEAK_TFLOPS = 989.4  # an H100 SXM's (and an H200's) dense bf16/fp16 peak: --parts flops' default
 PEAK_16BIT_TFLOPS = (  # dense bf16/fp16 tensor-core peaks from NVIDIA's datasheets, by a part of the device name
-    ("H100 PCIe", 756.0), ("H100 NVL", 835.0), ("H100", 989.4), ("H200", 989.4), ("A100", 312.0), ("L40S", 362.1),
+    ("H100 PCIe", 756.0), ("H100 NVL", 835.0), ("H100", H100_PEAK_TFLOPS), ("H200", H100_PEAK_TFLOPS), ("A100", 312.0), ("L40S", 362.1),
 )
 
 
@@ -341,16 +342,10 @@ def meta_copy(model):
 
     import torch
 
-    tensors = [*model_tensors(model)]
+    tensors = [t for module in model.components().values() for t in (*module.parameters(), *module.buffers())]
     memo = {id(t): (torch.nn.Parameter(torch.empty_like(t, device="meta"), t.requires_grad) if isinstance(t, torch.nn.Parameter)
                     else torch.empty_like(t, device="meta")) for t in tensors}
     return copy.deepcopy(model, memo)
-
-
-def model_tensors(model):
-    for module in model.components().values():
-        yield from module.parameters()
-        yield from module.buffers()
 
 
 def model_work(model, dubber, frames: int, decode_frames: int, device, dtype, run) -> dict:
@@ -450,7 +445,7 @@ class BusyShare:
         if device.type == "cuda":
             try:
                 torch.cuda.utilization(device)
-            except (ImportError, ModuleNotFoundError, RuntimeError):
+            except (ImportError, RuntimeError):  # no nvidia-ml-py, or NVML not answering
                 return
             self._thread = threading.Thread(target=self._read, daemon=True)
 
@@ -498,7 +493,8 @@ def model_report(args) -> None:
         from keysync.models.download import resolve_model
 
         model = KeySyncModel.from_preset(args.model, device="meta") if args.random_weights else KeySyncModel.from_pretrained(resolve_model(args.model))
-        peak, peak_source = args.peak_tflops or PEAK_16BIT_TFLOPS[2][1], "--peak-tflops" if args.peak_tflops else "the H100 SXM / H200 dense 16-bit datasheet peak"
+        peak, peak_source = ((args.peak_tflops, "--peak-tflops") if args.peak_tflops
+                             else (H100_PEAK_TFLOPS, "the H100 SXM / H200 dense 16-bit datasheet peak"))
     else:
         pipe = KeySyncPipeline.from_pretrained(args.model, device=device, dtype=dtype, random_weights=args.random_weights)
         model = pipe.model

@@ -114,8 +114,8 @@ class MediaPipeBackend:
     faces in a group shot are found), then the face mesh on a 256 px square around each face.
 
     The tiles of a frame are detected side by side, one detector graph per thread (MediaPipe releases the
-    GIL while a graph runs): a 1080p frame has 16 tiles, and detection is most of the tracker's time. A
-    graph holds no state between images, so the boxes are the same whichever graph sees a tile."""
+    GIL while a graph runs): a 1080p frame has 16 tiles, and detection is the largest part of the tracker's
+    time. A graph holds no state between images, so the boxes are the same whichever graph sees a tile."""
 
     name = "mediapipe"
     detect_ahead = True  # the tracker may detect on a frame ahead while the mesh runs here (``detect`` holds a lock)
