@@ -41,3 +41,23 @@ def test_non_max_suppression_drops_overlaps_and_boxes_inside_boxes():
     boxes = np.array([[0, 0, 100, 100, 0.9], [5, 5, 105, 105, 0.8], [20, 20, 60, 60, 0.95], [200, 0, 260, 60, 0.7]])
     kept = non_max_suppression(boxes)
     assert kept[:, 4].tolist() == [0.95, 0.7]  # the small box wins over the two it lies inside
+
+
+def test_mediapipe_loads_without_importing_matplotlib_and_its_drawing_helpers_still_work():
+    """MediaPipe's solutions import matplotlib.pyplot for drawing helpers; the back end keeps that import
+    out of a dub (stand-ins during the import), and the helpers import the real pyplot when used."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys\n"
+        "from keysync.faces.backends import load_backend\n"
+        "load_backend('mediapipe')\n"
+        "assert 'matplotlib' not in sys.modules and 'matplotlib.pyplot' not in sys.modules, 'matplotlib was imported'\n"
+        "from mediapipe.python.solutions import drawing_utils\n"
+        "import matplotlib.pyplot\n"
+        "assert drawing_utils.plt.figure is matplotlib.pyplot.figure\n"
+        "print('ok')\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0 and out.stdout.strip().endswith("ok"), out.stderr[-2000:]

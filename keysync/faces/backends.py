@@ -13,9 +13,11 @@ A back end has two methods: ``detect(image) -> (n, 5)`` boxes ``x0, y0, x1, y1, 
 from __future__ import annotations
 
 import contextlib
+import importlib
 import os
 import sys
 import threading
+import types
 from typing import Protocol
 
 import cv2
@@ -109,6 +111,31 @@ def _muted_stderr():
             os.close(devnull)
 
 
+class _ImportedOnUse(types.ModuleType):
+    """Stands in for a module while another one is imported; imports the real one when first used."""
+
+    def __getattr__(self, name: str):
+        if sys.modules.get(self.__name__) is self:  # still standing in: ``import a.b as c`` then finds a.b in sys.modules
+            raise AttributeError(name)
+        return getattr(importlib.import_module(self.__name__), name)
+
+
+def _mediapipe_solutions():
+    """MediaPipe's face detection and face mesh modules. Importing them imports all of MediaPipe's
+    solutions, whose drawing helpers import matplotlib.pyplot: 0.35 s of the 0.5 s import, in every process
+    that tracks a face, for plotting functions keysync never calls. Where matplotlib is not yet imported,
+    stand-ins that import it on first use take its place during the import."""
+    stand_ins = {name: _ImportedOnUse(name) for name in ("matplotlib", "matplotlib.pyplot") if name not in sys.modules}
+    sys.modules.update(stand_ins)
+    try:
+        from mediapipe.python.solutions import face_detection, face_mesh
+    finally:
+        for name, module in stand_ins.items():
+            if sys.modules.get(name) is module:
+                del sys.modules[name]
+    return face_detection, face_mesh
+
+
 class MediaPipeBackend:
     """MediaPipe's full-range detector, run on the whole frame and on overlapping tiles (so that small
     faces in a group shot are found), then the face mesh on a 256 px square around each face.
@@ -126,7 +153,7 @@ class MediaPipeBackend:
     def __init__(self, min_score: float = 0.5, threads: int | None = None):
         os.environ.setdefault("GLOG_minloglevel", "2")
         try:
-            from mediapipe.python.solutions import face_detection, face_mesh
+            face_detection, face_mesh = _mediapipe_solutions()
         except ImportError as err:
             raise KeySyncError(f"mediapipe is not installed ({err}); run: pip install --no-deps mediapipe==0.10.21")
         # MediaPipe's C++ side prints start-up notices to stderr from its own threads while a graph starts
