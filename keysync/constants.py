@@ -13,4 +13,8 @@ SPEED_HELP = (
     "quality (default: the official schedule, 11 guided steps per stage), fast (5 interpolation steps, guided "
     "only at high noise: about 3x fewer network evaluations), or fastest (about 6x fewer)"
 )
+DEEP_CACHE_HELP = (
+    "N > 1: the networks' deep levels run on one sampling step in N and the steps between reuse them "
+    "(DeepCache); a reusing step costs about a third of a whole one at official size (default 1: off)"
+)
 ENCODERS = ("auto", "libx264", "h264_nvenc")  # H.264 encoders of the output: auto takes NVIDIA's hardware one where it opens, else x264

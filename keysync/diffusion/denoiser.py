@@ -46,15 +46,29 @@ def _per_frame(sigma: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
     return sigma.reshape(-1, *([1] * (x.ndim - 1)))
 
 
+@dataclass
+class DeepFeatures:
+    """The UNet's deep features between sampling steps (DeepCache, Ma et al. 2024): what its last up block
+    took in on the last step that ran the whole network (``KeySyncNet.unet_forward``)."""
+
+    reuse: bool = False  # this call reuses ``features`` instead of computing them
+    features: torch.Tensor | None = None
+
+
 class MaskedDenoiser:
     """D(x, sigma): known latents are pasted in before the network and again after it.
 
     ``clips_per_call`` splits the network call into groups of whole clips (memory; no effect on results).
+    ``deep``: the deep features kept per group of clips, shared by the denoisers of one sampling run;
+    with ``reuse`` this one runs only the network's full-resolution level on them (see ``DeepFeatures``).
     """
 
-    def __init__(self, network, clips_per_call: int | None = None):
+    def __init__(self, network, clips_per_call: int | None = None, deep: dict[int, torch.Tensor] | None = None, reuse: bool = False):
+        if reuse and deep is None:
+            raise ValueError("reuse needs the deep features of an earlier step (deep=)")
         self.network = network
         self.clips_per_call = clips_per_call
+        self.deep, self.reuse = deep, reuse
 
     def __call__(self, x: torch.Tensor, sigma: torch.Tensor, cond: Conditioning) -> torch.Tensor:
         m = cond.mask.to(x.dtype)
@@ -73,5 +87,10 @@ class MaskedDenoiser:
         for start in range(0, clips, step):
             part = cond.select_clips(start, start + step)
             rows = slice(start * t, (start + len(part.context)) * t)
-            outs.append(self.network(x[rows], c_noise[rows], part.concat, part.context))
+            if self.deep is None:
+                outs.append(self.network(x[rows], c_noise[rows], part.concat, part.context))
+                continue
+            deep = DeepFeatures(self.reuse, self.deep.get(start))
+            outs.append(self.network(x[rows], c_noise[rows], part.concat, part.context, deep=deep))
+            self.deep[start] = deep.features
         return torch.cat(outs)

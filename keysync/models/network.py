@@ -10,11 +10,16 @@ and each frame's audio token is added into that frame's timestep embedding (the 
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import torch
 from diffusers import UNetSpatioTemporalConditionModel
 from diffusers.configuration_utils import ConfigMixin, register_to_config
 from diffusers.models.modeling_utils import ModelMixin
 from torch import nn
+
+if TYPE_CHECKING:
+    from ..diffusion.denoiser import DeepFeatures
 
 SCALE_FACTOR = 0.18215
 KINDS = ("keyframe", "interpolation")
@@ -264,19 +269,27 @@ class KeySyncNet(ModelMixin, ConfigMixin):
 
     # --- forward ------------------------------------------------------------------------------------
 
-    def forward(self, x: torch.Tensor, c_noise: torch.Tensor, concat: torch.Tensor, context: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, c_noise: torch.Tensor, concat: torch.Tensor, context: torch.Tensor,
+                deep: "DeepFeatures | None" = None) -> torch.Tensor:
         """Raw network output F.
 
         x: (B*T, 4, h, w) noisy latent already multiplied by c_in; c_noise: (B*T,) = 0.25 ln(sigma);
-        concat: unscaled conditioning latents (see ``embed_frames``); context: (B, T, context_dim).
+        concat: unscaled conditioning latents (see ``embed_frames``); context: (B, T, context_dim);
+        deep: see ``unet_forward``.
         """
         batch, num_frames = context.shape[:2]
         per_frame = num_frames > 1 and concat.shape[0] == batch * num_frames
         extra = self.conditioning_frames(concat.to(x.dtype), num_frames, per_frame)
-        return self.unet_forward(torch.cat([x, extra], dim=1), c_noise, context)
+        return self.unet_forward(torch.cat([x, extra], dim=1), c_noise, context, deep)
 
-    def unet_forward(self, sample: torch.Tensor, timesteps: torch.Tensor, context: torch.Tensor) -> torch.Tensor:
-        """The official VideoUNet forward on diffusers blocks: (B*T, C_in, h, w) -> (B*T, 4, h, w)."""
+    def unet_forward(self, sample: torch.Tensor, timesteps: torch.Tensor, context: torch.Tensor,
+                     deep: "DeepFeatures | None" = None) -> torch.Tensor:
+        """The official VideoUNet forward on diffusers blocks: (B*T, C_in, h, w) -> (B*T, 4, h, w).
+
+        ``deep`` (DeepCache): with ``deep.reuse`` only the full-resolution level runs (the input convolution,
+        the first down block for its skip connections, the last up block), on ``deep.features``, the
+        input the last up block had in an earlier call; otherwise the whole network runs and keeps that
+        input in ``deep.features``."""
         unet = self.unet
         batch, num_frames = context.shape[:2]
         context = context.to(sample.dtype)
@@ -285,17 +298,24 @@ class KeySyncNet(ModelMixin, ConfigMixin):
         hidden = context.repeat_interleave(num_frames, dim=0)
         indicator = torch.zeros(batch, num_frames, dtype=sample.dtype, device=sample.device)
 
+        def cross(block) -> dict:
+            return {"encoder_hidden_states": hidden} if getattr(block, "has_cross_attention", False) else {}
+
         h = unet.conv_in(sample)
         skips = (h,)
-        for block in unet.down_blocks:
-            kwargs = {"encoder_hidden_states": hidden} if getattr(block, "has_cross_attention", False) else {}
-            h, res = block(hidden_states=h, temb=emb, image_only_indicator=indicator, **kwargs)
+        reuse = deep is not None and deep.reuse
+        for block in unet.down_blocks[:1] if reuse else unet.down_blocks:
+            h, res = block(hidden_states=h, temb=emb, image_only_indicator=indicator, **cross(block))
             skips += res
-        h = unet.mid_block(hidden_states=h, temb=emb, encoder_hidden_states=hidden, image_only_indicator=indicator)
-        for block in unet.up_blocks:
+        if reuse:
+            h, skips = deep.features, skips[: len(unet.up_blocks[-1].resnets)]
+        else:
+            h = unet.mid_block(hidden_states=h, temb=emb, encoder_hidden_states=hidden, image_only_indicator=indicator)
+        for k, block in enumerate(unet.up_blocks[-1:] if reuse else unet.up_blocks):
+            if deep is not None and not reuse and k == len(unet.up_blocks) - 1:
+                deep.features = h
             res, skips = skips[-len(block.resnets) :], skips[: -len(block.resnets)]
-            kwargs = {"encoder_hidden_states": hidden} if getattr(block, "has_cross_attention", False) else {}
-            h = block(hidden_states=h, temb=emb, res_hidden_states_tuple=res, image_only_indicator=indicator, **kwargs)
+            h = block(hidden_states=h, temb=emb, res_hidden_states_tuple=res, image_only_indicator=indicator, **cross(block))
         return unet.conv_out(unet.conv_act(unet.conv_norm_out(h)))
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from ..constants import ENCODERS, SPEED_HELP, SPEEDS, STEPS_HELP
+from ..constants import DEEP_CACHE_HELP, ENCODERS, SPEED_HELP, SPEEDS, STEPS_HELP
 from .plan import LONG_AUDIO, SHORT_AUDIO, check_steps
 
 GUIDANCE_HELP = (
@@ -39,6 +39,7 @@ def register(subparsers) -> None:
     p.add_argument("--random-weights", action="store_true", help="build the preset with random weights: tests the plumbing only, the output is noise")
     p.add_argument("--speed", choices=SPEEDS, default="quality", help=SPEED_HELP)
     p.add_argument("--steps", type=int, help=STEPS_HELP)
+    p.add_argument("--deep-cache", type=int, default=1, metavar="N", help=DEEP_CACHE_HELP)
     p.add_argument("--guidance", type=parse_guidance, metavar="A,R", help=GUIDANCE_HELP + " (default: the model folder's, else 5,2)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1, ...")
@@ -99,7 +100,7 @@ def run_dub(args: argparse.Namespace) -> int:
         if args.compile:
             pipe.compile()
         options = DubOptions(
-            speed=args.speed, steps=args.steps, guidance=args.guidance, seed=args.seed, clips_per_call=args.batch_size, mask=args.mask,
+            speed=args.speed, steps=args.steps, deep_cache=args.deep_cache, guidance=args.guidance, seed=args.seed, clips_per_call=args.batch_size, mask=args.mask,
             face_index=args.face_index, ref_frame=args.ref_frame, occluders=occluders, long_audio=args.long_audio,
             short_audio=args.short_audio, color_match=args.color_match, paste=args.paste, crf=args.crf, encoder=args.encoder,
             progress=not args.quiet,

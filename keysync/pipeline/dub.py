@@ -56,6 +56,7 @@ log = logging.getLogger(__name__)
 class DubOptions:
     speed: str = "quality"  # SPEEDS: quality is the official schedule; fast and fastest spend fewer network evaluations
     steps: int | None = None  # network calls per clip per stage, replacing the speed preset's (11 in quality)
+    deep_cache: int = 1  # N > 1: the networks' deep levels run on one step in N, the others reuse them (DeepCache)
     guidance: tuple[float, ...] | None = None  # (audio, reference), or keyframe's then interpolation's; None: the model folder's, else (5, 2)
     seed: int = 0
     clips_per_call: int = 2
@@ -197,7 +198,7 @@ def sampling_options(model: KeySyncModel, opts: DubOptions) -> SamplingOptions:
         keyframe_guidance, interpolation_guidance = stage_guidance(opts.guidance or model.info.get("guidance", (5.0, 2.0)))
     except (TypeError, ValueError) as err:
         raise KeySyncError(f"bad guidance scales ({err}); pass --guidance A,R or fix the model folder's keysync.json") from None
-    keyframe_schedule, interpolation_schedule = stage_schedules(opts.speed, opts.steps)
+    keyframe_schedule, interpolation_schedule = stage_schedules(opts.speed, opts.steps, opts.deep_cache)
     return SamplingOptions(keyframe_schedule=keyframe_schedule, interpolation_schedule=interpolation_schedule, guidance=keyframe_guidance,
                            interpolation_guidance=interpolation_guidance, clips_per_call=opts.clips_per_call, seed=opts.seed)
 
@@ -301,6 +302,8 @@ class KeySyncPipeline:
             raise KeySyncError(f"speed {opts.speed!r}: choose one of {', '.join(SPEEDS)}")
         if opts.steps is not None:
             check_steps(opts.steps)
+        if opts.deep_cache < 1:
+            raise KeySyncError(f"--deep-cache {opts.deep_cache}: give 1 (off) or N > 1 (the deep levels run on one sampling step in N)")
         if opts.paste not in PASTE_REGIONS:
             raise KeySyncError(f"paste region {opts.paste!r}: choose one of {', '.join(PASTE_REGIONS)}")
         if self.note:

@@ -89,15 +89,26 @@ class LatentDubber:
         """Sample ``cond``'s clips in groups of ``clips_per_call`` (each its own sampling run), yielding each
         group's latents: guided steps first, then plain conditional passes (audio and reference) as the
         schedule says."""
-        denoiser = MaskedDenoiser(net)
-        per_step = [lambda x, s, c: guide(denoiser, x, s, c)] * schedule.guided + [denoiser] * (schedule.steps - schedule.guided)
         sigmas = sampling_sigmas(schedule.steps)
         step = self.options.clips_per_call
         clips = cond.context.shape[0]
         for start in range(0, clips, step):
             part = cond.select_clips(start, min(clips, start + step))
             rows = slice(start * CLIP, start * CLIP + part.known.shape[0])
-            yield sample_euler(per_step, noise[rows], part, sigmas)
+            yield sample_euler(self._step_denoisers(net, guide, schedule), noise[rows], part, sigmas)
+
+    @staticmethod
+    def _step_denoisers(net, guide: Guidance, schedule: StageSchedule) -> list:
+        """One denoiser per step of a sampling run: guided or not, the whole network or its deep features
+        reused (``StageSchedule.deep_steps``, one store per run)."""
+        deep = {} if schedule.deep_cache > 1 else None
+        whole, reusing = MaskedDenoiser(net, deep=deep), MaskedDenoiser(net, deep=deep, reuse=True) if deep is not None else None
+
+        def guided(denoiser):
+            return lambda x, s, c: guide(denoiser, x, s, c)
+
+        return [(guided if i < schedule.guided else lambda d: d)(whole if fresh else reusing)
+                for i, fresh in enumerate(schedule.deep_steps())]
 
     @torch.no_grad()
     def window(self, plan: Plan, index: int, data: FrameData, anchor: FrameData, previous_keyframe: torch.Tensor | None,
