@@ -115,19 +115,34 @@ def dub_with_stand_in(clip: Path, per_frame: float) -> dict:
             time.sleep(per_frame * (window.stop_frame - window.first_frame))
             return super().window(plan, index, data, anchor, previous_keyframe, **progress)
 
-        def window_parts(self, plan, index, data, anchor, previous_keyframe, on_stage=None):
+        def clip_seconds(self, window) -> float:
+            return per_frame * (window.stop_frame - window.first_frame) / (len(window.batches) + len(window.segments))
+
+        def sample_keyframes(self, plan, index, data, anchor):
+            window = plan.windows[index]
+            time.sleep(self.clip_seconds(window) * len(window.batches))
+            return super().sample_keyframes(plan, index, data, anchor)
+
+        def interpolate(self, plan, index, data, keyframes, previous_keyframe, on_stage=None):
+            return self.streamed(plan.windows[index], next(super().interpolate(plan, index, data, keyframes, previous_keyframe, on_stage).parts))
+
+        def window_parts(self, plan, index, data, anchor, previous_keyframe, on_stage=None):  # trees before sample_keyframes
+            if hasattr(SourceLatents, "sample_keyframes"):
+                return super().window_parts(plan, index, data, anchor, previous_keyframe, on_stage)
+            window = plan.windows[index]
+            time.sleep(self.clip_seconds(window) * len(window.batches))
+            return self.streamed(window, next(super().window_parts(plan, index, data, anchor, previous_keyframe, on_stage).parts))
+
+        def streamed(self, window, latents):
+            """The window's ``latents``, a group of ``clips_per_call`` segments at a time, each after its time."""
             from keysync.pipeline.sampling import WindowLatents
 
-            window = plan.windows[index]
-            each = per_frame * (window.stop_frame - window.first_frame) / (len(window.batches) + len(window.segments))
-            time.sleep(each * len(window.batches))
-            latents = next(super().window_parts(plan, index, data, anchor, previous_keyframe, on_stage).parts)
             group = self.options.clips_per_call
 
             def parts():
                 for start in range(0, len(window.segments), group):
                     clips = min(group, len(window.segments) - start)
-                    time.sleep(each * clips)
+                    time.sleep(self.clip_seconds(window) * clips)
                     end = start + clips
                     lo = max(window.segments[start], window.first_frame) - window.first_frame
                     hi = (window.segments[end] if end < len(window.segments) else window.stop_frame) - window.first_frame

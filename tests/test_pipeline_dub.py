@@ -190,7 +190,11 @@ def test_training_crops_are_the_crops_dub_cuts(tmp_path, pipe, monkeypatch):
     cut, real_cut = [], dub_module.cut_crop
     monkeypatch.setattr(dub_module, "cut_crop", lambda image, box: cut.append(real_cut(image, box)) or cut[-1])
     list(pipe(str(video), str(video), progress=False, steps=STEPS).frames)
-    assert len(stored) == 20 and np.array_equal(np.stack(cut[1:21]), stored)  # cut[0]: the identity reference
+    # the identity reference, the keyframes (model frames 0, 13 and 26, which shows the last frame) from the
+    # frames tracking kept, then every frame of the window
+    assert len(cut) == 1 + 3 + 20
+    assert len(stored) == 20 and np.array_equal(np.stack(cut[4:]), stored)
+    assert np.array_equal(np.stack(cut[1:4]), stored[[0, 13, 19]])
 
 
 def test_no_face_at_all_is_an_error(tmp_path, pipe):
@@ -324,3 +328,57 @@ def test_progress_advances_per_stage(pipe, monkeypatch):
     out = pipe(frames, tone(0.8), fps=25, steps=1)
     assert len(list(out.frames)) == 20
     assert {bar.desc: bar.n for bar in made} == {"tracking": 20, "keyframes": 20, "interpolation": 20, "writing": 20}
+
+
+@pytest.mark.parametrize("times", [
+    np.arange(40) / 25,  # 25 fps: model frame k shows frame k
+    0.5 + np.arange(60) / 30,  # 30 fps from 0.5 s
+    np.cumsum(np.random.default_rng(0).uniform(0.01, 0.09, 50)),  # variable frame rate
+    np.arange(5) / 25,  # shorter than the ticks: the later ones show the last frame
+])
+def test_first_keyframe_images_keep_the_frames_the_model_frames_show(times):
+    """The frames kept while tracking are those ``plan_model_frames`` has the ticks show, whatever the rate."""
+    from keysync.media.frames import plan_model_frames
+    from keysync.media.video import Frame
+
+    ticks = list(range(0, 170, 13))
+    frames = [Frame(i, float(t), np.full((2, 2, 3), i, np.uint8)) for i, t in enumerate(times)]
+    keeper = dub_module.FirstKeyframeImages(iter(frames), ticks)
+    assert [f.index for f in keeper] == list(range(len(times)))  # every frame passes through, in order
+    plan = plan_model_frames(times)
+    shown = sorted({int(plan.source_index[min(k, plan.num_model_frames - 1)]) for k in ticks})
+    assert sorted(keeper.images) == shown
+    assert keeper.get(shown)[shown[-1]][0, 0, 0] == shown[-1]
+    others = [i for i in range(len(times)) if i not in shown]
+    assert not others or keeper.get(shown + others[:1]) is None
+
+
+def test_first_keyframe_images_keep_nothing_past_their_memory(monkeypatch):
+    from keysync.media.video import Frame
+
+    monkeypatch.setattr(dub_module.FirstKeyframeImages, "MEMORY", 3 * 12)
+    frames = [Frame(i, i / 25, np.zeros((2, 2, 3), np.uint8)) for i in range(60)]
+    keeper = dub_module.FirstKeyframeImages(iter(frames), list(range(0, 60, 13)))
+    assert len(list(keeper)) == 60
+    assert not keeper.complete and keeper.images == {} and keeper.get([0]) is None
+
+
+def test_keyframes_from_the_frames_tracking_kept_give_the_dub_a_saved_track_gives(tmp_path, pipe, monkeypatch):
+    """Dubbing while tracking samples the first window's keyframes from the frames tracking kept, before the
+    window is decoded again; with a saved track (no tracking) they come with the window. The frames are the
+    same, bit for bit, even with an encoder whose rounding depends on how many crops it is given at once
+    (as a real VAE's may: the keyframes' crops are encoded in a batch of their own either way)."""
+    from keysync.pipeline.sampling import LatentDubber
+
+    video = write_clip(tmp_path / "in.mp4", moving_frames(astronaut(), 320, 240, 30, photo_height=220), rate=25, audio=tone(1.2))
+    encode = pipe.model.vae.encode_frames
+    monkeypatch.setattr(pipe.model.vae, "encode_frames", lambda pixels: encode(pixels) + 1e-3 * len(pixels))
+    keyframe_rows = []
+    real = LatentDubber.sample_keyframes
+    monkeypatch.setattr(LatentDubber, "sample_keyframes",
+                        lambda self, plan, index, data, anchor: keyframe_rows.append(data.frames) or real(self, plan, index, data, anchor))
+    tracked = pipe(str(video), str(video), progress=False, steps=STEPS)
+    first = np.stack(list(tracked.frames))
+    again = np.stack(list(pipe(str(video), str(video), progress=False, steps=STEPS, face=tracked.location).frames))
+    assert keyframe_rows == [(0, 13, 26, 39), None]  # the keyframes alone first; then with the whole window
+    assert np.array_equal(first, again)

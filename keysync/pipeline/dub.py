@@ -18,6 +18,7 @@ import logging
 import math
 import sys
 import time
+from collections import deque
 from collections.abc import Iterator
 from contextlib import closing
 from dataclasses import dataclass, replace
@@ -46,7 +47,7 @@ from ..media.writer import VideoWriter, check_output_path
 from ..models import KeySyncModel
 from ..models.download import resolve_model
 from ..parallel import in_background
-from .plan import CLIP, LONG_AUDIO, SHORT_AUDIO, check_steps, plan_frames
+from .plan import CLIP, LONG_AUDIO, SHORT_AUDIO, STEP, check_steps, plan_frames
 from .sampling import FrameData, LatentDubber, SamplingOptions, decode_groups
 
 log = logging.getLogger(__name__)
@@ -170,6 +171,52 @@ def choose_reference(target: TargetFace, candidates: np.ndarray) -> int:
     frontal = np.abs(lm[:, 30, 0] - (eyes_l[:, 0] + eyes_r[:, 0]) / 2) / iod
     mouth_open = np.linalg.norm(lm[:, 66] - lm[:, 62], axis=1) / iod
     return int(candidates[np.argmin(frontal + 2.0 * mouth_open)])
+
+
+class FirstKeyframeImages:
+    """Keeps, as the tracker reads the video, the frames that the first window's keyframes show, so that its
+    keyframe stage starts as soon as tracking ends, while the window's other frames are decoded again for
+    the interpolation stage (which needs all of them; the keyframes alone would wait for a decode up to
+    the window's last keyframe, 6 s of video). Model frame k shows the last frame at or before
+    ``start + k / MODEL_FPS`` (``plan_model_frames``): once the next frame's time is known, a frame is
+    known to be shown or not. At most ``MEMORY`` bytes of frames are kept, else none."""
+
+    MEMORY = 512 * 2**20
+
+    def __init__(self, frames: Iterator, model_frames: list[int]):
+        self._frames, self._model_frames = frames, model_frames
+        self.images: dict[int, np.ndarray] = {}
+        self.complete = True  # False when the frames would have taken more than MEMORY
+
+    def __iter__(self) -> Iterator:
+        ticks, times, eps = list(self._model_frames), [], 1e-6
+        last = deque(maxlen=3)  # the frames the ticks after the last frame's time may show
+        for frame in self._frames:
+            while last and ticks and times[0] + ticks[0] / MODEL_FPS + eps < frame.time:
+                self._keep(last[-1])  # the last frame at or before the tick
+                ticks.pop(0)
+            times.append(frame.time)
+            last.append(frame)
+            yield frame
+        if ticks and times:  # at or after the last frame: the video's length decides (model frames past it show its last)
+            plan = plan_model_frames(times)
+            for tick in ticks:
+                source = int(plan.source_index[min(tick, plan.num_model_frames - 1)])
+                kept = [frame for frame in last if frame.index == source]
+                if not kept:
+                    self.images, self.complete = {}, False
+                    return
+                self._keep(kept[0])
+
+    def _keep(self, frame) -> None:
+        if self.complete and frame.index not in self.images:
+            self.images[frame.index] = frame.image
+            if sum(image.nbytes for image in self.images.values()) > self.MEMORY:
+                self.images, self.complete = {}, False
+
+    def get(self, sources: list[int]) -> dict[int, np.ndarray] | None:
+        """The images of ``sources``, or None when one of them was not kept."""
+        return {i: self.images[i] for i in sources} if self.complete and all(i in self.images for i in sources) else None
 
 
 def _covers_face(occluder: np.ndarray, landmarks: np.ndarray) -> bool:
@@ -314,9 +361,13 @@ class KeySyncPipeline:
         clock = time.perf_counter()
 
         # 1. track
+        keyframe_images = None
         if face is None:
             decoded = in_background(source.frames(), depth=4)  # the next frames decode while the tracker works
-            frames = tqdm(decoded, total=info.frame_count or None, desc="tracking", disable=not opts.progress, unit="frame")
+            if not windows or windows[0] == 0:
+                keyframe_images = FirstKeyframeImages(decoded, list(range(0, STEP * STEP * opts.batches_per_window + 1, STEP)))
+            frames = tqdm(decoded if keyframe_images is None else keyframe_images, total=info.frame_count or None, desc="tracking",
+                          disable=not opts.progress, unit="frame")
             with closing(decoded):
                 face = locate_face(frames, load_backend(opts.backend), size, self.model.crop_plan, face_index=opts.face_index, name=info.path)
         tracked, target, boxes, fill = face.tracked, face.target, face.boxes, face.fill
@@ -382,20 +433,43 @@ class KeySyncPipeline:
         dilate, blur = opts.feather
         timings["tracking"] += time.perf_counter() - clock
 
-        def prepare(reader) -> Iterator[tuple[int, FrameData]]:
-            """Stage 2, per window: decode the model frames, cut their face crops, VAE-encode them."""
+        def frame_data(window, crop, keyframes_only: bool = False) -> FrameData:
+            """Latents, masks and audio of ``window``'s padded timeline frames (``keyframes_only``: of its
+            keyframes), from ``crop(i)``, the face crop of source frame i, asked for in playback order. The
+            keyframes' sources are VAE-encoded in a batch of their own, so that their latents are the same
+            whether the keyframe stage gets them first (``FirstKeyframeImages``) or with the window."""
+            keys = sorted({f for batch in window.batches for f in batch.keyframes})
+            frames = keys if keyframes_only else list(range(window.segments[0], window.segments[-1] + CLIP))
+            sources = [int(timeline.model_source[plan.source_frame(p)]) for p in frames]
+            crops = {i: crop(i) for i in dict.fromkeys(sources)}  # in playback order: backwards when played back and forth
+            key_sources = list(dict.fromkeys(int(timeline.model_source[plan.source_frame(p)]) for p in keys))
+            batches = [key_sources, [i for i in crops if i not in set(key_sources)]]
+            encoded = [encode(batch, crops) for batch in batches if batch]
+            row = {s: r for r, s in enumerate(s for batch in batches for s in batch)}
+            pick = [row[s] for s in sources]
+            lat, msk = (torch.cat([part[k] for part in encoded])[pick] for k in (0, 1))
+            audio = {s: feats[s][frames].to(self.device, self.dtype) for s in feats}
+            return FrameData(frames[0], lat, msk, audio["keyframe"], audio["interpolation"], tuple(frames) if keyframes_only else None)
+
+        def prepare(reader) -> Iterator[tuple[int, FrameData, bool]]:
+            """Stage 2, per window: decode the model frames, cut their face crops, VAE-encode them; yields
+            (window, its data, whether the data holds every frame). The first window's keyframes come
+            first, on their own, where tracking kept their frames (``FirstKeyframeImages``)."""
             for w in range(max(0, first - 1), stop):  # from the window before the first: its last keyframe
                 window = plan.windows[w]
                 clock = time.perf_counter()
-                padded = list(range(window.segments[0], window.segments[-1] + CLIP))
-                sources = [int(timeline.model_source[plan.source_frame(p)]) for p in padded]
-                uniq = list(dict.fromkeys(sources))  # in playback order: backwards when played back and forth
-                lat, msk = encode(uniq, {i: cut_crop(reader.fetch(i), boxes[i]) for i in uniq})
-                row = {s: r for r, s in enumerate(uniq)}
-                pick = [row[s] for s in sources]
-                audio = {s: feats[s][padded].to(self.device, self.dtype) for s in feats}
+                if w == 0 and keyframe_images is not None:
+                    keys = {f for batch in window.batches for f in batch.keyframes}
+                    kept = keyframe_images.get([int(timeline.model_source[plan.source_frame(p)]) for p in keys])
+                    keyframe_images.images = {}
+                    if kept is not None:
+                        data = frame_data(window, lambda i: cut_crop(kept[i], boxes[i]), keyframes_only=True)
+                        timings["encode"] += time.perf_counter() - clock
+                        yield w, data, False
+                        clock = time.perf_counter()
+                data = frame_data(window, lambda i: cut_crop(reader.fetch(i), boxes[i]))
                 timings["encode"] += time.perf_counter() - clock
-                yield w, FrameData(padded[0], lat[pick], msk[pick], audio["keyframe"], audio["interpolation"])
+                yield w, data, True
 
         def timed(items: Iterator, stage: str) -> Iterator:
             """``items``, the time spent making each added to ``timings[stage]``."""
@@ -416,14 +490,14 @@ class KeySyncPipeline:
             timings["decode"] += time.perf_counter() - clock
             return {first_frame + i: image for i, image in enumerate(images)}
 
-        def sample(prepared: Iterator[tuple[int, FrameData]]) -> Iterator[dict[int, np.ndarray]]:
+        def sample(prepared: Iterator[tuple[int, FrameData, bool]]) -> Iterator[dict[int, np.ndarray]]:
             """Stage 3, per window: sample the latents (keyframes, then interpolation, a group of segments at a
             time) and VAE-decode them as soon as ``decode_frames`` of them are ready (``decode_groups``)."""
-            previous = None
+            previous = keyframes = None
             total = plan.windows[stop - 1].stop_frame - plan.windows[first].first_frame
             bars = {stage: tqdm(total=total, desc=stage, disable=not opts.progress, unit="frame")
                     for stage in ("keyframes", "interpolation")}  # model frames done by each stage
-            for w, data in prepared:
+            for w, data, whole in prepared:
                 clock = time.perf_counter()
                 if w < first:
                     previous = dubber.last_keyframe(plan, w, data, anchor)
@@ -431,8 +505,14 @@ class KeySyncPipeline:
                     continue
                 window = plan.windows[w]
                 done = window.stop_frame - window.first_frame
-                result = dubber.window_parts(plan, w, data, anchor, previous, on_stage=lambda stage: bars[stage].update(done))
-                previous = result.last_keyframe
+                if keyframes is None:
+                    keyframes = dubber.sample_keyframes(plan, w, data, anchor)
+                    bars["keyframes"].update(done)
+                if not whole:  # the window's other frames come next
+                    timings["sampling"] += time.perf_counter() - clock
+                    continue
+                result = dubber.interpolate(plan, w, data, keyframes, previous, on_stage=lambda stage: bars[stage].update(done))
+                previous, keyframes = result.last_keyframe, None
                 timings["sampling"] += time.perf_counter() - clock
                 first_frame = window.first_frame
                 for group in decode_groups(timed(result.parts, "sampling"), opts.decode_frames):

@@ -23,20 +23,35 @@ from .plan import CLIP, STEP, Plan, Window
 
 @dataclass
 class FrameData:
-    """Per-frame inputs for frames ``start .. start + n - 1`` of the padded timeline."""
+    """Per-frame inputs for frames ``start .. start + n - 1`` of the padded timeline, or for the frames
+    ``frames`` (the keyframes alone, say)."""
 
     start: int
     latents: torch.Tensor  # (n, 4, h, w) scaled source latents
     masks: torch.Tensor  # (n, 1, h, w), 1 = regenerate
     keyframe_audio: torch.Tensor  # (n, 2 (2k+1), D_k): see keysync.audio.frame_windows
     interpolation_audio: torch.Tensor  # (n, 2 (2k+1), D_i)
+    frames: tuple[int, ...] | None = None  # the frame of each row, where they are not start, start + 1, ...
 
     def take(self, name: str, frames: list[int]) -> torch.Tensor:
         tensor = getattr(self, name)
+        if self.frames is not None:
+            rows = {f: r for r, f in enumerate(self.frames)}
+            if any(f not in rows for f in frames):
+                raise IndexError(f"frames {sorted(set(frames) - set(rows))} are not among {self.frames}")
+            return tensor[[rows[f] for f in frames]]
         index = [f - self.start for f in frames]
         if min(index) < 0 or max(index) >= len(tensor):
             raise IndexError(f"frames {min(frames)}..{max(frames)} outside {self.start}..{self.start + len(tensor) - 1}")
         return tensor[index]
+
+
+@dataclass
+class WindowKeyframes:
+    """A window's sampled keyframe latents, by frame, and the noise generator its interpolation draws from next."""
+
+    latents: dict[int, torch.Tensor]
+    generator: torch.Generator | None
 
 
 @dataclass
@@ -127,23 +142,37 @@ class LatentDubber:
                      on_stage: Callable[[str], None] | None = None) -> WindowLatents:
         """``window``, streamed: the keyframes are sampled now, the interpolated frames as ``parts`` is
         iterated, a group of ``clips_per_call`` segments at a time (the same latents, bit for bit)."""
-        on_stage = on_stage or (lambda stage: None)
-        window: Window = plan.windows[index]
+        keyframes = self.sample_keyframes(plan, index, data, anchor)
+        (on_stage or (lambda stage: None))("keyframes")
+        return self.interpolate(plan, index, data, keyframes, previous_keyframe, on_stage)
+
+    @torch.no_grad()
+    def sample_keyframes(self, plan: Plan, index: int, data: FrameData, anchor: FrameData) -> WindowKeyframes:
+        """The keyframe stage of ``plan.windows[index]`` alone: ``data`` needs only the keyframes' rows, so a
+        dub may start it before the window's other frames are ready."""
         generator = self._generator(index)
-        keyframes = self._keyframes(window, data, anchor, generator)
+        return WindowKeyframes(self._keyframes(plan.windows[index], data, anchor, generator), generator)
+
+    def interpolate(self, plan: Plan, index: int, data: FrameData, keyframes: WindowKeyframes, previous_keyframe: torch.Tensor | None,
+                    on_stage: Callable[[str], None] | None = None) -> WindowLatents:
+        """The interpolation stage of ``plan.windows[index]`` between ``keyframes`` (``sample_keyframes``), the
+        first one replaced by ``previous_keyframe`` (the previous window's last; None for the first window);
+        the frames come as ``parts`` is iterated (``window_parts``)."""
+        window: Window = plan.windows[index]
+        latents = dict(keyframes.latents)
         if previous_keyframe is not None:
-            keyframes[window.segments[0]] = previous_keyframe
-        on_stage("keyframes")
+            latents[window.segments[0]] = previous_keyframe
 
         @torch.no_grad()  # for a generator, torch turns gradients off around each step of it
         def parts() -> Iterator[torch.Tensor]:
-            for frames, latents in self._interpolate(window, data, keyframes, generator):
+            for frames, out in self._interpolate(window, data, latents, keyframes.generator):
                 keep = [i for i, f in enumerate(frames) if window.first_frame <= f < window.stop_frame]
                 if keep:
-                    yield latents[keep[0] : keep[-1] + 1]
-            on_stage("interpolation")
+                    yield out[keep[0] : keep[-1] + 1]
+            if on_stage is not None:
+                on_stage("interpolation")
 
-        return WindowLatents(keyframes[window.batches[-1].keyframes[-1]], parts())
+        return WindowLatents(latents[window.batches[-1].keyframes[-1]], parts())
 
     @torch.no_grad()
     def last_keyframe(self, plan: Plan, index: int, data: FrameData, anchor: FrameData) -> torch.Tensor:
@@ -151,7 +180,7 @@ class LatentDubber:
         alone: a window's keyframes do not depend on earlier windows, so dubbing windows ``i..j`` after this
         call for window ``i - 1`` gives what dubbing them all gives (the pieces of ``keysync batch --split-long``)."""
         window = plan.windows[index]
-        return self._keyframes(window, data, anchor, self._generator(index))[window.batches[-1].keyframes[-1]]
+        return self.sample_keyframes(plan, index, data, anchor).latents[window.batches[-1].keyframes[-1]]
 
     def _generator(self, index: int) -> torch.Generator:
         return torch.Generator().manual_seed(self.options.seed * 100_003 + index)
@@ -212,13 +241,15 @@ class SourceLatents(LatentDubber):
     VAE and the paste alone lose: the best any model with this VAE can do (``keysync bench --method
     autoencode``)."""
 
-    def window_parts(self, plan: Plan, index: int, data: FrameData, anchor: FrameData, previous_keyframe: torch.Tensor | None,
-                     on_stage: Callable[[str], None] | None = None) -> WindowLatents:
+    def sample_keyframes(self, plan: Plan, index: int, data: FrameData, anchor: FrameData) -> WindowKeyframes:
+        return WindowKeyframes({}, None)
+
+    def interpolate(self, plan: Plan, index: int, data: FrameData, keyframes: WindowKeyframes, previous_keyframe: torch.Tensor | None,
+                    on_stage: Callable[[str], None] | None = None) -> WindowLatents:
         window = plan.windows[index]
-        first = window.segments[0]
-        for stage in ("keyframes", "interpolation") if on_stage else ():
-            on_stage(stage)
-        return WindowLatents(None, iter([data.latents[window.first_frame - first : window.stop_frame - first]]))
+        if on_stage is not None:
+            on_stage("interpolation")
+        return WindowLatents(None, iter([data.take("latents", list(range(window.first_frame, window.stop_frame)))]))
 
     def last_keyframe(self, plan: Plan, index: int, data: FrameData, anchor: FrameData) -> None:
         return None
