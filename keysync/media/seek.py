@@ -53,6 +53,7 @@ class FrameFetcher:
         self.cache = {}
         with open_media(self.path) as container:
             stream = _video_stream(container, self.path)
+            stream.thread_type = "AUTO"  # as read_frames: a block may start a whole group of pictures after its keyframe
             target = int(self.times[first] / stream.time_base) if stream.time_base else 0
             container.seek(max(0, target), stream=stream, backward=True, any_frame=False)
             try:
