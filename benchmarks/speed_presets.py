@@ -115,7 +115,8 @@ def main() -> int:
         "",
         f"`python benchmarks/speed_presets.py --clips {args.clips}`: {args.clips} held-out clips in three modes per preset. "
         f"Machine: {os.cpu_count()} CPU cores, {platform.processor() or platform.machine()}, no GPU. Wall time includes "
-        "tracking, the mouth reader and scoring, and the machine was shared, so compare the evaluation counts, not the seconds.",
+        "tracking, the mouth reader and scoring, and the machine was shared, so compare the evaluation counts, not the seconds "
+        "(each preset's seconds are from the run that made its results, which may have been on another machine).",
         "",
         "`P@N` is preset P with `--deep-cache N`: the networks' deep levels run on one step in N; the other "
         "evaluations run only the full-resolution level, 22 % of a whole evaluation's FLOPs for the small model "
@@ -125,7 +126,8 @@ def main() -> int:
         "|---|---|---|---|---|---|",
     ]
     for p in args.presets:
-        k, i = stage_schedules(*parse_preset(p))
+        speed, deep = parse_preset(p)
+        k, i = stage_schedules(speed, None, deep)
         lines.append(f"| {p} | {k.steps} ({k.guided}) | {i.steps} ({i.guided}) | {evaluations_per_output_frame(k, i):.1f} "
                      f"| {evaluations_per_output_frame(k, i, whole_only=True):.1f} | {seconds[p]:.0f} |")
     if (root / "quality-seed1" / "per_clip.csv").exists() and "quality" in clips:
