@@ -6,7 +6,7 @@ import argparse
 
 from ..constants import DEEP_CACHE_HELP, SPEED_HELP, SPEEDS, STEPS_HELP
 from ..pipeline.commands import GUIDANCE_HELP, parse_guidance
-from ..pipeline.plan import check_steps
+from ..pipeline.plan import check_deep_cache, check_steps
 
 
 def register(subparsers) -> None:
@@ -115,8 +115,8 @@ def run_bench(args: argparse.Namespace) -> int:
         check_steps(args.steps)
     if args.split != "test" and not args.data:
         raise KeySyncError("--split needs --data (a `keysync synth` dataset); rendered benchmark clips are all test clips")
-    if args.deep_cache is not None and args.deep_cache < 1:
-        raise KeySyncError(f"--deep-cache {args.deep_cache}: give 1 (off) or N > 1")
+    if args.deep_cache is not None:
+        check_deep_cache(args.deep_cache)
     options = {k: v for k, v in (("model", args.model), ("guidance", args.guidance), ("speed", args.speed), ("steps", args.steps),
                                  ("deep_cache", args.deep_cache)) if v}
     method = get_method(args.method, **options)

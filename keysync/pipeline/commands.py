@@ -6,7 +6,7 @@ import argparse
 from pathlib import Path
 
 from ..constants import DEEP_CACHE_HELP, ENCODERS, SPEED_HELP, SPEEDS, STEPS_HELP
-from .plan import LONG_AUDIO, SHORT_AUDIO, check_steps
+from .plan import LONG_AUDIO, SHORT_AUDIO, check_deep_cache, check_steps
 
 GUIDANCE_HELP = (
     "audio and reference guidance scales, for both stages (A,R) or for the keyframes then the interpolation "
@@ -119,6 +119,7 @@ def check_dub_request(args: argparse.Namespace) -> None:
 
     if args.steps is not None:
         check_steps(args.steps)
+    check_deep_cache(args.deep_cache)
     if not 0 <= args.crf <= 51:
         raise KeySyncError(f"--crf {args.crf}: give 0 (lossless) to 51")
     choose_encoder(args.encoder, args.crf)  # h264_nvenc asked for where it does not open: say so now

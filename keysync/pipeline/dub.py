@@ -47,7 +47,7 @@ from ..media.writer import VideoWriter, check_output_path
 from ..models import KeySyncModel
 from ..models.download import resolve_model
 from ..parallel import in_background
-from .plan import CLIP, LONG_AUDIO, SHORT_AUDIO, STEP, check_steps, plan_frames
+from .plan import CLIP, LONG_AUDIO, SHORT_AUDIO, STEP, check_deep_cache, check_steps, plan_frames
 from .sampling import FrameData, LatentDubber, SamplingOptions, decode_groups
 
 log = logging.getLogger(__name__)
@@ -349,8 +349,7 @@ class KeySyncPipeline:
             raise KeySyncError(f"speed {opts.speed!r}: choose one of {', '.join(SPEEDS)}")
         if opts.steps is not None:
             check_steps(opts.steps)
-        if opts.deep_cache < 1:
-            raise KeySyncError(f"--deep-cache {opts.deep_cache}: give 1 (off) or N > 1 (the deep levels run on one sampling step in N)")
+        check_deep_cache(opts.deep_cache)
         if opts.paste not in PASTE_REGIONS:
             raise KeySyncError(f"paste region {opts.paste!r}: choose one of {', '.join(PASTE_REGIONS)}")
         if self.note:

@@ -26,6 +26,12 @@ def check_steps(steps: int) -> None:
         raise KeySyncError(f"--steps {steps}: sampling needs at least 1 network call per stage ({OFFICIAL_STEPS} is the official schedule)")
 
 
+def check_deep_cache(deep_cache: int) -> None:
+    """``--deep-cache N``: the networks' deep levels run on one sampling step in N (``keysync.diffusion.speed``)."""
+    if deep_cache < 1:
+        raise KeySyncError(f"--deep-cache {deep_cache}: give 1 (off) or N > 1 (the deep levels run on one sampling step in N)")
+
+
 @dataclass(frozen=True)
 class KeyframeBatch:
     """One 14-slot keyframe sampling call: slot 0 is the anchor, then keyframe frame indices."""
