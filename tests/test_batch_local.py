@@ -89,6 +89,28 @@ def test_compile_is_set_for_the_batch_and_each_worker_compiles_its_model_once(tm
     assert dubber.pipeline(plain[0]) is not pipe and calls == [pipe]  # plain networks are loaded afresh
 
 
+def test_an_option_added_later_keeps_the_keys_of_jobs_that_do_not_set_it(tmp_path_factory, tmp_path, monkeypatch):
+    """A journal written before --deep-cache existed stays valid: a job that leaves it at its default has
+    the key the version without the option gave it; set, it is another job."""
+    from keysync.batch import manifest as batch_manifest
+
+    root = catalogue(tmp_path_factory)
+    (root / "deep.csv").write_text("video,audio,steps\nv0.mp4,speech.mp4,1\n")
+    (root / "deep2.csv").write_text("video,audio,steps,deep-cache\nv0.mp4,speech.mp4,1,2\n")
+
+    def key(name: str) -> str:
+        (job,), invalid = read_manifest(root / name, tmp_path / "out", dub_rules(), str(root / "micro"))
+        assert not invalid
+        return job.key
+
+    now, deep = key("deep.csv"), key("deep2.csv")
+    with monkeypatch.context() as before:  # the version before: no such option at all
+        before.setattr(batch_manifest, "DUB_OPTIONS", {k: v for k, v in batch_manifest.DUB_OPTIONS.items() if k != "deep_cache"})
+        before.setattr(batch_manifest, "LATER_OPTIONS", {})
+        assert key("deep.csv") == now
+    assert deep != now
+
+
 def test_every_dub_option_is_a_column_that_reaches_the_dub():
     """An option `keysync dub` gains must be mapped here, or batch would accept the column and ignore it."""
     from dataclasses import fields

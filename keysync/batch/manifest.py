@@ -26,7 +26,10 @@ BATCH_ONLY = ("help", "output", "overwrite", "quiet", "device", "dtype", "compil
 DUB_OPTIONS = {"speed": "speed", "steps": "steps", "guidance": "guidance", "seed": "seed", "batch_size": "clips_per_call",
                "mask": "mask", "face_index": "face_index", "ref_frame": "ref_frame", "occluders": "occluders",
                "long_audio": "long_audio", "short_audio": "short_audio", "color_match": "color_match", "paste": "paste",
-               "crf": "crf", "encoder": "encoder"}
+               "crf": "crf", "encoder": "encoder", "deep_cache": "deep_cache"}
+# options added after journals were written, with their defaults: a job's key holds them only where they
+# differ, so that a journal of an older version does not dub its finished jobs again
+LATER_OPTIONS = {"deep_cache": 1}
 OTHER_OPTIONS = ("model", "random_weights", "occluder_point", "occluder_negative", "occluder_frame", "segmenter")  # in Job
 TRUE, FALSE = ("1", "true", "yes", "y"), ("0", "false", "no", "n", "")
 
@@ -174,8 +177,9 @@ def _read_row(number, row, name, base: Path, out_dir: Path, rules: DubRules, col
             raise KeySyncError(f"--model {args.model} is not a KeySync model folder (no keysync.json); make one with keysync convert")
     options = {field: getattr(args, dest) for dest, field in DUB_OPTIONS.items()} | {"progress": False}
     clicks = None if clicks is None else (clicks.frame, [tuple(p) for p in clicks.positive], [tuple(p) for p in clicks.negative])
+    keyed = {k: v for k, v in options.items() if k not in LATER_OPTIONS or v != LATER_OPTIONS[k]}
     spec = dict(video=_identity(args.video), audio=_identity(args.audio), occluders=_identity(args.occluders),
-                model=args.model, random_weights=args.random_weights, dtype=dtype, options=options, clicks=clicks,
+                model=args.model, random_weights=args.random_weights, dtype=dtype, options=keyed, clicks=clicks,
                 segmenter=args.segmenter)
     key = hashlib.sha256(json.dumps(spec, sort_keys=True, default=list).encode()).hexdigest()
     return Job(number, name, args.video, args.audio, str(out_dir / name), args.model, args.random_weights, dtype,
