@@ -498,6 +498,7 @@ def model_report(args) -> None:
     from keysync.diffusion.speed import evaluations_per_output_frame, stage_schedules
     from keysync.pipeline.dub import DubOptions, KeySyncPipeline, sampling_options
     from keysync.pipeline.sampling import LatentDubber
+    from speed_presets import parse_preset
 
     device, dtype = torch.device(args.device), getattr(torch, args.dtype)
     cuda = device.type == "cuda"
@@ -533,13 +534,16 @@ def model_report(args) -> None:
 
             info = probe_video(clip)
             dub_frames, args.size = info.frame_count, f"{info.width}x{info.height}"
-        for speed in args.speed:
-            opts = DubOptions(speed=speed, clips_per_call=args.clips_per_call, progress=False)
+        for preset in args.speed:
+            speed, deep_cache = parse_preset(preset)
+            opts = DubOptions(speed=speed, deep_cache=deep_cache, clips_per_call=args.clips_per_call, progress=False)
             dubber = pipe.dubber(opts) if pipe else LatentDubber(model, sampling_options(model, opts))
             flops, evaluations = count_flops(model, dubber, frames, opts.decode_frames)
             per_frame = sum(flops.values()) / frames
-            row = {"speed": speed, "frames": frames, "evaluations": evaluations, "evaluations_per_frame": round(sum(evaluations.values()) / frames, 2),
-                   "evaluations_per_frame_long_video": round(evaluations_per_output_frame(*stage_schedules(speed)), 2),
+            schedules = stage_schedules(speed, None, deep_cache)
+            row = {"speed": preset, "frames": frames, "evaluations": evaluations, "evaluations_per_frame": round(sum(evaluations.values()) / frames, 2),
+                   "evaluations_per_frame_long_video": round(evaluations_per_output_frame(*schedules), 2),
+                   "whole_evaluations_per_frame_long_video": round(evaluations_per_output_frame(*schedules, whole_only=True), 2),
                    "tflop": {k: round(v / 1e12, 3) for k, v in flops.items()}, "tflop_per_frame": round(per_frame / 1e12, 3),
                    "fps_at_peak": round(peak * 1e12 / per_frame, 2) if peak else None}
             if pipe:
@@ -589,7 +593,8 @@ def write_model_report(args, rows: list[dict], peak, peak_source: str, model) ->
              f"`{command}` on {where}. Crops {model.crop_size} px, a {args.seconds:g} s clip ({rows[0]['frames']} output frames).", "",
              "FLOPs: torch's FlopCounterMode (matmuls, convolutions, attention) on a meta copy of the model running the "
              "model work below (VAE encode of every crop, sampling, VAE decode), exact for these shapes and schedules. "
-             f"Peak: {peak_text}.", "",
+             f"Peak: {peak_text}." + (" `P@N`: preset P with `--deep-cache N` (its evaluations that reuse the deep "
+                                       "features cost only their full-resolution level)." if any("@" in r["speed"] for r in rows) else ""), "",
              "| speed | evaluations / output frame (this clip; a long video) | TFLOP / output frame (encode, sampling, decode) | output fps at the peak | at 43 % MFU |",
              "|---|---|---|---|---|"]
     for r in rows:
@@ -643,7 +648,7 @@ def main() -> None:
     real.add_argument("--random-weights", action="store_true", help="build --model's preset with random weights (the timings hold; the output is noise)")
     real.add_argument("--device", default="cpu", help="cpu or cuda")
     real.add_argument("--dtype", default="float32", choices=["float32", "float16", "bfloat16"])
-    real.add_argument("--speed", nargs="+", default=["quality", "fast"], help="speed presets, one row each")
+    real.add_argument("--speed", nargs="+", default=["quality", "fast"], help="speed presets, one row each (P@N: P with --deep-cache N)")
     real.add_argument("--clips-per-call", type=int, default=2)
     real.add_argument("--compile", action="store_true", help="compile the networks' repeated blocks first")
     real.add_argument("--encoder", default="auto", help="the dub's H.264 encoder (auto, libx264, h264_nvenc)")

@@ -62,3 +62,16 @@ def test_model_work_times_each_part_and_runs_the_schedule():
     assert counted == evaluations and min(flops.values()) > 0
     after = model.keyframe.state_dict()
     assert all(after[k].device.type == "cpu" and torch.equal(after[k], v) for k, v in before.items())
+
+
+def test_deep_cache_flops_count_only_the_full_resolution_level_on_reusing_steps():
+    """At official size, with --deep-cache 2 at ``quality`` cut to 2 steps (whole, then reuse) the networks
+    are called on the same rows, and the reusing step costs 36.8 % of a whole one (its full-resolution
+    level: the input convolution, the first down block, the last up block)."""
+    model = KeySyncModel.from_preset("official", device="meta")
+    plain_flops, plain = speed.count_flops(model, dubber_for(model, "quality", 2), 14, 14)
+    keyframe, interpolation = stage_schedules("quality", 2, deep_cache=2)
+    cached = LatentDubber(model, SamplingOptions(keyframe_schedule=keyframe, interpolation_schedule=interpolation, clips_per_call=2))
+    flops, evaluations = speed.count_flops(model, cached, 14, 14)
+    assert evaluations == plain
+    assert flops["sampling"] / plain_flops["sampling"] == pytest.approx((1 + 0.368) / 2, abs=0.002)
