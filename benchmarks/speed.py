@@ -37,7 +37,7 @@ and on the device (``run`` with ``carry: [".gpu"]``), about 5 minutes:
 
     pip install -q --no-index --no-deps --target /tmp/site .gpu/whl/*.whl && export PYTHONPATH=/tmp/site:$PWD
     python benchmarks/speed.py --model official --random-weights --device cuda --dtype float16 --seconds 10 \
-        --size 512x512 --speed quality fast fastest --parts model --out $OUT/speed_model_gpu.md
+        --size 512x512 --speed quality fast fastest quality@2 fast@2 --parts model --out $OUT/speed_model_gpu.md
     python benchmarks/speed.py --model official --random-weights --device cuda --dtype float16 --speed fast \
         --clip .gpu/clip.mp4 --location .gpu/location.npz --parts dub --out $OUT/speed_dub_gpu.md
 """
