@@ -33,7 +33,7 @@ tracked here and its track saved (``--clip``/``--location`` use it there). ``--p
         from keysync.media.source import VideoSource; save_location(locate_face(VideoSource('.gpu/clip.mp4').frames(), \
         load_backend(), 512, 'head'), '.gpu/location.npz')"
 
-and on the device (``run`` with ``carry: [".gpu"]``), about 5 minutes:
+and on the device (``run`` with ``carry: [".gpu"]``), about 6 minutes by estimate (not yet run):
 
     pip install -q --no-index --no-deps --target /tmp/site .gpu/whl/*.whl && export PYTHONPATH=/tmp/site:$PWD
     python benchmarks/speed.py --model official --random-weights --device cuda --dtype float16 --seconds 10 \
