@@ -1,6 +1,6 @@
 """How fast `keysync dub` runs, stage by stage (run by hand, not a test).
 
-    python benchmarks/speed.py [--seconds 10] [--size 1920x1080] [--model-seconds-per-frame 0 0.05] [--old REV]
+    python benchmarks/speed.py [--seconds 10] [--size 1920x1080] [--model-seconds-per-frame 0 0.05] [--old REV] [--repeats N]
     python benchmarks/speed.py --model small [--device cpu] [--speed quality fast] [--seconds 10] [--size 1920x1080]
     python benchmarks/speed.py --model official --random-weights --device cuda --dtype float16 --size 512x512
     python benchmarks/speed.py --encoders        # x264 presets at 1080p: speed, size and PSNR
@@ -211,11 +211,12 @@ def overlap_report(args) -> None:
             trees.insert(0, (f"old ({args.old})", old_tree(Path(folder) / "old", args.old)))
         try:
             for per_frame in args.model_seconds_per_frame:
-                for name, tree in trees:
-                    row = run_child(tree, clip, per_frame)
-                    row.update(code=name, per_frame=per_frame)
-                    rows.append(row)
-                    print(json.dumps(row), flush=True)
+                for run in range(args.repeats or 1):  # the trees alternate, so that both see the same machine load
+                    for name, tree in trees:
+                        row = run_child(tree, clip, per_frame)
+                        row.update(code=name, per_frame=per_frame, run=run + 1)
+                        rows.append(row)
+                        print(json.dumps(row), flush=True)
         finally:
             if args.old:
                 remove_tree(Path(folder) / "old")
@@ -223,22 +224,31 @@ def overlap_report(args) -> None:
         f"# Dub speed by stage, {width}x{height}, {args.seconds:g} s (model stage simulated)",
         "",
         f"`python benchmarks/speed.py --seconds {args.seconds:g} --size {args.size}"
-        + (f" --old {args.old}" if args.old else "") + "`: "
+        + (" --model-seconds-per-frame " + " ".join(f"{v:g}" for v in args.model_seconds_per_frame)
+           if args.model_seconds_per_frame != [0.0, 0.05] else "")
+        + (f" --old {args.old}" if args.old else "") + (f" --repeats {args.repeats}" if args.repeats else "") + "`: "
         f"{this_machine()}, no GPU. The model stage is a stand-in "
         "that sleeps a fixed time per output frame and holds no CPU (a fast GPU; 0 s: the front end alone). "
         "Stage columns are seconds busy in that stage; `slowest` is the largest of them, and `wall / slowest` is 1 "
         "when the stages overlap perfectly, their sum over the slowest when they run one after another.",
         "",
-        "| code | model s/frame | frames | " + " | ".join(STAGES) + " | sum of stages | slowest | wall | wall / slowest | output fps | peak MiB |",
-        "|---|---|---|" + "---|" * len(STAGES) + "---|---|---|---|---|---|",
+        "| code | model s/frame | run | frames | " + " | ".join(STAGES) + " | sum of stages | slowest | wall | wall / slowest | output fps | peak MiB |",
+        "|---|---|---|---|" + "---|" * len(STAGES) + "---|---|---|---|---|---|",
     ]
+    ratios: dict[tuple[str, float], list[float]] = {}
     for r in rows:
         t = r["timings"]
         total, slowest = sum(t.get(s, 0.0) for s in STAGES), max(t.get(s, 0.0) for s in STAGES)
+        ratios.setdefault((r["code"], r["per_frame"]), []).append(r["wall"] / slowest)
         lines.append(
-            f"| {r['code']} | {r['per_frame']:g} | {r['frames']} | " + " | ".join(f"{t.get(s, 0.0):.1f}" for s in STAGES)
+            f"| {r['code']} | {r['per_frame']:g} | {r['run']} | {r['frames']} | " + " | ".join(f"{t.get(s, 0.0):.1f}" for s in STAGES)
             + f" | {total:.1f} | {slowest:.1f} | {r['wall']:.1f} | {r['wall'] / slowest:.2f} | {r['frames'] / r['wall']:.1f} | {r['peak_mib']:.0f} |"
         )
+    if (args.repeats or 1) > 1:
+        import statistics
+
+        lines += ["", "Median wall / slowest: " + "; ".join(f"{code} at {per_frame:g} s/frame {statistics.median(v):.2f}"
+                                                          for (code, per_frame), v in ratios.items()) + "."]
     lines += ["", f"Load average over the last minute when the run ended: {os.getloadavg()[0]:.1f} (2 cores).", "", GPU_NOTE, ""]
     RESULTS.mkdir(exist_ok=True)
     (RESULTS / args.out).write_text("\n".join(lines))
@@ -293,7 +303,7 @@ def demo_report(args) -> None:
     with tempfile.TemporaryDirectory() as folder:
         trees = [("this tree", ROOT)] + ([(f"old ({args.old})", old_tree(Path(folder) / "old", args.old))] if args.old else [])
         try:
-            for run in range(args.repeats):
+            for run in range(args.repeats or 2):
                 for name, tree in trees:
                     out = Path(folder) / f"out-{run}-{len(times.get(name, []))}-{name[:3]}"
                     out.mkdir()
@@ -307,7 +317,7 @@ def demo_report(args) -> None:
             if args.old:
                 remove_tree(Path(folder) / "old")
     lines = [f"# `keysync demo` end to end ({this_machine()}, no GPU)", "",
-             "`python benchmarks/speed.py --demo" + (f" --old {args.old}" if args.old else "") + f" --repeats {args.repeats}`: "
+             "`python benchmarks/speed.py --demo" + (f" --old {args.old}" if args.old else "") + f" --repeats {args.repeats or 2}`: "
              "each run a new process with that tree's defaults (the old tree's demo samples at `quality`, this "
              "tree's at `fast`), the shipped small model, runs alternating between the trees.", "",
              "| code | runs (s) | median (s) |", "|---|---|---|"]
@@ -639,7 +649,7 @@ def main() -> None:
     parser.add_argument("--old", metavar="REV", help="also run the pipeline of this git revision, in the same session")
     parser.add_argument("--encoders", action="store_true", help="compare x264 presets instead")
     parser.add_argument("--demo", action="store_true", help="time `keysync demo` end to end instead")
-    parser.add_argument("--repeats", type=int, default=2, help="runs per tree with --demo")
+    parser.add_argument("--repeats", type=int, help="runs per tree, alternating (default: 2 with --demo, else 1)")
     parser.add_argument("--out", help="results file name in benchmarks/results (speed.md; speed_model.md with --model)")
     parser.add_argument("--encoder-settings", nargs="+", type=lambda s: s.split(":"), metavar="PRESET:CRF",
                         default=[["medium", "18"], ["veryfast", "18"], ["superfast", "18"], ["ultrafast", "18"], ["veryfast", "17"], ["superfast", "16"]])
