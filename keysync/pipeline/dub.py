@@ -47,7 +47,7 @@ from ..media.writer import VideoWriter, check_output_path
 from ..models import KeySyncModel
 from ..models.download import resolve_model
 from ..parallel import in_background
-from .plan import CLIP, LONG_AUDIO, SHORT_AUDIO, STEP, check_deep_cache, check_steps, plan_frames
+from .plan import CLIP, LONG_AUDIO, SHORT_AUDIO, check_deep_cache, check_steps, first_window_keyframes, plan_frames
 from .sampling import FrameData, LatentDubber, SamplingOptions, decode_groups
 
 log = logging.getLogger(__name__)
@@ -364,7 +364,7 @@ class KeySyncPipeline:
         if face is None:
             decoded = in_background(source.frames(), depth=4)  # the next frames decode while the tracker works
             if not windows or windows[0] == 0:
-                keyframe_images = FirstKeyframeImages(decoded, list(range(0, STEP * STEP * opts.batches_per_window + 1, STEP)))
+                keyframe_images = FirstKeyframeImages(decoded, first_window_keyframes(opts.batches_per_window))
             frames = tqdm(decoded if keyframe_images is None else keyframe_images, total=info.frame_count or None, desc="tracking",
                           disable=not opts.progress, unit="frame")
             with closing(decoded):
@@ -432,17 +432,20 @@ class KeySyncPipeline:
         dilate, blur = opts.feather
         timings["tracking"] += time.perf_counter() - clock
 
+        def shown(p: int) -> int:
+            """The source frame shown at padded timeline position ``p``."""
+            return int(timeline.model_source[plan.source_frame(p)])
+
         def frame_data(window, crop, keyframes_only: bool = False) -> FrameData:
             """Latents, masks and audio of ``window``'s padded timeline frames (``keyframes_only``: of its
             keyframes), from ``crop(i)``, the face crop of source frame i, asked for in playback order. The
             keyframes' sources are VAE-encoded in a batch of their own, so that their latents are the same
             whether the keyframe stage gets them first (``FirstKeyframeImages``) or with the window."""
-            keys = sorted({f for batch in window.batches for f in batch.keyframes})
-            frames = keys if keyframes_only else list(range(window.segments[0], window.segments[-1] + CLIP))
-            sources = [int(timeline.model_source[plan.source_frame(p)]) for p in frames]
+            frames = window.keyframes if keyframes_only else list(range(window.segments[0], window.segments[-1] + CLIP))
+            sources = [shown(p) for p in frames]
             crops = {i: crop(i) for i in dict.fromkeys(sources)}  # in playback order: backwards when played back and forth
-            key_sources = list(dict.fromkeys(int(timeline.model_source[plan.source_frame(p)]) for p in keys))
-            batches = [key_sources, [i for i in crops if i not in set(key_sources)]]
+            key_sources = list(dict.fromkeys(shown(p) for p in window.keyframes))
+            batches = [key_sources, [i for i in crops if i not in key_sources]]
             encoded = [encode(batch, crops) for batch in batches if batch]
             row = {s: r for r, s in enumerate(s for batch in batches for s in batch)}
             pick = [row[s] for s in sources]
@@ -458,8 +461,7 @@ class KeySyncPipeline:
                 window = plan.windows[w]
                 clock = time.perf_counter()
                 if w == 0 and keyframe_images is not None:
-                    keys = {f for batch in window.batches for f in batch.keyframes}
-                    kept = keyframe_images.get([int(timeline.model_source[plan.source_frame(p)]) for p in keys])
+                    kept = keyframe_images.get([shown(p) for p in window.keyframes])
                     keyframe_images.images = {}
                     if kept is not None:
                         data = frame_data(window, lambda i: cut_crop(kept[i], boxes[i]), keyframes_only=True)

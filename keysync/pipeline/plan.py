@@ -53,6 +53,16 @@ class Window:
     first_frame: int  # first output frame this window produces
     stop_frame: int  # one past the last output frame it produces (within the real, unpadded timeline)
 
+    @property
+    def keyframes(self) -> list[int]:
+        """The keyframes its batches sample, in order (the last one starts the next window)."""
+        return [f for batch in self.batches for f in batch.keyframes]
+
+
+def first_window_keyframes(batches_per_window: int = 1) -> list[int]:
+    """The keyframes of a long video's first window; a shorter video's first window has the first of them."""
+    return list(range(0, STEP * STEP * batches_per_window, STEP))
+
 
 @dataclass(frozen=True)
 class Plan:

@@ -172,7 +172,7 @@ class LatentDubber:
             if on_stage is not None:
                 on_stage("interpolation")
 
-        return WindowLatents(latents[window.batches[-1].keyframes[-1]], parts())
+        return WindowLatents(latents[window.keyframes[-1]], parts())
 
     @torch.no_grad()
     def last_keyframe(self, plan: Plan, index: int, data: FrameData, anchor: FrameData) -> torch.Tensor:
@@ -180,7 +180,7 @@ class LatentDubber:
         alone: a window's keyframes do not depend on earlier windows, so dubbing windows ``i..j`` after this
         call for window ``i - 1`` gives what dubbing them all gives (the pieces of ``keysync batch --split-long``)."""
         window = plan.windows[index]
-        return self.sample_keyframes(plan, index, data, anchor).latents[window.batches[-1].keyframes[-1]]
+        return self.sample_keyframes(plan, index, data, anchor).latents[window.keyframes[-1]]
 
     def _generator(self, index: int) -> torch.Generator:
         return torch.Generator().manual_seed(self.options.seed * 100_003 + index)
