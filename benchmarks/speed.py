@@ -108,7 +108,7 @@ def dub_with_stand_in(clip: Path, per_frame: float) -> dict:
     class StandIn(SourceLatents):
         """``per_frame`` s per output frame. Where the pipeline streams a window's parts (``window_parts``) the
         time is spent as on a GPU at the official schedule, where every 14-frame clip costs the same: the
-        window's keyframe clips' share first, then each group of ``clips_per_call`` segments' as it comes."""
+        window's keyframe clips' share first, then each group of segments' as it comes."""
 
         def window(self, plan, index, data, anchor, previous_keyframe, **progress):  # trees before window_parts
             window = plan.windows[index]
@@ -124,7 +124,8 @@ def dub_with_stand_in(clip: Path, per_frame: float) -> dict:
             return super().sample_keyframes(plan, index, data, anchor)
 
         def interpolate(self, plan, index, data, keyframes, previous_keyframe, on_stage=None):
-            return self.streamed(plan.windows[index], next(super().interpolate(plan, index, data, keyframes, previous_keyframe, on_stage).parts))
+            latents = next(super().interpolate(plan, index, data, keyframes, previous_keyframe, on_stage).parts)
+            return self.streamed(plan.windows[index], latents, last=index == len(plan.windows) - 1)
 
         def window_parts(self, plan, index, data, anchor, previous_keyframe, on_stage=None):  # trees before sample_keyframes
             if hasattr(SourceLatents, "sample_keyframes"):
@@ -133,25 +134,30 @@ def dub_with_stand_in(clip: Path, per_frame: float) -> dict:
             time.sleep(self.clip_seconds(window) * len(window.batches))
             return self.streamed(window, next(super().window_parts(plan, index, data, anchor, previous_keyframe, on_stage).parts))
 
-        def streamed(self, window, latents):
-            """The window's ``latents``, a group of ``clips_per_call`` segments at a time, each after its time."""
+        def streamed(self, window, latents, last=False):
+            """The window's ``latents``, a group of segments at a time as the sampler groups them (``clip_groups``;
+            trees before it: ``clips_per_call`` at a time), each after its time."""
             from keysync.pipeline.sampling import WindowLatents
 
-            group = self.options.clips_per_call
+            n, step = len(window.segments), self.options.clips_per_call
+            groups = (self.clip_groups(n, drain=last) if hasattr(self, "clip_groups")
+                      else [(start, min(n, start + step)) for start in range(0, n, step)])
 
             def parts():
-                for start in range(0, len(window.segments), group):
-                    clips = min(group, len(window.segments) - start)
-                    time.sleep(self.clip_seconds(window) * clips)
-                    end = start + clips
+                for start, end in groups:
+                    time.sleep(self.clip_seconds(window) * (end - start))
                     lo = max(window.segments[start], window.first_frame) - window.first_frame
-                    hi = (window.segments[end] if end < len(window.segments) else window.stop_frame) - window.first_frame
+                    hi = (window.segments[end] if end < n else window.stop_frame) - window.first_frame
                     yield latents[lo:hi]
 
             return WindowLatents(None, parts())
 
     pipe = KeySyncPipeline(micro_model(audio_window=1))
     pipe.dubber_class = StandIn
+    import keysync.parallel
+
+    if hasattr(keysync.parallel, "exempt_loaded_objects"):  # as `keysync dub` does once the model is loaded
+        keysync.parallel.exempt_loaded_objects()
     vae, factor = pipe.model.vae, pipe.model.vae.downsample_factor  # the VAE is model work too (a GPU's): no CPU
     channels = vae.config.latent_channels
     vae.encode_frames = lambda pixels: torch.zeros(len(pixels), channels, pixels.shape[-2] // factor, pixels.shape[-1] // factor)

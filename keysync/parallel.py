@@ -76,3 +76,15 @@ def in_background(items: Iterable, depth: int = 1) -> Iterator:
     finally:
         stop.set()
         thread.join()
+
+
+def exempt_loaded_objects() -> None:
+    """Take every object alive now (the imported libraries, a loaded model) out of the garbage collector's
+    full passes. For a process that dubs, called once after loading: a full pass walks them all (about 450
+    thousand objects once torch and diffusers are imported) holding the GIL for about 0.25 s, which stalls
+    every stage's thread, and one came in the middle of each dub's face tracking. Reference counting still
+    frees these objects (a pipeline dropped for another model is freed: it holds no reference cycles); only
+    cycles among them are never collected, which is why the library leaves this to the program that runs it."""
+    import gc
+
+    gc.freeze()

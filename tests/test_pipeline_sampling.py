@@ -96,6 +96,25 @@ def test_sampling_is_seeded_and_independent_of_batching(tiny):
     assert not torch.allclose(a, c, atol=1e-3)
 
 
+def test_a_dubs_last_clip_is_sampled_in_a_call_of_its_own(tiny):
+    """The last window's last clip gets its own call, so that the paste and the encoder are left with 13
+    frames when sampling ends, not a whole group's; other windows keep ``clips_per_call`` groups, and the
+    frames are the same to float rounding (the noise is drawn per clip, whatever the grouping)."""
+    dubber = LatentDubber(tiny, SamplingOptions(**FEW_STEPS, clips_per_call=2))
+    assert dubber.clip_groups(4) == [(0, 2), (2, 4)]
+    assert dubber.clip_groups(4, drain=True) == [(0, 2), (2, 3), (3, 4)]
+    assert dubber.clip_groups(5, drain=True) == [(0, 2), (2, 4), (4, 5)]  # the last group is one clip already
+    assert LatentDubber(tiny, SamplingOptions(clips_per_call=64)).clip_groups(12, drain=True) == [(0, 11), (11, 12)]
+
+    plan = plan_frames(49)  # one window, 4 segments: the last group of two is split
+    data = frame_data(plan)
+    anchor = FrameData(0, data.latents[:1], data.masks[:1], data.keyframe_audio[:1], data.interpolation_audio[:1])
+    parts = list(dubber.window_parts(plan, 0, data, anchor, None).parts)
+    assert [len(p) for p in parts] == [26, 13, 10]  # the last segment stops at frame 48
+    separately = run(tiny, plan, data, SamplingOptions(**FEW_STEPS, clips_per_call=1))
+    assert torch.allclose(torch.cat(parts), separately[: len(torch.cat(parts))], atol=1e-5)
+
+
 def test_interpolation_guidance_changes_only_the_frames_between_keyframes(tiny):
     plan = plan_frames(30)
     data = frame_data(plan)
@@ -177,9 +196,12 @@ def test_speed_presets_spend_the_evaluations_they_promise(tiny, speed):
     batches, segments = sum(len(w.batches) for w in plan.windows), len(plan.segments)
     assert sum(keyframe_rows) == batches * CLIP * keyframe.evaluations_per_clip_frame()
     assert sum(interpolation_rows) == segments * CLIP * interpolation.evaluations_per_clip_frame()
-    guided_first = [rows for w in plan.windows for rows in
-                    [3 * CLIP * len(w.segments)] * interpolation.guided + [CLIP * len(w.segments)] * (interpolation.steps - interpolation.guided)]
-    assert interpolation_rows == guided_first  # each window's guided steps come first, at high noise
+    calls = [stop - first for w in plan.windows for first, stop in  # one call per window, the last clip of the last on its own
+             LatentDubber(model, SamplingOptions(clips_per_call=64)).clip_groups(len(w.segments), drain=w is plan.windows[-1])]
+    assert calls == [len(w.segments) for w in plan.windows[:-1]] + [len(plan.windows[-1].segments) - 1, 1]
+    guided_first = [rows for clips in calls for rows in
+                    [3 * CLIP * clips] * interpolation.guided + [CLIP * clips] * (interpolation.steps - interpolation.guided)]
+    assert interpolation_rows == guided_first  # each call's guided steps come first, at high noise
     per_frame = (sum(keyframe_rows) + sum(interpolation_rows)) / 157
     assert per_frame == pytest.approx(evaluations_per_output_frame(keyframe, interpolation), rel=0.02)
     assert per_frame <= {"quality": 41, "fast": 15, "fastest": 8}[speed]

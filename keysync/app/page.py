@@ -165,6 +165,7 @@ class Server:
 
     def pipeline(self, name: str):
         """The named model, loaded once and kept (a job waits while another loads it)."""
+        from ..parallel import exempt_loaded_objects
         from ..pipeline.dub import KeySyncPipeline
 
         if name not in self.models:
@@ -172,6 +173,7 @@ class Server:
         with self.lock:
             if name not in self.pipelines:
                 self.pipelines[name] = KeySyncPipeline.from_pretrained(self.models[name], device=self.device)
+                exempt_loaded_objects()
             return self.pipelines[name]
 
     def segmenter_model(self):

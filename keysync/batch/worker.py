@@ -79,6 +79,7 @@ class Dubber:
         """The job's model, loaded only when it differs from the last job's."""
         import torch
 
+        from ..parallel import exempt_loaded_objects
         from ..pipeline.dub import KeySyncPipeline
 
         wanted = (job.model, job.random_weights, job.dtype, job.compile)
@@ -89,6 +90,7 @@ class Dubber:
                                                          dtype=getattr(torch, job.dtype), random_weights=job.random_weights)
             if job.compile:
                 self._pipe.compile()
+            exempt_loaded_objects()
             self._loaded = wanted
         return self._pipe
 

@@ -85,6 +85,7 @@ def run_demo(out_dir: Path, model: str | None, seed: int, speed: str, steps: int
         from ..faces.frontend import place_crops
         from ..media.writer import VideoWriter
         from ..models.model import shipped_model_dir
+        from ..parallel import exempt_loaded_objects
         from ..pipeline.dub import DubOptions, KeySyncPipeline
         from ..synth.clipio import read_mp4_frames
         from ..synth.dataset import ClipRecord
@@ -94,6 +95,7 @@ def run_demo(out_dir: Path, model: str | None, seed: int, speed: str, steps: int
         from .runner import score
 
         pipeline = KeySyncPipeline.from_pretrained(model or shipped_model_dir())
+        exempt_loaded_objects()
         made = rendering.result()
         target = renderer.submit(render_target, tmp, made["record"][1], made["phonemes"])
         source = ClipRecord(Path(made["record"][0]), made["record"][1])

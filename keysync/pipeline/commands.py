@@ -88,6 +88,7 @@ def run_dub(args: argparse.Namespace) -> int:
 
     import torch
 
+    from ..parallel import exempt_loaded_objects
     from .dub import DubOptions, KeySyncPipeline
 
     # tracked occluder masks live next to the output only while it is made
@@ -99,6 +100,7 @@ def run_dub(args: argparse.Namespace) -> int:
         )
         if args.compile:
             pipe.compile()
+        exempt_loaded_objects()
         options = DubOptions(
             speed=args.speed, steps=args.steps, deep_cache=args.deep_cache, guidance=args.guidance, seed=args.seed, clips_per_call=args.batch_size, mask=args.mask,
             face_index=args.face_index, ref_frame=args.ref_frame, occluders=occluders, long_audio=args.long_audio,

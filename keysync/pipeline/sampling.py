@@ -100,17 +100,27 @@ class LatentDubber:
             return torch.empty(shape, device="meta", dtype=like.dtype)
         return torch.randn(shape, generator=generator).to(like.device, like.dtype)
 
-    def _sample_groups(self, net, noise: torch.Tensor, cond: Conditioning, guide: Guidance, schedule: StageSchedule) -> Iterator[torch.Tensor]:
-        """Sample ``cond``'s clips in groups of ``clips_per_call`` (each its own sampling run), yielding each
+    def clip_groups(self, clips: int, drain: bool = False) -> list[tuple[int, int]]:
+        """The clips that share a network call, as (first, stop): ``clips_per_call`` at a time. With
+        ``drain`` (a dub's last window) the very last clip has a call of its own, so that only its 13 frames
+        are left for the paste and the video encoder once sampling ends: those stages take a group's frames
+        as it is sampled, and on a GPU a clip costs about the same in a call of its own."""
+        step = self.options.clips_per_call
+        groups = [(start, min(clips, start + step)) for start in range(0, clips, step)]
+        if drain and groups and groups[-1][1] - groups[-1][0] > 1:
+            first, stop = groups.pop()
+            groups += [(first, stop - 1), (stop - 1, stop)]
+        return groups
+
+    def _sample_groups(self, net, noise: torch.Tensor, cond: Conditioning, guide: Guidance, schedule: StageSchedule,
+                       drain: bool = False) -> Iterator[torch.Tensor]:
+        """Sample ``cond``'s clips in the groups of ``clip_groups`` (each its own sampling run), yielding each
         group's latents: guided steps first, then plain conditional passes (audio and reference) as the
         schedule says."""
         sigmas = sampling_sigmas(schedule.steps)
-        step = self.options.clips_per_call
-        clips = cond.context.shape[0]
-        for start in range(0, clips, step):
-            part = cond.select_clips(start, min(clips, start + step))
-            rows = slice(start * CLIP, start * CLIP + part.known.shape[0])
-            yield sample_euler(self._step_denoisers(net, guide, schedule), noise[rows], part, sigmas)
+        for first, stop in self.clip_groups(cond.context.shape[0], drain):
+            part = cond.select_clips(first, stop)
+            yield sample_euler(self._step_denoisers(net, guide, schedule), noise[first * CLIP : stop * CLIP], part, sigmas)
 
     @staticmethod
     def _step_denoisers(net, guide: Guidance, schedule: StageSchedule) -> list:
@@ -165,7 +175,7 @@ class LatentDubber:
 
         @torch.no_grad()  # for a generator, torch turns gradients off around each step of it
         def parts() -> Iterator[torch.Tensor]:
-            for frames, out in self._interpolate(window, data, latents, keyframes.generator):
+            for frames, out in self._interpolate(window, data, latents, keyframes.generator, drain=index == len(plan.windows) - 1):
                 keep = [i for i, f in enumerate(frames) if window.first_frame <= f < window.stop_frame]
                 if keep:
                     yield out[keep[0] : keep[-1] + 1]
@@ -209,8 +219,9 @@ class LatentDubber:
                 result[frame] = out[b * CLIP + 1 + j]
         return result
 
-    def _interpolate(self, window: Window, data: FrameData, keyframes: dict[int, torch.Tensor], generator) -> Iterator[tuple[list[int], torch.Tensor]]:
-        """Per group of segments as it is sampled: (frame indices, their latents)."""
+    def _interpolate(self, window: Window, data: FrameData, keyframes: dict[int, torch.Tensor], generator,
+                     drain: bool = False) -> Iterator[tuple[list[int], torch.Tensor]]:
+        """Per group of segments as it is sampled: (frame indices, their latents); ``drain`` for a dub's last window."""
         net = self.model.interpolation
         frames = [s + t for s in window.segments for t in range(CLIP)]
         ends = torch.stack([torch.stack([keyframes[s], keyframes[s + STEP]], dim=1) for s in window.segments])
@@ -222,7 +233,7 @@ class LatentDubber:
             mask=data.take("masks", frames),
         )
         guide = self.options.interpolation_guidance or self.options.guidance
-        groups = self._sample_groups(net, self._noise(len(window.segments), known, generator), cond, guide, self.options.interpolation_schedule)
+        groups = self._sample_groups(net, self._noise(len(window.segments), known, generator), cond, guide, self.options.interpolation_schedule, drain)
         done = 0
         for out in groups:
             out = out.reshape(-1, CLIP, *out.shape[1:])
