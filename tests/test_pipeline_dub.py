@@ -363,6 +363,51 @@ def test_first_keyframe_images_keep_nothing_past_their_memory(monkeypatch):
     assert not keeper.complete and keeper.images == {} and keeper.get([0]) is None
 
 
+def _face(mouth: float, nose: float = 0.0) -> np.ndarray:
+    """iBUG 68 landmarks scoring ``nose + 2 * mouth`` as a reference (eye distance 1)."""
+    lm = np.zeros((68, 2))
+    lm[36:42], lm[42:48] = (-0.5, 0.0), (0.5, 0.0)
+    lm[30, 0], lm[66, 1] = nose, mouth
+    return lm
+
+
+def test_reference_images_keep_each_tracks_best_frames_and_the_wanted_one(monkeypatch):
+    from keysync.faces.tracking import FaceTrack
+    from keysync.media.video import Frame
+
+    monkeypatch.setattr(dub_module.ReferenceImages, "PER_TRACK", 2)
+    keeper = dub_module.ReferenceImages(wanted=5)
+    a, b = FaceTrack(index=0), FaceTrack(index=1)
+    mouths_a, mouths_b = [0.5, 0.1, 0.3, 0.05, 0.4, 0.6, 0.2], [0.9, 0.8, 0.7, 0.6, 0.5, 0.4, 0.3]
+    for i in range(7):
+        for track, mouth in ((a, mouths_a[i]), (b, mouths_b[i])):
+            track.frames.append(i)
+            track.landmarks.append(_face(mouth))
+        keeper.observe(Frame(i, i / 25, np.full((2, 2, 3), i, np.uint8)), [a, b] if i != 2 else [a])
+    assert dub_module.reference_score(np.stack([_face(0.1, 0.25)]))[0] == pytest.approx(0.45)
+    assert sorted(keeper.images) == [1, 3, 5, 6]  # a's best two (3, 1), b's (6, 5; b was not seen on 2), the wanted 5
+    assert keeper.images[3][0, 0, 0] == 3
+
+    monkeypatch.setattr(dub_module.ReferenceImages, "MEMORY", 2 * 12)  # two of these frames
+    keeper._forget()
+    assert sorted(keeper.images) == [3, 5]  # the worst-scoring go first; the wanted frame stays
+
+
+def test_the_reference_comes_from_the_frames_tracking_kept(tmp_path, pipe, monkeypatch):
+    """Dubbing while tracking takes the reference frame from the frames tracking kept: nothing is decoded
+    again before sampling; with a saved track it is decoded (the frames are the same, as the next test shows)."""
+    from keysync.media.seek import FrameFetcher
+
+    video = write_clip(tmp_path / "in.mp4", moving_frames(astronaut(), 320, 240, 30, photo_height=220), rate=25, audio=tone(1.2))
+    fetched = []
+    real = FrameFetcher.fetch
+    monkeypatch.setattr(FrameFetcher, "fetch", lambda self, index: fetched.append(index) or real(self, index))
+    tracked = pipe(str(video), str(video), progress=False, steps=STEPS)  # returns before any frame is made
+    assert fetched == []
+    pipe(str(video), str(video), progress=False, steps=STEPS, face=tracked.location)
+    assert len(fetched) == 1  # the reference
+
+
 def test_keyframes_from_the_frames_tracking_kept_give_the_dub_a_saved_track_gives(tmp_path, pipe, monkeypatch):
     """Dubbing while tracking samples the first window's keyframes from the frames tracking kept, before the
     window is decoded again; with a saved track (no tracking) they come with the window. The frames are the

@@ -36,10 +36,10 @@ def nearest_present(present: np.ndarray) -> np.ndarray:
 
 
 def locate_face(frames: Iterable[Frame], backend, size: int, follow: str, face_index: int | None = None,
-                point=None, name: str = "the video") -> FaceLocation:
+                point=None, name: str = "the video", observe=None) -> FaceLocation:
     """Track every face, pick the target (``face_index``, ``point``, else the largest per shot) and plan its
-    ``size``-pixel crops by the model's crop plan ``follow``."""
-    return place_crops(track_faces(frames, backend), size, follow, face_index, point, name)
+    ``size``-pixel crops by the model's crop plan ``follow``. ``observe``: as for ``track_faces``."""
+    return place_crops(track_faces(frames, backend, observe=observe), size, follow, face_index, point, name)
 
 
 def place_crops(tracked: TrackingResult, size: int, follow: str, face_index: int | None = None, point=None,

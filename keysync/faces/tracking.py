@@ -22,7 +22,7 @@ import logging
 from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Iterable
+from typing import Callable, Iterable
 
 import cv2
 import numpy as np
@@ -155,6 +155,7 @@ def track_faces(
     cut_threshold: float = 0.25,
     min_iou: float = 0.3,
     rejoin_seconds: float = 3.0,
+    observe: Callable[[Frame, list[FaceTrack]], None] | None = None,
 ) -> TrackingResult:
     """Track all faces of a frame stream (see module doc).
 
@@ -162,7 +163,8 @@ def track_faces(
     histograms of consecutive frames above which a scene cut is declared. Motion, even a fast pan,
     barely changes a frame's histogram (< 0.1 in the tests); a cut to another shot does (0.4-1). ``min_iou``: overlap needed to call two boxes the same face.
     ``rejoin_seconds``: the longest absence after which a face that comes back can still get its old track
-    (see ``_rejoin``; 0 turns rejoining off).
+    (see ``_rejoin``; 0 turns rejoining off). ``observe(frame, tracks)``: called after each frame with the
+    tracks that have landmarks on it (their last), while the frame is at hand.
     """
     tracks: list[FaceTrack] = []
     live: list[_Live] = []
@@ -203,6 +205,8 @@ def track_faces(
             live = [it for it in live if it.missed <= max_gap]
             _drop_duplicates(live, i)
             _note_appearances(image, [it.track for it in live if not it.missed], looks)
+            if observe is not None:
+                observe(frame, [it.track for it in live if it.track.frames and it.track.frames[-1] == i])
     finally:
         ahead.close()
     if not times:

@@ -163,14 +163,60 @@ def make_timeline(times: np.ndarray, rate: float, audio_frames: int, long_audio:
     return Timeline(length, model_source.astype(np.int64), out_source.astype(np.int64), out_model, out_times)
 
 
+def reference_score(landmarks: np.ndarray) -> np.ndarray:
+    """Per frame of (n, 68, 2) landmarks, how far the face is from a good reference (lower is better):
+    its nose off the eyes' centre, plus twice its mouth's opening, both in eye distances."""
+    eyes_l, eyes_r = landmarks[:, 36:42].mean(1), landmarks[:, 42:48].mean(1)
+    iod = np.linalg.norm(eyes_r - eyes_l, axis=1) + 1e-6
+    frontal = np.abs(landmarks[:, 30, 0] - (eyes_l[:, 0] + eyes_r[:, 0]) / 2) / iod
+    mouth_open = np.linalg.norm(landmarks[:, 66] - landmarks[:, 62], axis=1) / iod
+    return frontal + 2.0 * mouth_open
+
+
 def choose_reference(target: TargetFace, candidates: np.ndarray) -> int:
     """A source frame for the identity: frontal (nose centred between the eyes) with the mouth closed."""
-    lm = target.landmarks[candidates]
-    eyes_l, eyes_r = lm[:, 36:42].mean(1), lm[:, 42:48].mean(1)
-    iod = np.linalg.norm(eyes_r - eyes_l, axis=1) + 1e-6
-    frontal = np.abs(lm[:, 30, 0] - (eyes_l[:, 0] + eyes_r[:, 0]) / 2) / iod
-    mouth_open = np.linalg.norm(lm[:, 66] - lm[:, 62], axis=1) / iod
-    return int(candidates[np.argmin(frontal + 2.0 * mouth_open)])
+    return int(candidates[np.argmin(reference_score(target.landmarks[candidates]))])
+
+
+class ReferenceImages:
+    """Keeps, as the tracker goes, the ``PER_TRACK`` frames of each face track that score best as the
+    reference (``reference_score`` of its raw landmarks; ``choose_reference`` scores the smoothed ones of
+    the chosen face, which ranked its pick 0-4th on the clips tried), and the frame ``wanted`` (a given
+    reference). The reference is chosen once tracking ends, and the keyframe stage cannot start without it:
+    kept, it needs no seek and decode from the keyframe before it (up to a whole group of pictures, 250
+    frames with x264's defaults). A frame not kept is decoded as before: the pixels are the same either
+    way. At most ``MEMORY`` bytes: past it the worst-scoring frame goes."""
+
+    PER_TRACK = 6
+    MEMORY = 256 * 2**20
+
+    def __init__(self, wanted: int | None = None):
+        self.wanted = wanted
+        self.images: dict[int, np.ndarray] = {}
+        self._best: dict[int, list[tuple[float, int]]] = {}  # per track (by id): (score, frame), best first
+
+    def observe(self, frame, tracks) -> None:
+        """``track_faces``' ``observe``: score each track's landmarks on ``frame``."""
+        for track in tracks:
+            best = self._best.setdefault(id(track), [])
+            best.append((float(reference_score(track.landmarks[-1][None])[0]), frame.index))
+            best.sort()
+            del best[self.PER_TRACK :]
+        if frame.index == self.wanted or any(frame.index == i for best in self._best.values() for _, i in best):
+            self.images[frame.index] = frame.image
+        self._forget()
+
+    def _forget(self) -> None:
+        """Drop the images no track ranks any more, then the worst-scoring ones while over ``MEMORY``."""
+        ranked = sorted((s, i) for best in self._best.values() for s, i in best)
+        keep = {i for _, i in ranked} | {self.wanted}
+        self.images = {i: image for i, image in self.images.items() if i in keep}
+        while sum(image.nbytes for image in self.images.values()) > self.MEMORY and ranked:
+            _, worst = ranked.pop()
+            if worst != self.wanted:
+                self.images.pop(worst, None)
+                for best in self._best.values():
+                    best[:] = [(s, i) for s, i in best if i != worst]
 
 
 class FirstKeyframeImages:
@@ -360,15 +406,17 @@ class KeySyncPipeline:
         clock = time.perf_counter()
 
         # 1. track
-        keyframe_images = None
+        keyframe_images = reference_images = None
         if face is None:
             decoded = in_background(source.frames(), depth=4)  # the next frames decode while the tracker works
             if not windows or windows[0] == 0:
                 keyframe_images = FirstKeyframeImages(decoded, first_window_keyframes(opts.batches_per_window))
             frames = tqdm(decoded if keyframe_images is None else keyframe_images, total=info.frame_count or None, desc="tracking",
                           disable=not opts.progress, unit="frame")
+            reference_images = ReferenceImages(opts.ref_frame)
             with closing(decoded):
-                face = locate_face(frames, load_backend(opts.backend), size, self.model.crop_plan, face_index=opts.face_index, name=info.path)
+                face = locate_face(frames, load_backend(opts.backend), size, self.model.crop_plan, face_index=opts.face_index,
+                                   name=info.path, observe=reference_images.observe)
         tracked, target, boxes, fill = face.tracked, face.target, face.boxes, face.fill
 
         timeline = make_timeline(tracked.times, float(info.average_rate), math.ceil(len(wave) / SAMPLES_PER_FRAME), opts.long_audio, opts.short_audio)
@@ -422,7 +470,11 @@ class KeySyncPipeline:
             masks = np.stack([latent_mask(mask_for(i), factor) if target.present[i] else np.zeros((size // factor,) * 2, np.float32) for i in indices])
             return latents, torch.from_numpy(masks)[:, None].to(self.device, self.dtype)
 
-        ref_latent, ref_mask = encode([ref], {ref: cut_crop(source.fetcher(tracked.times).fetch(ref), boxes[ref])})
+        ref_image = reference_images.images.get(ref) if reference_images is not None else None
+        if ref_image is None:
+            ref_image = source.fetcher(tracked.times).fetch(ref)
+        reference_images = None  # its frames are no longer needed
+        ref_latent, ref_mask = encode([ref], {ref: cut_crop(ref_image, boxes[ref])})
         ref_model = int(np.argmin(np.abs(timeline.model_source - ref)))
         anchor = FrameData(
             ref_model, ref_latent, ref_mask,
