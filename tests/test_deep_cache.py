@@ -67,16 +67,16 @@ def test_sampling_with_deep_cache_runs_the_deep_levels_only_on_its_whole_steps(t
     deep_rows = []
     model.interpolation.unet.mid_block.register_forward_pre_hook(lambda module, args, kwargs: deep_rows.append(kwargs["hidden_states"].shape[0]),
                                                                  with_kwargs=True)
-    plan = plan_frames(27)  # two segments
+    plan = plan_frames(40)  # three segments: a call of two, then the last on its own (``clip_groups``)
     data = frame_data(plan)
     keyframe = StageSchedule(2, 2)
     plain = run(model, plan, data, SamplingOptions(keyframe_schedule=keyframe, interpolation_schedule=StageSchedule(5, 2), clips_per_call=2))
-    assert deep_rows == [3 * 2 * CLIP] * 2 + [2 * CLIP] * 3
+    assert deep_rows == [3 * 2 * CLIP] * 2 + [2 * CLIP] * 3 + [3 * CLIP] * 2 + [CLIP] * 3
     deep_rows.clear()
     cached = run(model, plan, data, SamplingOptions(keyframe_schedule=keyframe, interpolation_schedule=StageSchedule(5, 2, 2), clips_per_call=2))
-    assert deep_rows == [3 * 2 * CLIP, 2 * CLIP, 2 * CLIP]  # steps 0 (guided), 2 and 4
+    assert deep_rows == [3 * 2 * CLIP, 2 * CLIP, 2 * CLIP, 3 * CLIP, CLIP, CLIP]  # steps 0 (guided), 2 and 4 of each call
     assert cached.shape == plain.shape and torch.isfinite(cached).all()
-    assert torch.equal(cached[[0, 13, 26]], plain[[0, 13, 26]])  # the keyframes: their stage ran whole both times
+    assert torch.equal(cached[[0, 13, 26, 39]], plain[[0, 13, 26, 39]])  # the keyframes: their stage ran whole both times
     assert not torch.allclose(cached, plain)
 
 
