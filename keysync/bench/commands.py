@@ -97,6 +97,7 @@ def run_bench(args: argparse.Namespace) -> int:
 
     from ..errors import KeySyncError
     from ..media.writer import check_output_path
+    from ..parallel import exempt_loaded_objects
     from .methods import get_method
     from .runner import FULL_CLIPS, MODES, QUICK_CLIPS, benchmark_data, format_table, run_benchmark, speech_clips, write_results
 
@@ -120,6 +121,7 @@ def run_bench(args: argparse.Namespace) -> int:
     options = {k: v for k, v in (("model", args.model), ("guidance", args.guidance), ("speed", args.speed), ("steps", args.steps),
                                  ("deep_cache", args.deep_cache)) if v}
     method = get_method(args.method, **options)
+    exempt_loaded_objects()
     out = check_output_path(args.out or f"keysync-bench/{method.name}", overwrite=True, folder=True)  # may hold the clips of an earlier run
     json_path = Path(args.json) if args.json else None
     for path in [out / "summary.csv", json_path]:
