@@ -204,9 +204,10 @@ def track_faces(
                 _detect_and_link(image, i, backend, tracks, live, min_iou, ahead.detections())
             live = [it for it in live if it.missed <= max_gap]
             _drop_duplicates(live, i)
-            _note_appearances(image, [it.track for it in live if not it.missed], looks)
+            seen = [it.track for it in live if not it.missed]  # landmarks on this frame
+            _note_appearances(image, seen, looks)
             if observe is not None:
-                observe(frame, [it.track for it in live if it.track.frames and it.track.frames[-1] == i])
+                observe(frame, seen)
     finally:
         ahead.close()
     if not times:

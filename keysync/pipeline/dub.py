@@ -196,15 +196,18 @@ class ReferenceImages:
         self._best: dict[int, list[tuple[float, int]]] = {}  # per track (by id): (score, frame), best first
 
     def observe(self, frame, tracks) -> None:
-        """``track_faces``' ``observe``: score each track's landmarks on ``frame``."""
+        """``track_faces``' ``observe``: score each track's landmarks on ``frame``. Where no track ranks the
+        frame, the one entry each list dropped was this frame's, so nothing else changes."""
+        ranked = False
         for track in tracks:
             best = self._best.setdefault(id(track), [])
             best.append((float(reference_score(track.landmarks[-1][None])[0]), frame.index))
             best.sort()
             del best[self.PER_TRACK :]
-        if frame.index == self.wanted or any(frame.index == i for best in self._best.values() for _, i in best):
+            ranked = ranked or any(i == frame.index for _, i in best)
+        if ranked or frame.index == self.wanted:
             self.images[frame.index] = frame.image
-        self._forget()
+            self._forget()
 
     def _forget(self) -> None:
         """Drop the images no track ranks any more, then the worst-scoring ones while over ``MEMORY``."""
