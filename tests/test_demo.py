@@ -2,6 +2,8 @@
 regenerated lower face, and the mouth following the new speech at least loosely (docs/small-model.md)."""
 
 import re
+import subprocess
+import sys
 
 import numpy as np
 
@@ -36,3 +38,16 @@ def test_demo_dubs_a_held_out_speaker_with_the_shipped_model(tmp_path, capsys):
     assert main(["demo", "--out-dir", str(tmp_path), "--quiet"]) == 1  # never overwrites unless asked
     assert "already exists" in capsys.readouterr().err
     assert dubbed.stat().st_mtime_ns == stamp
+
+
+def test_the_demo_renderer_loads_no_torch(tmp_path):
+    """The second process renders and tracks the clip while the first imports torch and loads the model:
+    torch there (1.5 s of imports on one core) would only compete with them, so none of its modules may
+    pull it in."""
+    code = ("import sys; from keysync.bench.demo import render_source\n"
+            f"made = render_source({str(tmp_path)!r}, 0)\n"
+            "torch = 'torch' in sys.modules\n"
+            "from pathlib import Path; from keysync.synth.dataset import ClipRecord\n"
+            "print(torch, len(made['target']) == len(ClipRecord(Path(made['record'][0]), made['record'][1]).truth()['mouth']))")
+    printed = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
+    assert printed == ["False", "True"]  # and the third column has a frame for each of the clip's

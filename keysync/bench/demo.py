@@ -34,8 +34,10 @@ def side_by_side(columns: list[np.ndarray], labels=LABELS) -> np.ndarray:
 
 def render_source(folder: str, seed: int) -> dict:
     """The held-out speaker's clip written to ``folder`` (video, speech, ground truth), its faces tracked
-    as ``keysync dub`` tracks them, and the new speech: the next held-out clip's, whose video is not
-    needed. Runs in a process of its own while the model loads."""
+    as ``keysync dub`` tracks them, the new speech (the next held-out clip's, whose video is not needed)
+    and the demo's third column (``render_target``). Runs in a process of its own while the main one
+    imports torch and loads the model (about as long), so that neither adds to the dub's time; it imports
+    no torch itself."""
     from ..faces.backends import load_backend
     from ..faces.tracking import track_faces
     from ..media.source import VideoSource
@@ -51,8 +53,10 @@ def render_source(folder: str, seed: int) -> dict:
     write_wav(speech, audio)  # 16-bit, as a rendered clip's speech is read back
     drive = speech_driving(read_wav(speech), phonemes, len(source.truth()["mouth"]), seed, 0)
     write_wav(speech, drive.audio)
+    tracked = track_faces(VideoSource(source.video).frames(), load_backend())
     return {"video": str(source.video), "speech": str(speech), "record": (str(source.folder), source.name),
-            "audio": drive.audio, "phonemes": drive.phonemes, "tracked": track_faces(VideoSource(source.video).frames(), load_backend())}
+            "audio": drive.audio, "phonemes": drive.phonemes, "tracked": tracked,
+            "target": render_target(folder, specs[0].name, drive.phonemes)}
 
 
 def render_target(folder: str, name: str, phonemes) -> np.ndarray:
@@ -70,7 +74,8 @@ def run_demo(out_dir: Path, model: str | None, seed: int, speed: str, steps: int
     """Make, dub, write and score the demo clip; returns {"dubbed", "side_by_side", "metrics"}.
 
     The clips are rendered and tracked in a second process while this one imports and loads the model, so
-    that the demo takes about as long as its dub (two cores: rendering and loading are a core's work each)."""
+    that the demo takes about as long as its dub and its scoring (two cores: rendering and loading are a
+    core's work each, and the dub has both cores to itself)."""
     import multiprocessing
     from concurrent.futures import ProcessPoolExecutor
 
@@ -97,7 +102,6 @@ def run_demo(out_dir: Path, model: str | None, seed: int, speed: str, steps: int
         pipeline = KeySyncPipeline.from_pretrained(model or shipped_model_dir())
         exempt_loaded_objects()
         made = rendering.result()
-        target = renderer.submit(render_target, tmp, made["record"][1], made["phonemes"])
         source = ClipRecord(Path(made["record"][0]), made["record"][1])
         truth, spec = source.truth(), source.spec()
         frames = len(truth["mouth"])
@@ -108,7 +112,7 @@ def run_demo(out_dir: Path, model: str | None, seed: int, speed: str, steps: int
         source_frames = read_mp4_frames(source.video)
         dubbed = read_mp4_frames(dubbed_path)[:frames]
         target_mouth = mouth_track(made["phonemes"], frames, spec.fps, spec.identity.articulation)
-        target_frames = target.result()
+        target_frames = made["target"]
         renderer.shutdown(wait=False)  # the second process's exit (about 1.5 s of its libraries' teardown) overlaps the scoring
         with VideoWriter(pair_path, 3 * DEMO_SIZE, DEMO_SIZE + CAPTION, rate=spec.fps, audio=made["audio"], overwrite=overwrite) as writer:
             for image in side_by_side([source_frames, dubbed, target_frames]):

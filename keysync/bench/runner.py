@@ -12,6 +12,7 @@ import json
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -20,7 +21,9 @@ from ..synth.speech import SAMPLE_RATE, Phoneme, room_tone
 from ..synth.visemes import mouth_track
 from . import metrics as M
 from .methods import LipSyncMethod, LipSyncTask, MethodOutput
-from .mouth_reader import LoadedReader
+
+if TYPE_CHECKING:
+    from .mouth_reader import LoadedReader
 
 MODES = ("reconstruction", "cross", "silent")
 QUICK_CLIPS = 3
@@ -215,6 +218,8 @@ def run_benchmark(
 
     from ..errors import KeySyncError
     from ..synth.clipio import read_mp4_frames
+
+    from .mouth_reader import LoadedReader
 
     reader = reader or LoadedReader()
     driving_dir = Path(work_dir) / "driving"
