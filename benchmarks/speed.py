@@ -324,8 +324,8 @@ def demo_report(args) -> None:
                 remove_tree(Path(folder) / "old")
     lines = [f"# `keysync demo` end to end ({this_machine()}, no GPU)", "",
              "`python benchmarks/speed.py --demo" + (f" --old {args.old}" if args.old else "") + f" --repeats {args.repeats or 2}`: "
-             "each run a new process with that tree's defaults (the old tree's demo samples at `quality`, this "
-             "tree's at `fast`), the shipped small model, runs alternating between the trees.", "",
+             "each run a new process with that tree's own defaults (this tree's demo samples at `fast`, trees "
+             "from before the speed presets at `quality`), the shipped small model, runs alternating between the trees.", "",
              "| code | runs (s) | median (s) |", "|---|---|---|"]
     for name, values in times.items():
         lines.append(f"| {name} | {', '.join(f'{v:.1f}' for v in values)} | {statistics.median(values):.1f} |")
