@@ -1,13 +1,13 @@
 """Quality and cost of the speed presets with the shipped small model on held-out synthetic clips.
 
-    python benchmarks/speed_presets.py [--clips 10] [--presets quality fast fastest fast@2]
+    python benchmarks/speed_presets.py [--clips 10] [--presets quality fast fastest fast@2 fast+fp8]
 
 Runs `keysync bench --method keysync --speed P` for each preset on the same rendered test clips (speakers
 and sentences no model saw in training) in the three modes, then compares every preset with `quality`
 clip by clip: sync (cross mode), LipLeak (silent), SSIM in the regenerated box (reconstruction), partial
 cross-leak and mouth jitter. Writes benchmarks/results/speed_presets.md; each preset's per-clip numbers stay
 in benchmarks/results/speed-presets/P/. A preset whose results exist is not run again (resume). ``P@N`` runs
-preset P with ``--deep-cache N``.
+preset P with ``--deep-cache N``, ``P+fp8`` with ``--fp8 emulate`` (also compared with P itself).
 
     python benchmarks/speed_presets.py --seed-floor
 
@@ -43,23 +43,25 @@ CHECKS = (
 )
 
 
-def parse_preset(preset: str) -> tuple[str, int]:
-    """``fast`` or ``fast@2`` (the preset with ``--deep-cache 2``) -> (speed, deep cache)."""
+def parse_preset(preset: str) -> tuple[str, int, bool]:
+    """``fast``, ``fast@2`` (the preset with ``--deep-cache 2``), ``fast+fp8`` (with ``--fp8 emulate``) ->
+    (speed, deep cache, FP8)."""
+    preset, fp8, _ = preset.partition("+fp8")
     speed, _, deep = preset.partition("@")
-    return speed, int(deep or 1)
+    return speed, int(deep or 1), bool(fp8)
 
 
 def folder_name(preset: str) -> str:
-    speed, deep = parse_preset(preset)
-    return speed if deep == 1 else f"{speed}-deep-cache-{deep}"
+    speed, deep, fp8 = parse_preset(preset)
+    return speed + (f"-deep-cache-{deep}" if deep > 1 else "") + ("-fp8-emulated" if fp8 else "")
 
 
 def run_preset(preset: str, clips: int, out: Path) -> float:
     if (out / "summary.json").exists():
         return json.loads((out / "seconds.json").read_text())["seconds"]
-    speed, deep = parse_preset(preset)
+    speed, deep, fp8 = parse_preset(preset)
     argv = [sys.executable, "-m", "keysync.cli", "bench", "--method", "keysync", "--speed", speed, "--deep-cache", str(deep), "--clips", str(clips),
-            "--out", str(out), "--json", str(out / "summary.json"), "--overwrite"]
+            "--out", str(out), "--json", str(out / "summary.json"), "--overwrite", *(["--fp8", "emulate"] if fp8 else [])]
     start = time.perf_counter()
     subprocess.run(argv, check=True)
     seconds = time.perf_counter() - start
@@ -120,13 +122,16 @@ def main() -> int:
         "",
         "`P@N` is preset P with `--deep-cache N`: the networks' deep levels run on one step in N; the other "
         "evaluations run only the full-resolution level, 22 % of a whole evaluation's FLOPs for the small model "
-        "(37 % at official size).",
+        "(37 % at official size). `P+fp8` is preset P with `--fp8 emulate`: the rounding of FP8 matmuls (e4m3, a "
+        "scale per row of activations and of weights) in every linear layer of both networks, emulated in float32 "
+        "on the CPU, so its seconds are P's; what FP8 gains in speed needs a GPU with FP8 tensor cores and is not "
+        "measured here.",
         "",
         "| preset | keyframe steps (guided) | interpolation steps (guided) | evaluations per output frame | of them whole | bench wall time (s) |",
         "|---|---|---|---|---|---|",
     ]
     for p in args.presets:
-        speed, deep = parse_preset(p)
+        speed, deep, _ = parse_preset(p)
         k, i = stage_schedules(speed, None, deep)
         lines.append(f"| {p} | {k.steps} ({k.guided}) | {i.steps} ({i.guided}) | {evaluations_per_output_frame(k, i):.1f} "
                      f"| {evaluations_per_output_frame(k, i, whole_only=True):.1f} | {seconds[p]:.0f} |")
@@ -140,6 +145,11 @@ def main() -> int:
         lines += ["", f"## {p} against quality, clip by clip", "",
                   "| mode | metric | quality | " + p + " | difference (mean +- s.e.) | largest difference | asked | clips that meet it |",
                   "|---|---|---|---|---|---|---|---|", *compare(clips["quality"], clips[p])]
+        plain = p.partition("+fp8")[0]
+        if plain != p and plain in clips:  # FP8's own effect: the same schedule, seed and clips without it
+            lines += ["", f"## {p} against {plain}, clip by clip (FP8's own effect)", "",
+                      f"| mode | metric | {plain} | {p} | difference (mean +- s.e.) | largest difference | asked of a preset (against quality) | clips that meet it |",
+                      "|---|---|---|---|---|---|---|---|", *compare(clips[plain], clips[p])]
     (RESULTS / "speed_presets.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
     return 0

@@ -18,3 +18,9 @@ DEEP_CACHE_HELP = (
     "(DeepCache); a reusing step costs about a third of a whole one at official size (default 1: off)"
 )
 ENCODERS = ("auto", "libx264", "h264_nvenc")  # H.264 encoders of the output: auto takes NVIDIA's hardware one where it opens, else x264
+FP8_MODES = ("on", "emulate")  # keysync.models.fp8
+FP8_HELP = (
+    "FP8 matmuls in the sampling networks' linear layers: on (torchao's, on an NVIDIA GPU with FP8 tensor cores, "
+    "with --dtype bfloat16; pip install 'keysync[fp8]') or emulate (their rounding on any device, no faster: to see "
+    "their effect). Changes the output beyond float rounding (default: off)"
+)

@@ -29,6 +29,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
 from keysync.cli import main
 from keysync.media.writer import nvenc_opens
@@ -108,6 +109,9 @@ CASES = [
     ("dub-bad-device", "dub {video} {audio} -o {tmp}/o.mp4 --device gpu0", 1, "--device 'gpu0' is not a device"),
     *([("dub-nvenc-without-a-gpu", "dub {video} {audio} -o {tmp}/o.mp4 --encoder h264_nvenc", 1,
         "h264_nvenc) does not open on this machine")] if not nvenc_opens() else []),
+    *([("dub-fp8-without-an-fp8-gpu", "dub {video} {audio} -o {tmp}/o.mp4 --model small --fp8 on", 1,
+        "--fp8 on needs an NVIDIA GPU with FP8 tensor cores")] if not torch.cuda.is_available() else []),
+    ("dub-fp8-unknown-mode", "dub {video} {audio} -o {tmp}/o.mp4 --fp8 yes", 2, "argument --fp8: invalid choice: 'yes'"),
     ("dub-truncated-weights", "dub {video} {audio} -o {tmp}/o.mp4 --model {model}", 1,
      "vae/model.safetensors is incomplete or corrupt"),
     # the other commands
@@ -121,6 +125,7 @@ CASES = [
     ("bench-unknown-mode", "bench --modes loud --out {tmp}/b", 1, "--modes loud"),
     ("bench-few-steps", "bench --method keysync --steps 0 --out {tmp}/b", 1, "--steps 0"),
     ("bench-deep-cache-copy", "bench --method copy --deep-cache 2 --out {tmp}/b", 1, "--deep-cache only applies to --method keysync"),
+    ("bench-fp8-copy", "bench --method copy --fp8 emulate --out {tmp}/b", 1, "--fp8 only applies to --method keysync"),
     ("demo-zero-steps", "demo --out-dir {tmp} --steps 0", 1, "--steps 0"),
     ("demo-missing-folder", "demo --out-dir {tmp}/nope", 1, "nope is not a folder"),
     ("demo-truncated-weights", "demo --out-dir {tmp} --model {model} --quiet", 1, "is incomplete or corrupt"),

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from ..constants import DEEP_CACHE_HELP, SPEED_HELP, SPEEDS, STEPS_HELP
+from ..constants import DEEP_CACHE_HELP, FP8_HELP, FP8_MODES, SPEED_HELP, SPEEDS, STEPS_HELP
 from ..pipeline.commands import GUIDANCE_HELP, parse_guidance
 from ..pipeline.plan import check_deep_cache, check_steps
 
@@ -28,6 +28,7 @@ def register(subparsers) -> None:
     p.add_argument("--speed", choices=SPEEDS, help=f"with --method keysync: {SPEED_HELP}")
     p.add_argument("--steps", type=int, help=f"with --method keysync: {STEPS_HELP}")
     p.add_argument("--deep-cache", type=int, metavar="N", help=f"with --method keysync: {DEEP_CACHE_HELP}")
+    p.add_argument("--fp8", choices=FP8_MODES, help=f"with --method keysync (on the CPU, so emulate): {FP8_HELP}")
     p.add_argument("--clips", type=int, default=None, help="source clips (default 20; 3 with --quick)")
     p.add_argument("--quick", action="store_true", help="a few clips: a fast smoke run")
     p.add_argument("--seed", type=int, default=0, help="seed of the rendered test clips (default 0)")
@@ -109,7 +110,7 @@ def run_bench(args: argparse.Namespace) -> int:
         raise KeySyncError("--model only applies to --method keysync (or a method of your own)")
     if args.guidance and args.method != "keysync":
         raise KeySyncError("--guidance only applies to --method keysync")
-    for flag, value in (("--speed", args.speed), ("--steps", args.steps), ("--deep-cache", args.deep_cache)):
+    for flag, value in (("--speed", args.speed), ("--steps", args.steps), ("--deep-cache", args.deep_cache), ("--fp8", args.fp8)):
         if value is not None and args.method != "keysync":
             raise KeySyncError(f"{flag} only applies to --method keysync")
     if args.steps is not None:
@@ -119,7 +120,7 @@ def run_bench(args: argparse.Namespace) -> int:
     if args.deep_cache is not None:
         check_deep_cache(args.deep_cache)
     options = {k: v for k, v in (("model", args.model), ("guidance", args.guidance), ("speed", args.speed), ("steps", args.steps),
-                                 ("deep_cache", args.deep_cache)) if v}
+                                 ("deep_cache", args.deep_cache), ("fp8", args.fp8)) if v}
     method = get_method(args.method, **options)
     exempt_loaded_objects()
     out = check_output_path(args.out or f"keysync-bench/{method.name}", overwrite=True, folder=True)  # may hold the clips of an earlier run

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from ..constants import DEEP_CACHE_HELP, ENCODERS, SPEED_HELP, SPEEDS, STEPS_HELP
+from ..constants import DEEP_CACHE_HELP, ENCODERS, FP8_HELP, FP8_MODES, SPEED_HELP, SPEEDS, STEPS_HELP
 from .plan import LONG_AUDIO, SHORT_AUDIO, check_deep_cache, check_steps
 
 GUIDANCE_HELP = (
@@ -44,6 +44,7 @@ def register(subparsers) -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1, ...")
     p.add_argument("--dtype", choices=["float32", "float16", "bfloat16"], default="float32")
+    p.add_argument("--fp8", choices=FP8_MODES, help=FP8_HELP)
     p.add_argument("--compile", action="store_true",
                    help="compile the networks' repeated blocks with torch.compile: the dub waits for the compiler first "
                    "(minutes on a CPU), so it pays on long videos; the output is the same to float rounding")
@@ -91,6 +92,11 @@ def run_dub(args: argparse.Namespace) -> int:
     from ..parallel import exempt_loaded_objects
     from .dub import DubOptions, KeySyncPipeline
 
+    if args.fp8 == "on":
+        from ..models.fp8 import check_fp8_device
+
+        check_fp8_device(torch.device(args.device), getattr(torch, args.dtype))  # before the model loads
+
     # tracked occluder masks live next to the output only while it is made
     scratch = tempfile.TemporaryDirectory(dir=Path(args.output).resolve().parent, prefix=".keysync-occluders.") if clicks else nullcontext()
     with scratch as tmp:
@@ -98,6 +104,8 @@ def run_dub(args: argparse.Namespace) -> int:
         pipe = KeySyncPipeline.from_pretrained(
             args.model, device=args.device, dtype=getattr(torch, args.dtype), random_weights=args.random_weights
         )
+        if args.fp8:
+            pipe.fp8(args.fp8)
         if args.compile:
             pipe.compile()
         exempt_loaded_objects()
