@@ -437,10 +437,10 @@ def timed_parts(seconds: dict, sync):
     return run
 
 
-def count_flops(model, dubber, frames: int, decode_frames: int) -> tuple[dict, dict]:
+def count_flops(model, dubber, frames: int, decode_frames: int, meta=None) -> tuple[dict, dict]:
     """(FLOPs per part, evaluations per stage) of ``model_work`` (FLOPs as torch's FlopCounterMode counts them:
-    matmuls, convolutions, attention), on a meta copy of the model: exact for these shapes and this
-    schedule, and nothing is computed."""
+    matmuls, convolutions, attention), on a meta copy of the model (``meta``, else made here): exact for
+    these shapes and this schedule, and nothing is computed."""
     import dataclasses
 
     import torch
@@ -454,7 +454,7 @@ def count_flops(model, dubber, frames: int, decode_frames: int) -> tuple[dict, d
         flops[part] = flops.get(part, 0) + counter.get_total_flops()
         return out
 
-    meta = meta_copy(model)
+    meta = meta_copy(model) if meta is None else meta
     # every clip in one call: the same rows and FLOPs (clips do not attend to each other), far fewer Python-bound meta calls
     options = dataclasses.replace(dubber.options, clips_per_call=10**6)
     evaluations = model_work(meta, type(dubber)(meta, options), frames, decode_frames, torch.device("meta"), torch.float32, run)
@@ -519,7 +519,7 @@ def model_report(args) -> None:
     device, dtype = torch.device(args.device), getattr(torch, args.dtype)
     cuda = device.type == "cuda"
     sync = (lambda: torch.cuda.synchronize(device)) if cuda else (lambda: None)
-    pipe = None
+    pipe = meta = None
     if args.parts == ["flops"]:
         from keysync.models import KeySyncModel
         from keysync.models.download import resolve_model
@@ -530,6 +530,9 @@ def model_report(args) -> None:
     else:
         pipe = KeySyncPipeline.from_pretrained(args.model, device=device, dtype=dtype, random_weights=args.random_weights)
         model = pipe.model
+        if args.fp8:
+            meta = meta_copy(model)  # FLOPs of the layers FP8 replaces, counted as they were
+            pipe.fp8(args.fp8)
         if args.compile:
             pipe.compile()
         peak, peak_source = (args.peak_tflops, "--peak-tflops") if args.peak_tflops else device_peak_tflops(device, dtype)
@@ -551,10 +554,12 @@ def model_report(args) -> None:
             info = probe_video(clip)
             dub_frames, args.size = info.frame_count, f"{info.width}x{info.height}"
         for preset in args.speed:
-            speed, deep_cache = parse_preset(preset)
+            speed, deep_cache, fp8 = parse_preset(preset)
+            if fp8:
+                raise SystemExit(f"--speed {preset}: here FP8 is --fp8 on|emulate, for every preset")
             opts = DubOptions(speed=speed, deep_cache=deep_cache, clips_per_call=args.clips_per_call, progress=False)
             dubber = pipe.dubber(opts) if pipe else LatentDubber(model, sampling_options(model, opts))
-            flops, evaluations = count_flops(model, dubber, frames, opts.decode_frames)
+            flops, evaluations = count_flops(model, dubber, frames, opts.decode_frames, meta)
             per_frame = sum(flops.values()) / frames
             schedules = stage_schedules(speed, None, deep_cache)
             row = {"speed": preset, "frames": frames, "evaluations": evaluations, "evaluations_per_frame": round(sum(evaluations.values()) / frames, 2),
@@ -667,6 +672,8 @@ def main() -> None:
     real.add_argument("--speed", nargs="+", default=["quality", "fast"], help="speed presets, one row each (P@N: P with --deep-cache N)")
     real.add_argument("--clips-per-call", type=int, default=2)
     real.add_argument("--compile", action="store_true", help="compile the networks' repeated blocks first")
+    real.add_argument("--fp8", choices=["on", "emulate"], help="FP8 matmuls in the networks' linear layers (keysync dub --fp8); MFU "
+                      "stays against --peak-tflops or the 16-bit peak, as FP8 runs only part of the FLOPs")
     real.add_argument("--encoder", default="auto", help="the dub's H.264 encoder (auto, libx264, h264_nvenc)")
     real.add_argument("--parts", nargs="+", default=["model", "dub"], choices=["flops", "model", "dub"],
                       help="model work alone, a whole dub, or both; flops alone counts on the meta device and runs nothing")
