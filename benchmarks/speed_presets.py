@@ -124,8 +124,8 @@ def main() -> int:
         "evaluations run only the full-resolution level, 22 % of a whole evaluation's FLOPs for the small model "
         "(37 % at official size). `P+fp8` is preset P with `--fp8 emulate`: the rounding of FP8 matmuls (e4m3, a "
         "scale per row of activations and of weights) in every linear layer of both networks, emulated in float32 "
-        "on the CPU, so its seconds are P's; what FP8 gains in speed needs a GPU with FP8 tensor cores and is not "
-        "measured here.",
+        "on the CPU (slower there than P, not faster); what FP8 gains in speed needs a GPU with FP8 tensor cores "
+        "and is not measured here.",
         "",
         "| preset | keyframe steps (guided) | interpolation steps (guided) | evaluations per output frame | of them whole | bench wall time (s) |",
         "|---|---|---|---|---|---|",
