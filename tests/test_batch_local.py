@@ -89,6 +89,29 @@ def test_compile_is_set_for_the_batch_and_each_worker_compiles_its_model_once(tm
     assert dubber.pipeline(plain[0]) is not pipe and calls == [pipe]  # plain networks are loaded afresh
 
 
+def test_fp8_is_set_for_the_batch_is_part_of_each_key_and_reaches_the_workers_networks(tmp_path_factory, tmp_path, monkeypatch):
+    """`keysync batch --fp8 emulate`: every job carries it, in its key (the output changes: a journal's plain
+    output is not that job's), and a worker gives its networks FP8 once per model it loads, before
+    compiling them."""
+    from keysync.batch.worker import Dubber
+    from keysync.pipeline.dub import KeySyncPipeline
+
+    root = catalogue(tmp_path_factory)
+    manifest = root / "fp8.csv"
+    manifest.write_text("video,audio,steps\nv0.mp4,speech.mp4,1\nv1.mp4,speech.mp4,1\n")
+    fp8, invalid = read_manifest(manifest, tmp_path / "out", dub_rules(), str(root / "micro"), compile=True, fp8="emulate")
+    plain, _ = read_manifest(manifest, tmp_path / "out", dub_rules(), str(root / "micro"), compile=True)
+    assert not invalid and [j.fp8 for j in fp8] == ["emulate"] * 2 and [j.fp8 for j in plain] == [None] * 2
+    assert len({j.key for j in fp8} | {j.key for j in plain}) == 4
+    calls = []
+    monkeypatch.setattr(KeySyncPipeline, "fp8", lambda self, mode: calls.append(("fp8", mode)) or self)
+    monkeypatch.setattr(KeySyncPipeline, "compile", lambda self, **options: calls.append(("compile",)) or self)
+    dubber = Dubber("cpu", None, str(tmp_path))
+    pipe = dubber.pipeline(fp8[0])
+    assert calls == [("fp8", "emulate"), ("compile",)] and dubber.pipeline(fp8[1]) is pipe
+    assert dubber.pipeline(plain[0]) is not pipe and calls[2:] == [("compile",)]  # plain networks are loaded afresh
+
+
 def test_an_option_added_later_keeps_the_keys_of_jobs_that_do_not_set_it(tmp_path_factory, tmp_path, monkeypatch):
     """A journal written before --deep-cache existed stays valid: a job that leaves it at its default has
     the key the version without the option gave it; set, it is another job."""

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import argparse
 
+from ..constants import FP8_HELP, FP8_MODES
+
 
 def register(subparsers) -> None:
     p = subparsers.add_parser("batch", help="dub many videos listed in a manifest, resumably", description=__doc__)
@@ -17,6 +19,7 @@ def register(subparsers) -> None:
     p.add_argument("--dtype", choices=["float32", "float16", "bfloat16"], default="float32")
     p.add_argument("--compile", action="store_true", help="each worker compiles the networks once with torch.compile "
                    "(as keysync dub --compile; pays when a worker dubs many or long videos)")
+    p.add_argument("--fp8", choices=FP8_MODES, help="as keysync dub --fp8, for every job: " + FP8_HELP)
     p.add_argument("--workers", type=int, help="worker processes, each loading the model once (default: one per GPU, else 1; "
                    "with --ray: one per GPU of the cluster, else one per --worker-cpus CPUs)")
     p.add_argument("--devices", help="GPU indices for the local workers, such as 0,1 (round robin), or cpu (default: every GPU, else cpu)")
@@ -54,7 +57,7 @@ def run_batch_command(args: argparse.Namespace) -> int:
     from .run import BatchRequest, run_batch
 
     summary = run_batch(BatchRequest(
-        manifest=args.jobs, out_dir=args.out_dir, run_dir=args.run_dir, model=args.model, dtype=args.dtype, compile=args.compile,
+        manifest=args.jobs, out_dir=args.out_dir, run_dir=args.run_dir, model=args.model, dtype=args.dtype, compile=args.compile, fp8=args.fp8,
         workers=args.workers, devices=args.devices, ray=args.ray, worker_cpus=args.worker_cpus, retries=args.retries, split_long=args.split_long,
         skip_invalid=args.skip_invalid, overwrite=args.overwrite, progress=not args.quiet,
     ), dub_rules())

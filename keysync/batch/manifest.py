@@ -20,7 +20,7 @@ from ..errors import KeySyncError
 
 FILE_COLUMNS = ("video", "audio", "occluders")  # paths: relative ones are relative to the manifest's folder
 FOLDER_COLUMNS = ("model", "segmenter")  # relative to the manifest's folder when that path exists, else a name
-BATCH_ONLY = ("help", "output", "overwrite", "quiet", "device", "dtype", "compile")  # dub options set for the whole batch
+BATCH_ONLY = ("help", "output", "overwrite", "quiet", "device", "dtype", "compile", "fp8")  # dub options set for the whole batch
 # dub options -> the DubOptions field each sets, as `keysync dub` passes them (tests/test_batch_local.py holds
 # this table to dub's parser, so that an option dub gains cannot be silently ignored by batch)
 DUB_OPTIONS = {"speed": "speed", "steps": "steps", "guidance": "guidance", "seed": "seed", "batch_size": "clips_per_call",
@@ -51,6 +51,7 @@ class Job:
     segmenter: str | None
     key: str  # hash of everything the output depends on: a journaled output counts only for the same key
     compile: bool = False  # the worker compiles its networks (the output changes by float rounding only: not in the key)
+    fp8: str | None = None  # the worker's networks multiply in FP8 (KeySyncPipeline.fp8): in the key, where set
 
 
 @dataclass(frozen=True)
@@ -119,7 +120,7 @@ def read_rows(path: str | Path) -> list[dict]:
 
 
 def read_manifest(path: str | Path, out_dir: Path, rules: DubRules, model: str | None = None,
-                  dtype: str = "float32", compile: bool = False) -> tuple[list[Job], list[InvalidRow]]:
+                  dtype: str = "float32", compile: bool = False, fp8: str | None = None) -> tuple[list[Job], list[InvalidRow]]:
     """Every row checked as ``keysync dub`` checks its arguments (files exist and are readable media,
     numbers in range), plus outputs that two rows share. Unknown columns are an error for the whole manifest."""
     path = Path(path).resolve()  # absolute paths: a Ray actor's working folder is not this one
@@ -136,7 +137,7 @@ def read_manifest(path: str | Path, out_dir: Path, rules: DubRules, model: str |
     for number, row in enumerate(rows, 1):
         name = _output_name(row)
         try:
-            job = _read_row(number, row, name, path.parent, out_dir, rules, columns, model, dtype, compile)
+            job = _read_row(number, row, name, path.parent, out_dir, rules, columns, model, dtype, compile, fp8)
             if name in owners:
                 raise KeySyncError(f"output {name} is also row {owners[name]}'s; give each row its own output")
             owners[name] = number
@@ -152,7 +153,7 @@ def _output_name(row: dict) -> str:
     return PurePosixPath(str(row.get("video", "job"))).with_suffix(".mp4").name
 
 
-def _read_row(number, row, name, base: Path, out_dir: Path, rules: DubRules, columns, model, dtype, compile) -> Job:
+def _read_row(number, row, name, base: Path, out_dir: Path, rules: DubRules, columns, model, dtype, compile, fp8) -> Job:
     for column in ("video", "audio"):
         if column not in row:
             raise KeySyncError(f"no {column}; give the {column} file's path in the {column} column")
@@ -180,10 +181,10 @@ def _read_row(number, row, name, base: Path, out_dir: Path, rules: DubRules, col
     keyed = {k: v for k, v in options.items() if k not in LATER_OPTIONS or v != LATER_OPTIONS[k]}
     spec = dict(video=_identity(args.video), audio=_identity(args.audio), occluders=_identity(args.occluders),
                 model=args.model, random_weights=args.random_weights, dtype=dtype, options=keyed, clicks=clicks,
-                segmenter=args.segmenter)
+                segmenter=args.segmenter) | ({"fp8": fp8} if fp8 else {})  # keys of jobs without FP8 as before it
     key = hashlib.sha256(json.dumps(spec, sort_keys=True, default=list).encode()).hexdigest()
     return Job(number, name, args.video, args.audio, str(out_dir / name), args.model, args.random_weights, dtype,
-               options, clicks, args.segmenter, key, compile)
+               options, clicks, args.segmenter, key, compile, fp8)
 
 
 def _argv(row: dict, columns: dict[str, argparse.Action], output: Path) -> list[str]:

@@ -26,6 +26,7 @@ class BatchRequest:
     model: str | None = None  # for rows without a model column
     dtype: str = "float32"
     compile: bool = False  # each worker compiles its networks once (KeySyncPipeline.compile)
+    fp8: str | None = None  # "on" or "emulate": each worker's networks multiply in FP8 (KeySyncPipeline.fp8)
     workers: int | None = None
     devices: str | None = None  # "cpu", or GPU indices "0,1"
     ray: str | None = None  # None: local processes; "": a Ray cluster from the environment or a new local one
@@ -76,7 +77,7 @@ def run_batch(request: BatchRequest, rules: DubRules) -> Summary:
     with ExitStack() as stack:
         if run_dir.is_dir():  # an earlier run's journal: no other run may write it while this one reads it
             stack.enter_context(_lock(run_dir))
-        jobs, invalid = read_manifest(request.manifest, out_dir, rules, request.model, request.dtype, request.compile)
+        jobs, invalid = read_manifest(request.manifest, out_dir, rules, request.model, request.dtype, request.compile, request.fp8)
         journal = stack.enter_context(closing(Journal(run_dir)))
         summary = Summary(len(jobs) + len(invalid), journal=journal.path)
         todo = []

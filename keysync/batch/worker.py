@@ -82,12 +82,14 @@ class Dubber:
         from ..parallel import exempt_loaded_objects
         from ..pipeline.dub import KeySyncPipeline
 
-        wanted = (job.model, job.random_weights, job.dtype, job.compile)
+        wanted = (job.model, job.random_weights, job.dtype, job.compile, job.fp8)
         self._loaded_now = wanted != self._loaded
         if self._loaded_now:
             self._pipe, self._loaded = None, None  # free the previous model's memory before loading the next
             self._pipe = KeySyncPipeline.from_pretrained(job.model, device=self.device,
                                                          dtype=getattr(torch, job.dtype), random_weights=job.random_weights)
+            if job.fp8:
+                self._pipe.fp8(job.fp8)
             if job.compile:
                 self._pipe.compile()
             exempt_loaded_objects()
