@@ -9,10 +9,12 @@ cross-leak and mouth jitter. Writes benchmarks/results/speed_presets.md; each pr
 in benchmarks/results/speed-presets/P/. A preset whose results exist is not run again (resume). ``P@N`` runs
 preset P with ``--deep-cache N``, ``P+fp8`` with ``--fp8 emulate`` (also compared with P itself).
 
-    python benchmarks/speed_presets.py --seed-floor
+    python benchmarks/speed_presets.py --seeds 8 --seeded quality fast
 
-runs `quality` again at sampler seed 1 on the same clips (cross mode) into speed-presets/quality-seed1/:
-how far two seeds of the same preset lie apart clip by clip, the floor any per-clip comparison sits on.
+also runs the ``--seeded`` presets at sampler seeds 1..7 on the same clips (cross mode) into
+speed-presets/P-seedK/ and compares each clip's sync averaged over the seeds. The default (``--seeds 2``)
+runs `quality` at seed 1 only: how far two seeds of the same preset lie apart clip by clip, the floor any
+one-seed per-clip comparison sits on.
 """
 
 from __future__ import annotations
@@ -91,31 +93,59 @@ def compare(base: dict, other: dict) -> list[str]:
     return lines
 
 
-def seed_floor(root: Path) -> None:
+def seed_runs(root: Path, presets: list[str], seeds: int, clips: int) -> None:
+    """Cross mode at sampler seeds 1 .. seeds-1 of each preset (seed 0 is its own run), on the same clips
+    and speech, into speed-presets/P-seedK/; a folder with results is kept (resume)."""
     from keysync.bench.methods import KeySyncMethod
     from keysync.bench.runner import benchmark_data, run_benchmark, write_results
 
-    records = benchmark_data(root / "quality" / "data", 10, 0, 256)
-    with tempfile.TemporaryDirectory() as work:
-        result = run_benchmark(KeySyncMethod(speed="quality", seed=1), records, Path(work), modes=("cross",), progress=False)
-    write_results(root / "quality-seed1", "keysync", result)
+    records = benchmark_data(root / "quality" / "data", clips, 0, 256)
+    for preset in presets:
+        speed, deep, fp8 = parse_preset(preset)
+        for seed in range(1, seeds):
+            out = root / f"{folder_name(preset)}-seed{seed}"
+            if (out / "per_clip.csv").exists():
+                continue
+            method = KeySyncMethod(speed=speed, seed=seed, deep_cache=deep, fp8="emulate" if fp8 else None)
+            with tempfile.TemporaryDirectory() as work:
+                result = run_benchmark(method, records, Path(work), modes=("cross",), progress=False)
+            write_results(out, "keysync", result)
+
+
+def seed_sync(root: Path, preset: str, seeds: range) -> dict[str, np.ndarray]:
+    """Per clip: cross-mode sync at each of ``seeds`` (0 is the preset's own run)."""
+    runs = [per_clip(root / (folder_name(preset) + (f"-seed{k}" if k else ""))) for k in seeds]
+    return {clip: np.array([run[("cross", clip)]["sync_corr"] for run in runs]) for mode, clip in runs[0] if mode == "cross"}
+
+
+def compare_seed_means(base: dict[str, np.ndarray], other: dict[str, np.ndarray]) -> tuple[str, list[str]]:
+    """Sync averaged over seeds, clip by clip: (a summary row, a row per clip with its standard errors)."""
+    clips = sorted(base)
+    d = np.array([other[c].mean() - base[c].mean() for c in clips])
+    se = [np.sqrt(base[c].var(ddof=1) / len(base[c]) + other[c].var(ddof=1) / len(other[c])) for c in clips]
+    rows = [f"| {c} | {base[c].mean():.3f} | {other[c].mean():.3f} | {x:+.4f} +- {e:.4f} |" for c, x, e in zip(clips, d, se)]
+    summary = (f"{d.mean():+.4f} +- {d.std(ddof=1) / np.sqrt(len(d)):.4f} | {np.abs(d).max():.4f} | "
+               f"{int((np.abs(d) <= 0.02).sum())} of {len(d)} clips")
+    return summary, rows
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--clips", type=int, default=10)
     parser.add_argument("--presets", nargs="+", default=["quality", "fast", "fastest"])
-    parser.add_argument("--seed-floor", action="store_true", help="also run quality at sampler seed 1 (cross mode)")
+    parser.add_argument("--seeds", type=int, default=2, help="sampler seeds per clip of the --seeded presets in cross mode "
+                        "(default 2: quality's second seed, the floor of a one-seed comparison)")
+    parser.add_argument("--seeded", nargs="+", default=["quality"], help="presets run at every --seeds seed (quality first)")
     args = parser.parse_args()
     root = RESULTS / "speed-presets"
-    if args.seed_floor and not (root / "quality-seed1" / "per_clip.csv").exists():
-        seed_floor(root)
+    seed_runs(root, args.seeded, args.seeds, args.clips)
     seconds = {p: run_preset(p, args.clips, root / folder_name(p)) for p in args.presets}
     clips = {p: per_clip(root / folder_name(p)) for p in args.presets}
     lines = [
         "# Speed presets: cost and quality (shipped small model, synthetic test clips)",
         "",
-        f"`python benchmarks/speed_presets.py --clips {args.clips}`: {args.clips} held-out clips in three modes per preset. "
+        f"`python benchmarks/speed_presets.py --clips {args.clips} --presets {' '.join(args.presets)}"
+        + (f" --seeds {args.seeds} --seeded {' '.join(args.seeded)}" if args.seeds > 2 else "") + f"`: {args.clips} held-out clips in three modes per preset. "
         f"Machine: {os.cpu_count()} CPU cores, {platform.processor() or platform.machine()}, no GPU. Wall time includes "
         "tracking, the mouth reader and scoring, and the machine was shared, so compare the evaluation counts, not the seconds "
         "(each preset's seconds are from the run that made its results, which may have been on another machine).",
@@ -139,6 +169,25 @@ def main() -> int:
         lines += ["", "## quality at sampler seed 1 against seed 0, clip by clip (the floor of a per-clip comparison)", "",
                   "| mode | metric | seed 0 | seed 1 | difference (mean +- s.e.) | largest difference | asked of a preset | clips that meet it |",
                   "|---|---|---|---|---|---|---|---|", *compare(clips["quality"], per_clip(root / "quality-seed1"))[:1]]
+    if args.seeds > 2 and args.seeded[0] == "quality":
+        n, half = args.seeds, args.seeds // 2
+        floor, _ = compare_seed_means(seed_sync(root, "quality", range(0, n, 2)), seed_sync(root, "quality", range(1, n, 2)))
+        base = seed_sync(root, "quality", range(n))
+        lines += ["", f"## sync clip by clip, each clip's mean over {n} sampler seeds (cross mode)", "",
+                  f"A preset's sync on a clip moves with the sampler's seed (above: up to 0.045 between two seeds of `quality`), "
+                  f"so here each clip's sync is its mean over seeds 0-{n - 1}, for `quality` and each preset, and the difference "
+                  f"of the two means is given with its standard error (from the seeds' spread). The floor is `quality` against "
+                  f"itself, {half} seeds (even) against {half} others (odd); a mean over {n} seeds lies closer, by about "
+                  f"sqrt(2), to its own limit.", "",
+                  "| comparison | difference (mean +- s.e. over clips) | largest difference | clips within 0.02 |", "|---|---|---|---|",
+                  f"| quality, {half} seeds against {half} others (floor) | {floor} |"]
+        per_clip_rows = []
+        for p in args.seeded[1:]:
+            summary, rows = compare_seed_means(base, seed_sync(root, p, range(n)))
+            lines.append(f"| {p} against quality, {n} seeds each | {summary} |")
+            per_clip_rows += ["", f"{p} against quality, clip by clip ({n} seeds each):", "",
+                              f"| clip | quality | {p} | difference +- s.e. |", "|---|---|---|---|", *rows]
+        lines += per_clip_rows
     for p in args.presets:
         if p == "quality" or "quality" not in clips:
             continue
