@@ -67,7 +67,8 @@ def check_fp8_device(device: torch.device, dtype: torch.dtype) -> None:
 
 def quantize_fp8(net: nn.Module, device: torch.device, dtype: torch.dtype) -> int:
     """Swap ``net``'s ``fp8_layers`` for torchao's FP8 ones (``net`` on ``device`` in ``dtype``); returns how
-    many. torch.compile (``--compile``) fuses the activations' scaling into the layers around them."""
+    many. torchao advises torch.compile (``--compile``) with it, to fuse the activations' scaling into the
+    layers around them."""
     check_fp8_device(device, dtype)
     try:
         from torchao.quantization import Float8DynamicActivationFloat8WeightConfig, PerRow, quantize_
