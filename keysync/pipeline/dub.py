@@ -342,12 +342,10 @@ class KeySyncPipeline:
         """FP8 matmuls in both sampling networks (``keysync.models.fp8``): ``on``, torchao's, on a GPU with
         FP8 tensor cores and ``dtype`` bfloat16; ``emulate``, their rounding on any device, to see what FP8
         does to the output. Call it before ``compile``. Not float rounding: opt-in only."""
-        from ..models.fp8 import MODES, check_fp8_device, emulate_fp8, quantize_fp8
+        from ..models.fp8 import MODES, emulate_fp8, quantize_fp8
 
         if mode not in MODES:
             raise KeySyncError(f"--fp8 {mode}: choose one of {', '.join(MODES)}")
-        if mode == "on":
-            check_fp8_device(self.device, self.dtype)  # before either network changes
         for net in (self.model.keyframe, self.model.interpolation):
             quantize_fp8(net, self.device, self.dtype) if mode == "on" else emulate_fp8(net)
         return self
