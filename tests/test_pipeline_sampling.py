@@ -211,8 +211,9 @@ def test_steps_replace_the_presets_step_counts():
     from keysync.diffusion.speed import StageSchedule, stage_schedules
 
     assert stage_schedules("quality", 4) == (StageSchedule(4, 4), StageSchedule(4, 4))  # every step guided, as before presets
-    assert stage_schedules("fast", 4) == (StageSchedule(4, 4), StageSchedule(4, 2))
-    assert stage_schedules("fast", 1) == (StageSchedule(1, 1), StageSchedule(1, 1))
+    assert stage_schedules("fast", 4) == (StageSchedule(4, 4), StageSchedule(4, 3))
+    assert stage_schedules("fastest", 4) == (StageSchedule(4, 2), StageSchedule(4, 1))
+    assert stage_schedules("fast", 2) == (StageSchedule(2, 2), StageSchedule(2, 2))  # guided share capped at the steps
     with pytest.raises(ValueError, match="unknown speed 'turbo'"):
         stage_schedules("turbo")
 

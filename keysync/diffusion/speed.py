@@ -46,7 +46,7 @@ class StageSchedule:
 
 SCHEDULES = {  # (keyframes, interpolation) per name in SPEEDS
     "quality": (StageSchedule(OFFICIAL_STEPS, OFFICIAL_STEPS), StageSchedule(OFFICIAL_STEPS, OFFICIAL_STEPS)),
-    "fast": (StageSchedule(OFFICIAL_STEPS, OFFICIAL_STEPS), StageSchedule(5, 2)),
+    "fast": (StageSchedule(OFFICIAL_STEPS, OFFICIAL_STEPS), StageSchedule(4, 3)),
     "fastest": (StageSchedule(5, 2), StageSchedule(3, 1)),
 }
 assert tuple(SCHEDULES) == SPEEDS
