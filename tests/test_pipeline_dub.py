@@ -427,3 +427,21 @@ def test_keyframes_from_the_frames_tracking_kept_give_the_dub_a_saved_track_give
     again = np.stack(list(pipe(str(video), str(video), progress=False, steps=STEPS, face=tracked.location).frames))
     assert keyframe_rows == [(0, 13, 26, 39), None]  # the keyframes alone first; then with the whole window
     assert np.array_equal(first, again)
+
+
+def test_a_bfloat16_pipeline_feeds_its_networks_bfloat16(tmp_path):
+    """With ``dtype`` bfloat16 every network input is bfloat16, the reference frame's audio included
+    (it was left in float32, and the keyframe stage stopped on the mixed matmul)."""
+    import torch
+
+    video = write_clip(tmp_path / "in.mp4", moving_frames(astronaut(), 320, 240, 10, photo_height=220), rate=25)
+    pipe = KeySyncPipeline(micro_model(audio_window=1), dtype=torch.bfloat16)
+    seen = set()
+    for net in (pipe.model.keyframe, pipe.model.interpolation, pipe.model.vae):
+        net.register_forward_pre_hook(lambda module, args: seen.update(a.dtype for a in args if isinstance(a, torch.Tensor)))
+        for layer in net.modules():
+            if isinstance(layer, torch.nn.Linear):
+                layer.register_forward_pre_hook(lambda module, args: seen.add(args[0].dtype))
+    out = pipe(video, load_audio(write_wav(tmp_path / "s.mp4", tone(0.4))), progress=False, steps=STEPS)
+    frames = np.stack(list(out.frames))
+    assert frames.shape == (10, 240, 320, 3) and seen == {torch.bfloat16}

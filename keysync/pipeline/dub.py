@@ -493,7 +493,7 @@ class KeySyncPipeline:
         ref_model = int(np.argmin(np.abs(timeline.model_source - ref)))
         anchor = FrameData(
             ref_model, ref_latent, ref_mask,
-            feats["keyframe"][ref_model][None], feats["interpolation"][ref_model][None],
+            *(feats[stage][ref_model][None].to(self.device, self.dtype) for stage in ("keyframe", "interpolation")),
         )
 
         dilate, blur = opts.feather
