@@ -305,17 +305,25 @@ def demo_report(args) -> None:
     tree and ``--old`` so that both see the same machine load."""
     import statistics
 
+    import torch
+
+    from keysync.models.precision import resolve_dtype
+
     times: dict[str, list[float]] = {}
     with tempfile.TemporaryDirectory() as folder:
-        trees = [("this tree", ROOT)] + ([(f"old ({args.old})", old_tree(Path(folder) / "old", args.old))] if args.old else [])
+        dtype = resolve_dtype("auto")
+        trees = [(f"this tree ({str(dtype).removeprefix('torch.')}, its default here)", ROOT, [])]
+        if dtype != torch.float32:  # also as on a CPU without bfloat16 hardware
+            trees.append(("this tree (--dtype float32)", ROOT, ["--dtype", "float32"]))
+        trees += [(f"old ({args.old})", old_tree(Path(folder) / "old", args.old), [])] if args.old else []
         try:
             for run in range(args.repeats or 2):
-                for name, tree in trees:
-                    out = Path(folder) / f"out-{run}-{len(times.get(name, []))}-{name[:3]}"
+                for k, (name, tree, extra) in enumerate(trees):
+                    out = Path(folder) / f"out-{run}-{k}"
                     out.mkdir()
                     start = time.perf_counter()
                     subprocess.run([sys.executable, "-c", "import sys; from keysync.cli import main; sys.exit(main())",
-                                    "demo", "--out-dir", str(out), "--quiet"], check=True, capture_output=True,
+                                    "demo", "--out-dir", str(out), "--quiet", *extra], check=True, capture_output=True,
                                    env=dict(os.environ, PYTHONPATH=str(tree)), cwd=folder)
                     times.setdefault(name, []).append(time.perf_counter() - start)
                     print(name, f"{times[name][-1]:.1f} s", flush=True)
@@ -324,14 +332,15 @@ def demo_report(args) -> None:
                 remove_tree(Path(folder) / "old")
     lines = [f"# `keysync demo` end to end ({this_machine()}, no GPU)", "",
              "`python benchmarks/speed.py --demo" + (f" --old {args.old}" if args.old else "") + f" --repeats {args.repeats or 2}`: "
-             "each run a new process with that tree's own defaults (this tree's demo samples at `fast`, trees "
-             "from before the speed presets at `quality`), the shipped small model, runs alternating between the trees.", "",
+             "each run a new process with that tree's own defaults (this tree's demo samples at `fast` and computes in "
+             "bfloat16 where the CPU multiplies it in hardware, trees from before the speed presets at `quality` in float32), "
+             "the shipped small model, runs alternating between the trees.", "",
              "| code | runs (s) | median (s) |", "|---|---|---|"]
     for name, values in times.items():
         lines.append(f"| {name} | {', '.join(f'{v:.1f}' for v in values)} | {statistics.median(values):.1f} |")
     if args.old:
-        new, old = (statistics.median(v) for v in times.values())
-        lines += ["", f"Speed-up: {old / new:.2f}x."]
+        medians = [statistics.median(v) for v in times.values()]
+        lines += ["", "Speed-up: " + ", ".join(f"{name} {medians[-1] / m:.2f}x" for name, m in zip(times, medians[:-1])) + "."]
     lines += ["", f"Load average over the last minute when the run ended: {os.getloadavg()[0]:.1f}.", ""]
     (RESULTS / "speed_demo.md").write_text("\n".join(lines))
     print("\n".join(lines))

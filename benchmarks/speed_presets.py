@@ -1,13 +1,14 @@
 """Quality and cost of the speed presets with the shipped small model on held-out synthetic clips.
 
-    python benchmarks/speed_presets.py [--clips 10] [--presets quality fast fastest fast@2 fast+fp8]
+    python benchmarks/speed_presets.py [--clips 10] [--presets quality fast fastest fast@2 fast+fp8 fast+bf16]
 
 Runs `keysync bench --method keysync --speed P` for each preset on the same rendered test clips (speakers
 and sentences no model saw in training) in the three modes, then compares every preset with `quality`
 clip by clip: sync (cross mode), LipLeak (silent), SSIM in the regenerated box (reconstruction), partial
 cross-leak and mouth jitter. Writes benchmarks/results/speed_presets.md; each preset's per-clip numbers stay
 in benchmarks/results/speed-presets/P/. A preset whose results exist is not run again (resume). ``P@N`` runs
-preset P with ``--deep-cache N``, ``P+fp8`` with ``--fp8 emulate`` (also compared with P itself).
+preset P with ``--deep-cache N``, ``P+fp8`` with ``--fp8 emulate`` and ``P+bf16`` with ``--dtype bfloat16`` (both also
+compared with P itself).
 
     python benchmarks/speed_presets.py --seeds 8 --seeded quality fast
 
@@ -45,25 +46,33 @@ CHECKS = (
 )
 
 
-def parse_preset(preset: str) -> tuple[str, int, bool]:
-    """``fast``, ``fast@2`` (the preset with ``--deep-cache 2``), ``fast+fp8`` (with ``--fp8 emulate``) ->
-    (speed, deep cache, FP8)."""
-    preset, fp8, _ = preset.partition("+fp8")
+VARIANTS = {  # P+V: preset P with these bench options, results in the folder P-suffix
+    "fp8": (["--fp8", "emulate"], {"fp8": "emulate"}, "-fp8-emulated"),
+    "bf16": (["--dtype", "bfloat16"], {"dtype": "bfloat16"}, "-bfloat16"),
+}
+
+
+def parse_preset(preset: str) -> tuple[str, int, str]:
+    """``fast``, ``fast@2`` (the preset with ``--deep-cache 2``), ``fast+fp8`` (with ``--fp8 emulate``),
+    ``fast+bf16`` (with ``--dtype bfloat16``) -> (speed, deep cache, variant or "")."""
+    preset, _, variant = preset.partition("+")
+    if variant and variant not in VARIANTS:
+        raise SystemExit(f"{preset}+{variant}: the variants are {', '.join(VARIANTS)}")
     speed, _, deep = preset.partition("@")
-    return speed, int(deep or 1), bool(fp8)
+    return speed, int(deep or 1), variant
 
 
 def folder_name(preset: str) -> str:
-    speed, deep, fp8 = parse_preset(preset)
-    return speed + (f"-deep-cache-{deep}" if deep > 1 else "") + ("-fp8-emulated" if fp8 else "")
+    speed, deep, variant = parse_preset(preset)
+    return speed + (f"-deep-cache-{deep}" if deep > 1 else "") + (VARIANTS[variant][2] if variant else "")
 
 
 def run_preset(preset: str, clips: int, out: Path) -> float:
     if (out / "summary.json").exists():
         return json.loads((out / "seconds.json").read_text())["seconds"]
-    speed, deep, fp8 = parse_preset(preset)
+    speed, deep, variant = parse_preset(preset)
     argv = [sys.executable, "-m", "keysync.cli", "bench", "--method", "keysync", "--speed", speed, "--deep-cache", str(deep), "--clips", str(clips),
-            "--out", str(out), "--json", str(out / "summary.json"), "--overwrite", *(["--fp8", "emulate"] if fp8 else [])]
+            "--out", str(out), "--json", str(out / "summary.json"), "--overwrite", *(VARIANTS[variant][0] if variant else [])]
     start = time.perf_counter()
     subprocess.run(argv, check=True)
     seconds = time.perf_counter() - start
@@ -101,12 +110,12 @@ def seed_runs(root: Path, presets: list[str], seeds: int, clips: int) -> None:
 
     records = benchmark_data(root / "quality" / "data", clips, 0, 256)
     for preset in presets:
-        speed, deep, fp8 = parse_preset(preset)
+        speed, deep, variant = parse_preset(preset)
         for seed in range(1, seeds):
             out = root / f"{folder_name(preset)}-seed{seed}"
             if (out / "per_clip.csv").exists():
                 continue
-            method = KeySyncMethod(speed=speed, seed=seed, deep_cache=deep, fp8="emulate" if fp8 else None)
+            method = KeySyncMethod(speed=speed, seed=seed, deep_cache=deep, **(VARIANTS[variant][1] if variant else {}))
             with tempfile.TemporaryDirectory() as work:
                 result = run_benchmark(method, records, Path(work), modes=("cross",), progress=False)
             write_results(out, "keysync", result)
@@ -155,7 +164,8 @@ def main() -> int:
         "(37 % at official size). `P+fp8` is preset P with `--fp8 emulate`: the rounding of FP8 matmuls (e4m3, a "
         "scale per row of activations and of weights) in every linear layer of both networks, emulated in float32 "
         "on the CPU (slower there than P, not faster); what FP8 gains in speed needs a GPU with FP8 tensor cores "
-        "and is not measured here.",
+        "and is not measured here. `P+bf16` is preset P with `--dtype bfloat16`: the networks in bfloat16 on the CPU, "
+        "the sampler's state in float32.",
         "",
         "| preset | keyframe steps (guided) | interpolation steps (guided) | evaluations per output frame | of them whole | bench wall time (s) |",
         "|---|---|---|---|---|---|",
@@ -194,9 +204,9 @@ def main() -> int:
         lines += ["", f"## {p} against quality, clip by clip", "",
                   "| mode | metric | quality | " + p + " | difference (mean +- s.e.) | largest difference | asked | clips that meet it |",
                   "|---|---|---|---|---|---|---|---|", *compare(clips["quality"], clips[p])]
-        plain = p.partition("+fp8")[0]
-        if plain != p and plain in clips:  # FP8's own effect: the same schedule, seed and clips without it
-            lines += ["", f"## {p} against {plain}, clip by clip (FP8's own effect)", "",
+        plain, _, variant = p.partition("+")
+        if variant and plain in clips:  # the variant's own effect: the same schedule, seed and clips without it
+            lines += ["", f"## {p} against {plain}, clip by clip ({variant}'s own effect)", "",
                       f"| mode | metric | {plain} | {p} | difference (mean +- s.e.) | largest difference | asked of a preset (against quality) | clips that meet it |",
                       "|---|---|---|---|---|---|---|---|", *compare(clips[plain], clips[p])]
     (RESULTS / "speed_presets.md").write_text("\n".join(lines) + "\n")

@@ -17,6 +17,7 @@ DEEP_CACHE_HELP = (
     "N > 1: the networks' deep levels run on one sampling step in N and the steps between reuse them "
     "(DeepCache); a reusing step costs about a third of a whole one at official size (default 1: off)"
 )
+DTYPES = ("float32", "float16", "bfloat16")  # what the networks compute in (--dtype)
 ENCODERS = ("auto", "libx264", "h264_nvenc")  # H.264 encoders of the output: auto takes NVIDIA's hardware one where it opens, else x264
 FP8_MODES = ("on", "emulate")  # keysync.models.fp8
 FP8_HELP = (

@@ -126,6 +126,8 @@ CASES = [
     ("bench-few-steps", "bench --method keysync --steps 0 --out {tmp}/b", 1, "--steps 0"),
     ("bench-deep-cache-copy", "bench --method copy --deep-cache 2 --out {tmp}/b", 1, "--deep-cache only applies to --method keysync"),
     ("bench-fp8-copy", "bench --method copy --fp8 emulate --out {tmp}/b", 1, "--fp8 only applies to --method keysync"),
+    ("bench-dtype-copy", "bench --method copy --dtype bfloat16 --out {tmp}/b", 1, "--dtype only applies to --method keysync"),
+    ("demo-dtype-unknown", "demo --out-dir {tmp} --dtype float8", 2, "argument --dtype: invalid choice: 'float8'"),
     ("demo-zero-steps", "demo --out-dir {tmp} --steps 0", 1, "--steps 0"),
     ("demo-missing-folder", "demo --out-dir {tmp}/nope", 1, "nope is not a folder"),
     ("demo-truncated-weights", "demo --out-dir {tmp} --model {model} --quiet", 1, "is incomplete or corrupt"),

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import argparse
 
-from ..constants import FP8_HELP, FP8_MODES
+from ..constants import DTYPES, FP8_HELP, FP8_MODES
 
 
 def register(subparsers) -> None:
@@ -16,7 +16,7 @@ def register(subparsers) -> None:
     p.add_argument("--run-dir", help="folder for the journal and the workers' unfinished files (default: OUT_DIR.keysync-batch "
                    "beside OUT_DIR; on the same filesystem)")
     p.add_argument("--model", help="model folder for rows without a model column (default: the small model shipped in the package)")
-    p.add_argument("--dtype", choices=["float32", "float16", "bfloat16"], default="float32")
+    p.add_argument("--dtype", choices=DTYPES, default="float32")
     p.add_argument("--compile", action="store_true", help="each worker compiles the networks once with torch.compile "
                    "(as keysync dub --compile; pays when a worker dubs many or long videos)")
     p.add_argument("--fp8", choices=FP8_MODES, help="as keysync dub --fp8, for every job: " + FP8_HELP)

@@ -70,7 +70,8 @@ def render_target(folder: str, name: str, phonemes) -> np.ndarray:
     return render_clip(spec, target_mouth)[0]
 
 
-def run_demo(out_dir: Path, model: str | None, seed: int, speed: str, steps: int | None, overwrite: bool, progress: bool = True) -> dict:
+def run_demo(out_dir: Path, model: str | None, seed: int, speed: str, steps: int | None, overwrite: bool, progress: bool = True,
+             dtype: str = "auto") -> dict:
     """Make, dub, write and score the demo clip; returns {"dubbed", "side_by_side", "metrics"}.
 
     The clips are rendered and tracked in a second process while this one imports and loads the model, so
@@ -90,6 +91,7 @@ def run_demo(out_dir: Path, model: str | None, seed: int, speed: str, steps: int
         from ..faces.frontend import place_crops
         from ..media.writer import VideoWriter
         from ..models.model import shipped_model_dir
+        from ..models.precision import resolve_dtype
         from ..parallel import exempt_loaded_objects
         from ..pipeline.dub import DubOptions, KeySyncPipeline
         from ..synth.clipio import read_mp4_frames
@@ -99,7 +101,7 @@ def run_demo(out_dir: Path, model: str | None, seed: int, speed: str, steps: int
         from .mouth_reader import LoadedReader
         from .runner import score
 
-        pipeline = KeySyncPipeline.from_pretrained(model or shipped_model_dir())
+        pipeline = KeySyncPipeline.from_pretrained(model or shipped_model_dir(), dtype=resolve_dtype(dtype))
         exempt_loaded_objects()
         made = rendering.result()
         source = ClipRecord(Path(made["record"][0]), made["record"][1])

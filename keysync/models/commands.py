@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 
+from ..constants import DTYPES
 from ..pipeline.commands import GUIDANCE_HELP, parse_guidance
 
 
@@ -29,7 +30,7 @@ def register(subparsers) -> None:
         "give it once (both stages share its sizes) or once per stage. Default: the released sizes",
     )
     p.add_argument("--vae", metavar="PATH", help="SVD VAE (diffusers folder or .safetensors) to add the VAE encoder")
-    p.add_argument("--dtype", choices=["float32", "float16", "bfloat16"], default="float32", help="stored precision")
+    p.add_argument("--dtype", choices=DTYPES, default="float32", help="stored precision")
     p.add_argument(
         "--trust-pickle",
         action="store_true",
@@ -44,7 +45,7 @@ def register(subparsers) -> None:
     )
     e.add_argument("model", help="model folder, e.g. runs/small/model")
     e.add_argument("-o", "--output", required=True, help="model folder to write")
-    e.add_argument("--dtype", choices=["float32", "float16", "bfloat16"], default="float16", help="stored precision (default float16)")
+    e.add_argument("--dtype", choices=DTYPES, default="float16", help="stored precision (default float16)")
     e.add_argument("--note", help="a line stored in keysync.json (what the model is, how it was trained)")
     e.add_argument(
         "--guidance", metavar="A,R", type=parse_guidance,

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from ..constants import DEEP_CACHE_HELP, ENCODERS, FP8_HELP, FP8_MODES, SPEED_HELP, SPEEDS, STEPS_HELP
+from ..constants import DEEP_CACHE_HELP, DTYPES, ENCODERS, FP8_HELP, FP8_MODES, SPEED_HELP, SPEEDS, STEPS_HELP
 from .plan import LONG_AUDIO, SHORT_AUDIO, check_deep_cache, check_steps
 
 GUIDANCE_HELP = (
@@ -43,7 +43,7 @@ def register(subparsers) -> None:
     p.add_argument("--guidance", type=parse_guidance, metavar="A,R", help=GUIDANCE_HELP + " (default: the model folder's, else 5,2)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1, ...")
-    p.add_argument("--dtype", choices=["float32", "float16", "bfloat16"], default="float32")
+    p.add_argument("--dtype", choices=DTYPES, default="float32")
     p.add_argument("--fp8", choices=FP8_MODES, help=FP8_HELP)
     p.add_argument("--compile", action="store_true",
                    help="compile the networks' repeated blocks with torch.compile: the dub waits for the compiler first "
