@@ -62,7 +62,7 @@ def register(subparsers) -> None:
     d.add_argument("--steps", type=int, help=STEPS_HELP)
     d.add_argument("--dtype", choices=("auto", "float32", "bfloat16"), default="auto",
                    help="what the networks compute in (default auto: bfloat16 on a CPU that multiplies it in hardware, "
-                        "AVX512-BF16 or AMX, about 1.5x faster here; else float32)")
+                        "AVX512-BF16 or AMX, where the dub runs about 1.4x faster; else float32)")
     d.add_argument("--overwrite", action="store_true", help="replace the videos of an earlier demo")
     d.add_argument("--quiet", action="store_true", help="no progress bars; only warnings and errors")
     d.set_defaults(func=run_demo)
