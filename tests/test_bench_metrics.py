@@ -1,6 +1,7 @@
 """Benchmark metric definitions on hand-made series and frames."""
 
 import numpy as np
+import pytest
 
 from keysync.bench import metrics as M
 
@@ -67,6 +68,20 @@ def test_identity_regions_and_images():
     assert abs(M.ssim(img, img, everywhere) - 1) < 1e-9
     noisy = np.clip(img.astype(int) + rng.integers(-20, 21, img.shape), 0, 255).astype(np.uint8)
     assert 20 < M.psnr(img, noisy, everywhere) < 40 and M.ssim(img, noisy, everywhere) < 0.95
+
+
+def test_psnr_is_scikit_images_on_the_regions_pixels():
+    """``psnr`` sums squared errors in integers; scikit-image on the region's pixels (float64) gets the same
+    mean (a sum of exact integers either way), so the two agree to the last bits of one log10."""
+    from skimage.metrics import peak_signal_noise_ratio
+
+    rng = np.random.default_rng(3)
+    a = rng.integers(0, 256, (3, 40, 50, 3), dtype=np.uint8)
+    b = np.clip(a.astype(int) + rng.integers(-90, 91, a.shape), 0, 255).astype(np.uint8)  # errors of both signs, up to 90
+    region = rng.random(a.shape[:3]) < 0.3
+    assert M.psnr(a, b, region) == pytest.approx(peak_signal_noise_ratio(b[region], a[region], data_range=255), rel=1e-14)
+    assert M.psnr(a, b) == pytest.approx(peak_signal_noise_ratio(b, a, data_range=255), rel=1e-14)
+    assert M.psnr(a, a, region) == M.PSNR_CAP and np.isnan(M.psnr(a, b, np.zeros(a.shape[:3], bool)))
 
 
 def test_colour_shift_measures_tint_not_texture():

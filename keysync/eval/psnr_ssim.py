@@ -32,15 +32,13 @@ def psnr_from_mse(mse: float) -> float:
 def psnr(a: np.ndarray, b: np.ndarray, region: np.ndarray | None = None) -> float:
     """PSNR (dB) of uint8 frames ``a`` against ``b`` (T, H, W, 3) over the pixels in ``region`` (T, H, W; None:
     all): scikit-image's ``peak_signal_noise_ratio`` on those pixels, capped at ``PSNR_CAP``; NaN for an
-    empty region."""
-    from skimage.metrics import peak_signal_noise_ratio
-
+    empty region. The squared errors are summed in integers, exactly, where scikit-image sums exact float64s:
+    the same mean, without copying the region's pixels to float64 (twice as fast)."""
     if region is not None and not region.any():
         return math.nan
-    x, y = (a, b) if region is None else (a[region], b[region])
-    if np.array_equal(x, y):
-        return PSNR_CAP
-    return min(PSNR_CAP, float(peak_signal_noise_ratio(y, x, data_range=DATA_RANGE)))
+    diff = np.maximum(a, b) - np.minimum(a, b)  # |a - b|, exact in uint8
+    diff = diff if region is None else diff[region]
+    return psnr_from_mse(int(np.square(diff, dtype=np.uint32).sum(dtype=np.int64)) / diff.size)
 
 
 def ssim_map(a: np.ndarray, b: np.ndarray) -> tuple[float, np.ndarray]:

@@ -313,7 +313,8 @@ def _blend(img, points, pad, draw, color, alpha: float = 1.0) -> np.ndarray | No
     cov = np.zeros((y1 - y0, x1 - x0), np.float32)
     draw(cov, np.array([x0, y0], np.float64))
     a = cov[..., None] * alpha
-    img[y0:y1, x0:x1] = img[y0:y1, x0:x1] * (1 - a) + np.asarray(color, np.float32) * a
+    region = img[y0:y1, x0:x1]
+    np.add(region * (1 - a), np.asarray(color, np.float32) * a, out=region)  # in place: no third temporary
     return cov, (y0, y1, x0, x1)
 
 
@@ -395,7 +396,7 @@ class FaceRenderer:
         occ = np.zeros(img.shape[:2], np.float32)
         if occluder is not None and occluder.presence(time) > 0:
             _draw_occluder(img, occ, occluder, occluder.presence(time), proj, pts)
-        out = cv2.resize(np.clip(img, 0, 1), (self.width, self.height), interpolation=cv2.INTER_AREA)
+        out = cv2.resize(np.clip(img, 0, 1, out=img), (self.width, self.height), interpolation=cv2.INTER_AREA)
         frame = np.round(out * 255).astype(np.uint8)
         mask = (cv2.resize(occ, (self.width, self.height), interpolation=cv2.INTER_AREA) > 0.5).astype(np.uint8)
         landmarks = (proj(pts) + 0.5) / SUPERSAMPLE - 0.5  # canvas pixel centres -> output pixel centres
