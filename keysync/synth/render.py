@@ -343,15 +343,11 @@ def _line(img, points, color, thickness, alpha: float = 1.0, closed: bool = Fals
 def _smooth_closed(points: np.ndarray, samples: int = 8) -> np.ndarray:
     """A closed Catmull-Rom curve through ``points``: round outlines from few landmarks."""
     p = np.asarray(points, np.float64)
-    n = len(p)
-    out = []
-    for i in range(n):
-        p0, p1, p2, p3 = p[i - 1], p[i], p[(i + 1) % n], p[(i + 2) % n]
-        for s in np.arange(samples) / samples:
-            out.append(
-                0.5 * ((2 * p1) + (-p0 + p2) * s + (2 * p0 - 5 * p1 + 4 * p2 - p3) * s**2 + (-p0 + 3 * p1 - 3 * p2 + p3) * s**3)
-            )
-    return np.array(out)
+    p0, p1, p2, p3 = (np.roll(p, shift, axis=0)[:, None] for shift in (1, 0, -1, -2))  # each point's neighbours
+    steps = np.arange(samples) / samples
+    s, s2, s3 = (np.array([t**k for t in steps])[None, :, None] for k in (1, 2, 3))  # scalar powers, as the curve was first drawn
+    out = 0.5 * ((2 * p1) + (-p0 + p2) * s + (2 * p0 - 5 * p1 + 4 * p2 - p3) * s2 + (-p0 + 3 * p1 - 3 * p2 + p3) * s3)
+    return out.reshape(-1, p.shape[-1])
 
 
 def _background(scene: Scene, width: int, height: int) -> np.ndarray:
