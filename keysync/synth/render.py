@@ -312,9 +312,13 @@ def _blend(img, points, pad, draw, color, alpha: float = 1.0) -> np.ndarray | No
         return None
     cov = np.zeros((y1 - y0, x1 - x0), np.float32)
     draw(cov, np.array([x0, y0], np.float64))
-    a = cov[..., None] * alpha
+    a, color = cov * alpha, np.asarray(color, np.float32)
     region = img[y0:y1, x0:x1]
-    np.add(region * (1 - a), np.asarray(color, np.float32) * a, out=region)  # in place: no third temporary
+    # region (1 - a) + color a, computed only where 0 < a < 1: where a is 0 or 1 it is exactly region or color
+    region[a == 1] = color
+    edge = (a > 0) & (a < 1)
+    weight = a[edge][:, None]
+    region[edge] = region[edge] * (1 - weight) + color * weight
     return cov, (y0, y1, x0, x1)
 
 
