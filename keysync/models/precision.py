@@ -7,8 +7,8 @@ import torch
 
 def cpu_has_bfloat16() -> bool:
     """True where this CPU multiplies bfloat16 in hardware (AVX512-BF16 or AMX): there the small model's VAE
-    runs about twice as fast as in float32 and its sampling about 1.2x. Elsewhere bfloat16 is emulated in
-    float32 arithmetic, which cannot be faster than float32 itself."""
+    runs about twice as fast as in float32 and its sampling about 1.2x. Elsewhere bfloat16 is computed with
+    float32 arithmetic and conversions: not expected to be faster than float32."""
     checks = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")  # torch.cpu's own CPU feature probes
     return any(getattr(torch.cpu, name, lambda: False)() for name in checks)
 
