@@ -32,9 +32,10 @@ def test_deep_steps_run_whole_every_nth_step_and_where_guidance_stops():
     assert StageSchedule(3, 1, 2).deep_steps() == [True, True, False]
     assert StageSchedule(5, 2, 2).deep_steps() == [True, False, True, False, True]
     assert StageSchedule(5, 2).deep_steps() == [True] * 5
-    assert stage_schedules("fast", None, 2) == (StageSchedule(11, 11, 2), StageSchedule(5, 2, 2))
-    # fast@2: keyframes whole on 6 of 11 guided steps (x3), interpolation on steps 0 (guided), 2 and 4
-    assert evaluations_per_output_frame(*stage_schedules("fast", None, 2), whole_only=True) == pytest.approx(14 * 18 / 169 + 14 * 5 / 13)
+    assert StageSchedule(4, 3, 2).deep_steps() == [True, False, True, True]
+    assert stage_schedules("fast", None, 2) == (StageSchedule(11, 11, 2), StageSchedule(4, 3, 2))
+    # fast@2: keyframes whole on 6 of 11 guided steps (x3), interpolation on steps 0 and 2 (guided, x3) and 3
+    assert evaluations_per_output_frame(*stage_schedules("fast", None, 2), whole_only=True) == pytest.approx(14 * 18 / 169 + 14 * 7 / 13)
     assert evaluations_per_output_frame(*stage_schedules("fast", None, 2)) == evaluations_per_output_frame(*stage_schedules("fast"))
     with pytest.raises(ValueError, match="deep_cache 0"):
         stage_schedules("fast", None, 0)
