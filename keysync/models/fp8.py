@@ -67,8 +67,8 @@ def check_fp8_device(device: torch.device, dtype: torch.dtype) -> None:
 
 def quantize_fp8(net: nn.Module, device: torch.device, dtype: torch.dtype) -> int:
     """Swap ``net``'s ``fp8_layers`` for torchao's FP8 ones (``net`` on ``device`` in ``dtype``); returns how
-    many. Whatever stands in the way is raised before any layer changes. torchao advises torch.compile (``--compile``) with it, to fuse the activations' scaling into the
-    layers around them."""
+    many. Whatever stands in the way is raised before any layer changes. torchao advises torch.compile
+    (``--compile``) with it, to fuse the activations' scaling into the layers around them."""
     check_fp8_device(device, dtype)
     try:
         from torchao.quantization import Float8DynamicActivationFloat8WeightConfig, PerRow, quantize_

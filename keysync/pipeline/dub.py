@@ -445,8 +445,8 @@ class KeySyncPipeline:
         # the speech's time 0 is the video container's start, as when FFmpeg muxes the two files
         speech = fit_audio_to_frames(wave, timeline.num_model_frames, start - info.start).reshape(-1)
         soundtrack = np.pad(speech, (int(round(start * SAMPLE_RATE)), 0))  # the writer's audio starts at time 0
-        feats = {
-            s: frame_windows(f(speech, frames=plan.padded_frames), getattr(self.model, s).config.audio_window)
+        feats = {  # on the networks' device and in their dtype, once, for every window and the reference
+            s: frame_windows(f(speech, frames=plan.padded_frames), getattr(self.model, s).config.audio_window).to(self.device, self.dtype)
             for s, f in self.features.items()
         }
 
@@ -493,7 +493,7 @@ class KeySyncPipeline:
         ref_model = int(np.argmin(np.abs(timeline.model_source - ref)))
         anchor = FrameData(
             ref_model, ref_latent, ref_mask,
-            *(feats[stage][ref_model][None].to(self.device, self.dtype) for stage in ("keyframe", "interpolation")),
+            feats["keyframe"][ref_model][None], feats["interpolation"][ref_model][None],
         )
 
         dilate, blur = opts.feather
@@ -517,7 +517,7 @@ class KeySyncPipeline:
             row = {s: r for r, s in enumerate(s for batch in batches for s in batch)}
             pick = [row[s] for s in sources]
             lat, msk = (torch.cat([part[k] for part in encoded])[pick] for k in (0, 1))
-            audio = {s: feats[s][frames].to(self.device, self.dtype) for s in feats}
+            audio = {s: feats[s][frames] for s in feats}
             return FrameData(frames[0], lat, msk, audio["keyframe"], audio["interpolation"], tuple(frames) if keyframes_only else None)
 
         def prepare(reader) -> Iterator[tuple[int, FrameData, bool]]:
