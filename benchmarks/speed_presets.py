@@ -134,7 +134,7 @@ def compare_seed_means(base: dict[str, np.ndarray], other: dict[str, np.ndarray]
     se = [np.sqrt(base[c].var(ddof=1) / len(base[c]) + other[c].var(ddof=1) / len(other[c])) for c in clips]
     rows = [f"| {c} | {base[c].mean():.3f} | {other[c].mean():.3f} | {x:+.4f} +- {e:.4f} |" for c, x, e in zip(clips, d, se)]
     summary = (f"{d.mean():+.4f} +- {d.std(ddof=1) / np.sqrt(len(d)):.4f} | {np.abs(d).max():.4f} | "
-               f"{int((np.abs(d) <= 0.02).sum())} of {len(d)} clips")
+               f"{int((np.abs(d) <= 0.02).sum())} of {len(d)} clips | {int((d >= -0.02).sum())} of {len(d)} clips")
     return summary, rows
 
 
@@ -189,7 +189,8 @@ def main() -> int:
                   f"of the two means is given with its standard error (from the seeds' spread). The floor is `quality` against "
                   f"itself, {half} seeds (even) against {half} others (odd); a mean over {n} seeds lies closer, by about "
                   f"sqrt(2), to its own limit.", "",
-                  "| comparison | difference (mean +- s.e. over clips) | largest difference | clips within 0.02 |", "|---|---|---|---|",
+                  "| comparison | difference (mean +- s.e. over clips) | largest difference | clips within 0.02 | clips not lower by more than 0.02 |",
+                  "|---|---|---|---|---|",
                   f"| quality, {half} seeds against {half} others (floor) | {floor} |"]
         per_clip_rows = []
         for p in args.seeded[1:]:
