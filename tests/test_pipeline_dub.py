@@ -330,6 +330,22 @@ def test_progress_advances_per_stage(pipe, monkeypatch):
     assert {bar.desc: bar.n for bar in made} == {"tracking": 20, "keyframes": 20, "interpolation": 20, "writing": 20}
 
 
+def test_the_vae_decodes_on_a_thread_of_its_own_beside_sampling(pipe, monkeypatch):
+    """VAE decoding is a stage of its own: it runs on another thread than the sampler (and the caller), so
+    it overlaps the sampling of the next group of latents."""
+    import threading
+
+    threads = {"decode": set(), "sample": set()}
+    vae, net = pipe.model.vae, pipe.model.interpolation
+    decode_frames, forward = vae.decode_frames, net.forward
+    monkeypatch.setattr(vae, "decode_frames", lambda *a, **k: threads["decode"].add(threading.get_ident()) or decode_frames(*a, **k))
+    monkeypatch.setattr(net, "forward", lambda *a, **k: threads["sample"].add(threading.get_ident()) or forward(*a, **k))
+    frames = np.stack(list(moving_frames(astronaut(), 320, 240, 20, photo_height=220)))
+    assert len(list(pipe(frames, tone(0.8), fps=25, steps=1, progress=False).frames)) == 20
+    assert len(threads["decode"]) == 1 and len(threads["sample"]) == 1
+    assert threads["decode"] != threads["sample"] and threading.get_ident() not in threads["decode"] | threads["sample"]
+
+
 @pytest.mark.parametrize("times", [
     np.arange(40) / 25,  # 25 fps: model frame k shows frame k
     0.5 + np.arange(60) / 30,  # 30 fps from 0.5 s
