@@ -426,9 +426,10 @@ def test_the_reference_comes_from_the_frames_tracking_kept(tmp_path, pipe, monke
 
 def test_keyframes_from_the_frames_tracking_kept_give_the_dub_a_saved_track_gives(tmp_path, pipe, monkeypatch):
     """Dubbing while tracking samples the first window's keyframes from the frames tracking kept, before the
-    window is decoded again; with a saved track (no tracking) they come with the window. The frames are the
-    same, bit for bit, even with an encoder whose rounding depends on how many crops it is given at once
-    (as a real VAE's may: the keyframes' crops are encoded in a batch of their own either way)."""
+    window is decoded again; with a saved track (no tracking) they are cut from the decoded window, and
+    sampled alone too, while the window's other frames are encoded. The frames are the same, bit for bit,
+    even with an encoder whose rounding depends on how many crops it is given at once (as a real VAE's may:
+    the keyframes' crops are encoded in a batch of their own either way)."""
     from keysync.pipeline.sampling import LatentDubber
 
     video = write_clip(tmp_path / "in.mp4", moving_frames(astronaut(), 320, 240, 30, photo_height=220), rate=25, audio=tone(1.2))
@@ -441,8 +442,26 @@ def test_keyframes_from_the_frames_tracking_kept_give_the_dub_a_saved_track_give
     tracked = pipe(str(video), str(video), progress=False, steps=STEPS)
     first = np.stack(list(tracked.frames))
     again = np.stack(list(pipe(str(video), str(video), progress=False, steps=STEPS, face=tracked.location).frames))
-    assert keyframe_rows == [(0, 13, 26, 39), None]  # the keyframes alone first; then with the whole window
+    assert keyframe_rows == [(0, 13, 26, 39)] * 2  # the keyframes alone, before the window's other frames are encoded
     assert np.array_equal(first, again)
+
+
+def test_a_dub_of_later_windows_decodes_only_the_keyframes_of_the_window_before(tmp_path, pipe, monkeypatch):
+    """``windows=(1, 2)`` starts from window 0's last keyframe, which window 0's keyframes alone give: only
+    their frames (and the reference) are decoded before window 1's, and the frames equal the whole dub's."""
+    from keysync.media.seek import FrameFetcher
+
+    video = write_clip(tmp_path / "in.mp4", moving_frames(astronaut(), 128, 96, 100, photo_height=90, amplitude=8), rate=12.5,
+                       audio=tone(8.0))
+    whole = pipe(str(video), str(video), progress=False, steps=1)
+    frames = np.stack(list(whole.frames))
+    assert len(whole.window_starts) == 2
+    fetched, real = [], FrameFetcher.fetch
+    monkeypatch.setattr(FrameFetcher, "fetch", lambda self, index: fetched.append(index) or real(self, index))
+    part = pipe(str(video), str(video), progress=False, steps=1, face=whole.location, windows=(1, 2))
+    assert np.array_equal(np.stack(list(part.frames)), frames[whole.window_starts[1]:])
+    keyframe_sources = {k // 2 for k in range(0, 157, 13)}  # at 12.5 fps model frame k shows frame k // 2; window 1 starts at 156
+    assert len(set(i for i in fetched if i < 78) - keyframe_sources) <= 1  # the reference, where it is not a keyframe's
 
 
 def test_a_bfloat16_pipeline_feeds_its_networks_bfloat16(tmp_path):

@@ -503,39 +503,46 @@ class KeySyncPipeline:
             """The source frame shown at padded timeline position ``p``."""
             return int(timeline.model_source[plan.source_frame(p)])
 
-        def frame_data(window, crop, keyframes_only: bool = False) -> FrameData:
-            """Latents, masks and audio of ``window``'s padded timeline frames (``keyframes_only``: of its
-            keyframes), from ``crop(i)``, the face crop of source frame i, asked for in playback order. The
-            keyframes' sources are VAE-encoded in a batch of their own, so that their latents are the same
-            whether the keyframe stage gets them first (``FirstKeyframeImages``) or with the window."""
-            frames = window.keyframes if keyframes_only else list(range(window.segments[0], window.segments[-1] + CLIP))
-            sources = [shown(p) for p in frames]
-            crops = {i: crop(i) for i in dict.fromkeys(sources)}  # in playback order: backwards when played back and forth
-            key_sources = list(dict.fromkeys(shown(p) for p in window.keyframes))
-            batches = [key_sources, [i for i in crops if i not in key_sources]]
-            encoded = [encode(batch, crops) for batch in batches if batch]
-            row = {s: r for r, s in enumerate(s for batch in batches for s in batch)}
-            pick = [row[s] for s in sources]
-            lat, msk = (torch.cat([part[k] for part in encoded])[pick] for k in (0, 1))
+        def frame_data(frames: list[int], parts: list[tuple[list[int], tuple[torch.Tensor, torch.Tensor]]],
+                       keyframes_only: bool = False) -> FrameData:
+            """Latents, masks and audio of padded timeline ``frames``, from ``parts``: (source frames, their
+            ``encode``d latents and masks)."""
+            row = {s: r for r, s in enumerate(s for sources, _ in parts for s in sources)}
+            pick = [row[shown(p)] for p in frames]
+            lat, msk = (torch.cat([part[k] for _, part in parts])[pick] for k in (0, 1))
             audio = {s: feats[s][frames] for s in feats}
             return FrameData(frames[0], lat, msk, audio["keyframe"], audio["interpolation"], tuple(frames) if keyframes_only else None)
 
         def prepare(reader) -> Iterator[tuple[int, FrameData, bool]]:
-            """Stage 2, per window: decode the model frames, cut their face crops, VAE-encode them; yields
-            (window, its data, whether the data holds every frame). The first window's keyframes come
-            first, on their own, where tracking kept their frames (``FirstKeyframeImages``)."""
-            for w in range(max(0, first - 1), stop):  # from the window before the first: its last keyframe
+            """Stage 2, per window: decode the model frames, cut their face crops and VAE-encode them; yields
+            (window, its data, whether the data holds every frame): its keyframes' data first, as soon as
+            they are encoded, so that the keyframe stage runs while the other frames are encoded, then the
+            whole window's. The window before ``first`` gives its keyframes alone (its last keyframe is
+            all that is needed of it). The first window's keyframes come from the frames tracking kept,
+            where it kept them (``FirstKeyframeImages``), so they do not wait for the window's decode.
+            Keyframe crops are encoded in a batch of their own, so their latents are the same either way."""
+            def cut(images, sources) -> dict[int, np.ndarray]:
+                return {i: cut_crop(images(i), boxes[i]) for i in sources}
+
+            for w in range(max(0, first - 1), stop):
                 window = plan.windows[w]
                 clock = time.perf_counter()
+                frames = list(range(window.segments[0], window.segments[-1] + CLIP))
+                key_sources = list(dict.fromkeys(shown(p) for p in window.keyframes))
+                kept = keyframe_images.get(key_sources) if w == 0 and keyframe_images is not None else None
                 if w == 0 and keyframe_images is not None:
-                    kept = keyframe_images.get([shown(p) for p in window.keyframes])
                     keyframe_images.images = {}
-                    if kept is not None:
-                        data = frame_data(window, lambda i: cut_crop(kept[i], boxes[i]), keyframes_only=True)
-                        timings["encode"] += time.perf_counter() - clock
-                        yield w, data, False
-                        clock = time.perf_counter()
-                data = frame_data(window, lambda i: cut_crop(reader.fetch(i), boxes[i]))
+                crops = None if kept is not None else cut(reader.fetch, key_sources if w < first else dict.fromkeys(shown(p) for p in frames))
+                keys = (key_sources, encode(key_sources, cut(kept.get, key_sources) if kept is not None else crops))
+                timings["encode"] += time.perf_counter() - clock
+                yield w, frame_data(window.keyframes, [keys], keyframes_only=True), False
+                if w < first:
+                    continue
+                clock = time.perf_counter()
+                if crops is None:  # in playback order: backwards when played back and forth
+                    crops = cut(reader.fetch, dict.fromkeys(shown(p) for p in frames))
+                rest = [i for i in crops if i not in key_sources]
+                data = frame_data(frames, [keys, *([(rest, encode(rest, crops))] if rest else [])])
                 timings["encode"] += time.perf_counter() - clock
                 yield w, data, True
 
