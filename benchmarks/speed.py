@@ -542,6 +542,8 @@ def model_report(args) -> None:
         if args.fp8:
             meta = meta_copy(model)  # FLOPs of the layers FP8 replaces, counted as they were
             pipe.fp8(args.fp8)
+        if args.channels_last:
+            pipe.channels_last()
         if args.compile:
             pipe.compile()
         peak, peak_source = (args.peak_tflops, "--peak-tflops") if args.peak_tflops else device_peak_tflops(device, dtype)
@@ -680,6 +682,8 @@ def main() -> None:
     real.add_argument("--dtype", default="float32", choices=["float32", "float16", "bfloat16"])
     real.add_argument("--speed", nargs="+", default=["quality", "fast"], help="speed presets, one row each (P@N: P with --deep-cache N)")
     real.add_argument("--clips-per-call", type=int, default=2)
+    real.add_argument("--channels-last", action="store_true", help="the networks' and the VAE's weights and activations channels-last "
+                      "(KeySyncPipeline.channels_last)")
     real.add_argument("--compile", action="store_true", help="compile the networks' repeated blocks first")
     real.add_argument("--fp8", choices=["on", "emulate"], help="FP8 matmuls in the networks' linear layers (keysync dub --fp8); MFU "
                       "stays against --peak-tflops or the 16-bit peak, as FP8 runs only part of the FLOPs")

@@ -338,6 +338,19 @@ class KeySyncPipeline:
             net.compile_blocks(backend=backend, mode=mode)
         return self
 
+    def channels_last(self) -> "KeySyncPipeline":
+        """Keep the 2-D convolutions' weights of both sampling networks and the VAE channels-last (NHWC): a
+        convolution with such a weight makes a channels-last output, so the activations follow, in the layout
+        that GPU tensor cores prefer (cuDNN's NHWC kernels). The output equals the default layout's to float
+        rounding. Measured only on a CPU, where it gains nothing (``benchmarks/speed.py --channels-last``
+        measures it on a GPU). Call it before ``compile``. (``Module.to(memory_format=...)`` would refuse the
+        temporal layers' 5-D weights.)"""
+        for net in (self.model.keyframe, self.model.interpolation, self.model.vae):
+            for module in net.modules():
+                if isinstance(module, torch.nn.Conv2d):
+                    module.to(memory_format=torch.channels_last)
+        return self
+
     def fp8(self, mode: str = "on") -> "KeySyncPipeline":
         """FP8 matmuls in both sampling networks (``keysync.models.fp8``): ``on``, torchao's, on a GPU with
         FP8 tensor cores and ``dtype`` bfloat16; ``emulate``, their rounding on any device, to see what FP8
