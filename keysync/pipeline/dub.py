@@ -342,8 +342,8 @@ class KeySyncPipeline:
         """Keep the 2-D convolutions' weights of both sampling networks and the VAE channels-last (NHWC): a
         convolution with such a weight makes a channels-last output, so the activations follow, in the layout
         that GPU tensor cores prefer (cuDNN's NHWC kernels). The output equals the default layout's to float
-        rounding. Measured only on a CPU, where it gains nothing (``benchmarks/speed.py --channels-last``
-        measures it on a GPU). Call it before ``compile``. (``Module.to(memory_format=...)`` would refuse the
+        rounding. Measured only on a CPU, where the small model's dub is 6 % slower with it
+        (``benchmarks/speed.py --channels-last`` measures it on a GPU). Call it before ``compile``. (``Module.to(memory_format=...)`` would refuse the
         temporal layers' 5-D weights.)"""
         for net in (self.model.keyframe, self.model.interpolation, self.model.vae):
             for module in net.modules():
