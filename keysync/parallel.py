@@ -88,3 +88,17 @@ def exempt_loaded_objects() -> None:
     import gc
 
     gc.freeze()
+
+
+def leave_a_core() -> None:
+    """Keep this process (and the threads it starts) off one of the cores it may run on, where it has more
+    than one: for a helper process beside a main one whose single thread is on the critical path (the demo
+    renders and tracks while the main process imports torch and diffusers, one thread's work, and the
+    renderer's tracker and video encoder would otherwise spread over both of two cores). Linux only; elsewhere
+    nothing changes."""
+    import os
+
+    if hasattr(os, "sched_setaffinity"):
+        cores = sorted(os.sched_getaffinity(0))
+        if len(cores) > 1:
+            os.sched_setaffinity(0, cores[1:])

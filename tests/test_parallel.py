@@ -4,7 +4,7 @@ import threading
 
 import pytest
 
-from keysync.parallel import in_background
+from keysync.parallel import in_background, leave_a_core
 
 
 def test_the_producer_works_ahead_of_the_consumer_by_at_most_depth():
@@ -46,3 +46,16 @@ def test_closing_stops_the_thread():
     next(items)
     items.close()
     assert threading.active_count() == before
+
+
+@pytest.mark.parametrize("cores, kept", [({0, 1}, [1]), ({2, 5, 7, 9}, [5, 7, 9]), ({3}, None)])
+def test_a_helper_process_leaves_one_of_its_cores(monkeypatch, cores, kept):
+    """``leave_a_core`` keeps the process off its first core where it may run on several, and changes
+    nothing where it has one."""
+    import os
+
+    asked = []
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: set(cores), raising=False)
+    monkeypatch.setattr(os, "sched_setaffinity", lambda pid, mask: asked.append((pid, list(mask))), raising=False)
+    leave_a_core()
+    assert asked == ([] if kept is None else [(0, kept)])
