@@ -343,8 +343,8 @@ class KeySyncPipeline:
         convolution with such a weight makes a channels-last output, so the activations follow, in the layout
         that GPU tensor cores prefer (cuDNN's NHWC kernels). The output equals the default layout's to float
         rounding. Measured only on a CPU, where the small model's dub is 6 % slower with it
-        (``benchmarks/speed.py --channels-last`` measures it on a GPU). Call it before ``compile``. (``Module.to(memory_format=...)`` would refuse the
-        temporal layers' 5-D weights.)"""
+        (``benchmarks/speed.py --channels-last`` measures it on a GPU). Call it before ``compile``.
+        (``Module.to(memory_format=...)`` would refuse the temporal layers' 5-D weights.)"""
         for net in (self.model.keyframe, self.model.interpolation, self.model.vae):
             for module in net.modules():
                 if isinstance(module, torch.nn.Conv2d):
@@ -542,17 +542,20 @@ class KeySyncPipeline:
                 clock = time.perf_counter()
                 frames = list(range(window.segments[0], window.segments[-1] + CLIP))
                 key_sources = list(dict.fromkeys(shown(p) for p in window.keyframes))
-                kept = keyframe_images.get(key_sources) if w == 0 and keyframe_images is not None else None
+                kept = None
                 if w == 0 and keyframe_images is not None:
-                    keyframe_images.images = {}
-                crops = None if kept is not None else cut(reader.fetch, key_sources if w < first else dict.fromkeys(shown(p) for p in frames))
-                keys = (key_sources, encode(key_sources, cut(kept.get, key_sources) if kept is not None else crops))
+                    kept, keyframe_images.images = keyframe_images.get(key_sources), {}
+                if kept is not None:  # the window is decoded after its keyframes are handed on
+                    crops, key_crops = None, cut(kept.get, key_sources)
+                else:  # in playback order (backwards when played back and forth); before ``first``, the keyframes alone
+                    crops = key_crops = cut(reader.fetch, key_sources if w < first else dict.fromkeys(shown(p) for p in frames))
+                keys = (key_sources, encode(key_sources, key_crops))
                 timings["encode"] += time.perf_counter() - clock
                 yield w, frame_data(window.keyframes, [keys], keyframes_only=True), False
                 if w < first:
                     continue
                 clock = time.perf_counter()
-                if crops is None:  # in playback order: backwards when played back and forth
+                if crops is None:
                     crops = cut(reader.fetch, dict.fromkeys(shown(p) for p in frames))
                 rest = [i for i in crops if i not in key_sources]
                 data = frame_data(frames, [keys, *([(rest, encode(rest, crops))] if rest else [])])
@@ -615,8 +618,9 @@ class KeySyncPipeline:
                 bar.close()
 
         def generate() -> Iterator[np.ndarray]:
-            """Stage 5, per output frame: read its source frame, paste the generated lower face, yield it. Stages 2, 3 and 4
-            run in threads of their own, joined by bounded queues, so the wall time approaches the slowest stage."""
+            """Stage 5, per output frame: read its source frame, paste the generated lower face, yield it.
+            Stages 2, 3 and 4 run in threads of their own, joined by bounded queues, so the wall time approaches
+            the slowest stage."""
             writing = source.fetcher(tracked.times)
             generated: dict[int, np.ndarray] = {}
             windows = in_background(decode(in_background(sample(in_background(prepare(source.fetcher(tracked.times)))))))
