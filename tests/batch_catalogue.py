@@ -1,7 +1,7 @@
 """A tiny catalogue for the `keysync batch` tests: three 8-frame clips, one speech file, a file that is not
 a video, the random-weight micro model saved as a model folder, and the outputs of single `keysync dub`
 runs of each job, each a new process on one thread, as each of 2 workers has on 2 cores, to compare with (made
-once per session)."""
+once per session). Every job is encoded losslessly (``same_dub``)."""
 
 from __future__ import annotations
 
@@ -22,6 +22,26 @@ def sha256(path) -> str:
     return hashlib.sha256(Path(path).read_bytes()).hexdigest()
 
 
+def same_dub(path, reference) -> bool:
+    """The two videos hold the same frames at the same times, and the same sound. Not their bytes: x264
+    (core 165) makes different bitstreams of the same frames from one run to the next in one process, even
+    on one thread (its input planes hashed equal), so the jobs are encoded losslessly (crf 0) and compared
+    decoded."""
+    import av
+    import numpy as np
+
+    def content(file):
+        with av.open(str(file)) as media:
+            video = [(f.pts, f.to_ndarray(format="rgb24")) for f in media.decode(video=0)]
+        with av.open(str(file)) as media:
+            sound = np.concatenate([f.to_ndarray() for f in media.decode(audio=0)], axis=1)
+        return video, sound
+
+    (frames, sound), (want, want_sound) = content(path), content(reference)
+    return (len(frames) == len(want) and all(t == u and np.array_equal(a, b) for (t, a), (u, b) in zip(frames, want))
+            and np.array_equal(sound, want_sound))
+
+
 def catalogue(tmp_path_factory) -> Path:
     """The folder with the clips, ``micro`` (model), ``speech.mp4``, ``broken.mp4`` and ``reference/``: each
     valid job dubbed by `keysync dub` (steps 1, the row's seed)."""
@@ -38,7 +58,7 @@ def catalogue(tmp_path_factory) -> Path:
         # moves (the same dub made here after building a large model was not byte-identical)
         runs = [subprocess.Popen([sys.executable, "-c", "import sys; from keysync.cli import main; sys.exit(main())", "dub",
                                   str(root / video), str(root / "speech.mp4"), "-o", str(root / "reference" / (output or video)),
-                                  "--model", str(root / "micro"), "--steps", "1", "--seed", str(seed), "--quiet"],
+                                  "--model", str(root / "micro"), "--steps", "1", "--seed", str(seed), "--crf", "0", "--quiet"],
                                  env=dict(os.environ, OMP_NUM_THREADS="1"), stderr=subprocess.PIPE, text=True)
                 for video, seed, output in ROWS]
         for run in runs:
@@ -49,9 +69,9 @@ def catalogue(tmp_path_factory) -> Path:
 
 def write_manifest(path: Path, root: Path, rows=ROWS, broken: bool = True) -> Path:
     """A CSV manifest of ``rows`` (paths relative to the manifest's folder ``root``), and the broken video last."""
-    lines = ["video,audio,steps,seed,output"]
-    lines += [f"{video},speech.mp4,1,{seed},{output or ''}" for video, seed, output in rows]
-    lines += ["broken.mp4,speech.mp4,1,1,"] if broken else []
+    lines = ["video,audio,steps,seed,crf,output"]
+    lines += [f"{video},speech.mp4,1,{seed},0,{output or ''}" for video, seed, output in rows]
+    lines += ["broken.mp4,speech.mp4,1,1,0,"] if broken else []
     path.write_text("\n".join(lines) + "\n")
     assert path.parent == root
     return path
