@@ -23,10 +23,9 @@ def sha256(path) -> str:
 
 
 def same_dub(path, reference) -> bool:
-    """The two videos hold the same frames at the same times, and the same sound. Not their bytes: x264
-    (core 165) makes different bitstreams of the same frames from one run to the next in one process, even
-    on one thread (its input planes hashed equal), so the jobs are encoded losslessly (crf 0) and compared
-    decoded."""
+    """The two videos hold the same frames at the same times, and the same sound: what keysync makes, not
+    the encoder's bytes (x264's SIMD macroblock-tree code varied them from run to run until the writer ran
+    it cpu-independent), so the jobs are encoded losslessly (crf 0) and compared decoded."""
     import av
     import numpy as np
 
