@@ -664,6 +664,8 @@ def write_model_report(args, rows: list[dict], peak, peak_source: str, model) ->
 
 
 def main() -> None:
+    from keysync.constants import DTYPES
+
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=float, default=10)
     parser.add_argument("--size", default="1920x1080")
@@ -679,7 +681,7 @@ def main() -> None:
     real.add_argument("--model", help="time the real networks: small (shipped), a model folder, or a preset with --random-weights (official)")
     real.add_argument("--random-weights", action="store_true", help="build --model's preset with random weights (the timings hold; the output is noise)")
     real.add_argument("--device", default="cpu", help="cpu or cuda")
-    real.add_argument("--dtype", default="float32", choices=["float32", "float16", "bfloat16"])
+    real.add_argument("--dtype", default="float32", choices=DTYPES)
     real.add_argument("--speed", nargs="+", default=["quality", "fast"], help="speed presets, one row each (P@N: P with --deep-cache N)")
     real.add_argument("--clips-per-call", type=int, default=2)
     real.add_argument("--channels-last", action="store_true", help="the networks' and the VAE's weights and activations channels-last "

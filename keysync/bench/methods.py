@@ -96,12 +96,11 @@ class KeySyncMethod:
     def __init__(self, model: str | None = None, speed: str = "quality", steps: int | None = None, seed: int = 0,
                  guidance: tuple[float, ...] | None = None, deep_cache: int = 1, fp8: str | None = None,
                  dtype: str = "float32"):
-        import torch
-
         from ..models.model import shipped_model_dir
+        from ..models.precision import resolve_dtype
         from ..pipeline.dub import DubOptions, KeySyncPipeline
 
-        self.pipeline = KeySyncPipeline.from_pretrained(model or shipped_model_dir(), dtype=getattr(torch, dtype))
+        self.pipeline = KeySyncPipeline.from_pretrained(model or shipped_model_dir(), dtype=resolve_dtype(dtype))
         if fp8:
             self.pipeline.fp8(fp8)
         self.options = DubOptions(speed=speed, steps=steps, deep_cache=deep_cache, seed=seed, progress=False, guidance=guidance)

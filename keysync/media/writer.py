@@ -92,9 +92,9 @@ class VideoWriter:
     lower PSNR at ~44 dB (benchmarks/results/speed_encoders.md). ``encoder``: ``ENCODERS``
     (``choose_encoder``); h264_nvenc runs at constant quality ``crf`` (its ``cq``) with its p4 preset.
     x264 runs ``cpu-independent`` (its macroblock-tree rate control in plain C, not its SIMD code): without
-    it, the same frames made different files from one run to the next in one process (10 encodes of one
-    16-frame dubbed clip with sound: 9 different files, decoded 0.5 levels apart on average); with it, one
-    file, at the same speed (1080p at 60-62 fps against 60-63 on 2 cores) and 0.3 % larger.
+    it, the same frames made different files from one run to the next in one process (10 encodes of a
+    16-frame moving-face clip with sound: 9 different files; two files of an 8-frame dubbed clip decoded
+    0.5 levels apart on average); with it, one file, at the same speed (1080p at 60-62 fps against 60-63 on 2 cores) and 0.3 % larger.
 
     ``template``: an opened video stream whose encoded packets are copied by ``write_packet`` instead of
     encoding frames (``join_videos``).
